@@ -1,0 +1,65 @@
+//! Entry points for the fuzz targets in `fuzz/` and for the test that replays their corpora.
+//!
+//! Each takes arbitrary bytes and must return without panicking, hanging or allocating without
+//! bound. The first byte picks the category (and for the decoder, the encoding), the rest is
+//! the body, so one corpus explores every rule set.
+
+use crate::{BodyKind, Category, Decoder, Encoding, Precision, Validator};
+
+fn split(data: &[u8]) -> (Category, &[u8]) {
+    match data.split_first() {
+        Some((&b, rest)) => (Category::ALL[usize::from(b) % Category::ALL.len()], rest),
+        None => (Category::Metric, data),
+    }
+}
+
+fn validate(kind: BodyKind, data: &[u8]) {
+    let (category, body) = split(data);
+    let mut v = Validator::default();
+    match v.validate(kind, category, Precision::Nanoseconds, body) {
+        Ok(verdict) => {
+            // A point takes at least a few bytes in every format.
+            assert!(verdict.points <= body.len() as u64);
+        }
+        Err(rejection) => {
+            assert!(rejection.offset <= body.len());
+            let _ = rejection.to_string();
+        }
+    }
+}
+
+/// Line protocol validation.
+pub fn line_protocol(data: &[u8]) {
+    validate(BodyKind::LineProtocol, data);
+}
+
+/// Protobuf validation.
+pub fn protobuf(data: &[u8]) {
+    validate(BodyKind::Protobuf, data);
+}
+
+/// JSON validation.
+pub fn json(data: &[u8]) {
+    validate(BodyKind::Json, data);
+}
+
+/// Decoding, with a 1 MiB cap: the output never exceeds the cap.
+pub fn decode(data: &[u8]) {
+    const LIMIT: usize = 1 << 20;
+    let (encoding, body) = match data.split_first() {
+        Some((&b, rest)) => {
+            let e = [
+                Encoding::Identity,
+                Encoding::Gzip,
+                Encoding::Deflate,
+                Encoding::Zstd,
+            ];
+            (e[usize::from(b) % 4], rest)
+        }
+        None => (Encoding::Identity, data),
+    };
+    let mut out = Vec::new();
+    if let Ok(decoded) = Decoder::new().decode(encoding, body, &mut out, LIMIT) {
+        assert!(decoded.len() <= LIMIT);
+    }
+}

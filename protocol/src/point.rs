@@ -1,0 +1,543 @@
+//! The per-point rules shared by every body format: counts and lengths of the point model,
+//! duplicate keys, reserved and expected keys, and string fields in metrics.
+//!
+//! A format's parser calls [`PointChecker::begin`], then [`PointChecker::key`] for every tag and
+//! field key (in the order they appear), [`PointChecker::string_field`] for every string-like
+//! field value, and [`PointChecker::finish`]. Nothing allocates once the checker's scratch
+//! buffers have grown to the largest point seen.
+//!
+//! Duplicate detection is O(1) per key: a 1,024-bit filter answers "certainly new" for the few
+//! keys of an ordinary point, with a linear check on a filter hit; beyond
+//! [`LINEAR_KEYS`] keys a generation-stamped hash table takes over, so a point with thousands of
+//! keys costs linear time too.
+
+use crate::verdict::{Action, Category, Limits, Rule, RuleActions, RuleCounts};
+
+/// Below this many keys, a filter hit is resolved by a linear scan.
+const LINEAR_KEYS: usize = 32;
+
+/// How a key is spelled in the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Spelling {
+    /// The bytes are the key.
+    Plain,
+    /// Line protocol escapes (`\,`, `\=`, `\ `, `\\`) may be present.
+    LineProtocol,
+    /// JSON string escapes may be present (the raw bytes between the quotes).
+    Json,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct KeyRef {
+    hash: u64,
+    /// Span in the input, or (when `in_scratch`) in `unescaped`.
+    start: u32,
+    end: u32,
+    in_scratch: bool,
+}
+
+/// Per-validator scratch state for checking one point at a time.
+#[derive(Debug)]
+pub(crate) struct PointChecker {
+    limits: Limits,
+    actions: RuleActions,
+    category: Category,
+    keys: Vec<KeyRef>,
+    unescaped: Vec<u8>,
+    filter: [u64; 16],
+    /// Open-addressing table of `(generation, key index)`, used past `LINEAR_KEYS` keys.
+    table: Vec<(u32, u32)>,
+    generation: u32,
+    tags: u32,
+    fields: u32,
+    broke: u8,
+    expected_seen: bool,
+}
+
+const BROKE_STRING: u8 = 1;
+const BROKE_RESERVED: u8 = 2;
+const BROKE_DUP: u8 = 4;
+
+impl PointChecker {
+    pub(crate) fn new(limits: Limits, actions: RuleActions, category: Category) -> PointChecker {
+        let max_keys = (limits.max_tags as usize).saturating_add(limits.max_fields as usize);
+        let slots = max_keys
+            .saturating_mul(2)
+            .clamp(64, 1 << 16)
+            .next_power_of_two();
+        PointChecker {
+            limits,
+            actions,
+            category,
+            keys: Vec::new(),
+            unescaped: Vec::new(),
+            filter: [0; 16],
+            table: vec![(0, 0); slots],
+            generation: 0,
+            tags: 0,
+            fields: 0,
+            broke: 0,
+            expected_seen: false,
+        }
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub(crate) fn category(&self) -> Category {
+        self.category
+    }
+
+    pub(crate) fn set_category(&mut self, category: Category) {
+        self.category = category;
+    }
+
+    pub(crate) fn set_config(&mut self, limits: Limits, actions: RuleActions) {
+        if limits != self.limits {
+            *self = PointChecker::new(limits, actions, self.category);
+        } else {
+            self.actions = actions;
+        }
+    }
+
+    #[inline]
+    pub(crate) fn begin(&mut self) {
+        if self.keys.len() > LINEAR_KEYS {
+            self.generation = self.generation.wrapping_add(1);
+            if self.generation == 0 {
+                self.table.fill((0, 0));
+                self.generation = 1;
+            }
+        }
+        self.keys.clear();
+        self.unescaped.clear();
+        self.filter = [0; 16];
+        self.tags = 0;
+        self.fields = 0;
+        self.broke = 0;
+        self.expected_seen = false;
+    }
+
+    #[inline]
+    pub(crate) fn fields(&self) -> u32 {
+        self.fields
+    }
+
+    /// Checks the measurement's (unescaped) length.
+    #[inline]
+    pub(crate) fn measurement(&self, unescaped_len: usize) -> Result<(), Rule> {
+        if unescaped_len == 0 {
+            Err(Rule::MissingMeasurement)
+        } else if unescaped_len > self.limits.max_measurement_bytes as usize {
+            Err(Rule::MeasurementTooLong)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Checks a tag value's (unescaped) length.
+    #[inline]
+    pub(crate) fn tag_value(&self, unescaped_len: usize) -> Result<(), Rule> {
+        if unescaped_len > self.limits.max_tag_value_bytes as usize {
+            Err(Rule::TagValueTooLong)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Checks a string or bytes field value's length.
+    #[inline]
+    pub(crate) fn field_value(&self, len: usize) -> Result<(), Rule> {
+        if len > self.limits.max_field_value_bytes as usize {
+            Err(Rule::FieldValueTooLong)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Checks a point's encoded length.
+    #[inline]
+    pub(crate) fn line(&self, len: usize) -> Result<(), Rule> {
+        if len > self.limits.max_line_bytes as usize {
+            Err(Rule::LineTooLong)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Records a string-like field value (string, bytes, array of strings).
+    #[inline]
+    pub(crate) fn string_field(&mut self) -> Result<(), Rule> {
+        if self.category.forbids_string_fields() {
+            self.violate(
+                Rule::MetricStringField,
+                BROKE_STRING,
+                self.actions.metric_string_field,
+            )?;
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn violate(&mut self, rule: Rule, bit: u8, action: Action) -> Result<(), Rule> {
+        match action {
+            Action::Reject => Err(rule),
+            Action::Count => {
+                self.broke |= bit;
+                Ok(())
+            }
+        }
+    }
+
+    /// Records a tag or field key: `input[start..end]`, spelled as `spelling`.
+    #[inline]
+    pub(crate) fn key(
+        &mut self,
+        input: &[u8],
+        start: usize,
+        end: usize,
+        spelling: Spelling,
+        is_tag: bool,
+    ) -> Result<(), Rule> {
+        if is_tag {
+            self.tags += 1;
+            if self.tags > self.limits.max_tags {
+                return Err(Rule::TooManyTags);
+            }
+        } else {
+            self.fields += 1;
+            if self.fields > self.limits.max_fields {
+                return Err(Rule::TooManyFields);
+            }
+        }
+        let raw = &input[start..end];
+        let has_escape = spelling != Spelling::Plain && memchr::memchr(b'\\', raw).is_some();
+        let key = if has_escape {
+            let from = self.unescaped.len();
+            match spelling {
+                Spelling::Json => crate::json::unescape_into(raw, &mut self.unescaped)
+                    .map_err(|()| Rule::JsonSyntax)?,
+                _ => unescape_line_protocol(raw, &mut self.unescaped),
+            }
+            KeyRef {
+                hash: 0,
+                start: from as u32,
+                end: self.unescaped.len() as u32,
+                in_scratch: true,
+            }
+        } else {
+            KeyRef {
+                hash: 0,
+                start: start as u32,
+                end: end as u32,
+                in_scratch: false,
+            }
+        };
+        let bytes = self.bytes(input, &key);
+        if bytes.is_empty() {
+            return Err(Rule::EmptyKey);
+        }
+        if bytes.len() > self.limits.max_key_bytes as usize {
+            return Err(Rule::KeyTooLong);
+        }
+        let hash = hash(bytes);
+        let key = KeyRef { hash, ..key };
+        let reserved = self.category.reserved_keys();
+        let is_reserved = !reserved.is_empty() && reserved.contains(&bytes);
+        let is_expected = !self.expected_seen && self.category.expected_key() == Some(bytes);
+
+        if is_reserved {
+            self.violate(Rule::ReservedKey, BROKE_RESERVED, self.actions.reserved_key)?;
+        }
+        if is_expected {
+            self.expected_seen = true;
+        }
+        if self.is_duplicate(input, &key) {
+            self.violate(Rule::DuplicateKey, BROKE_DUP, self.actions.duplicate_key)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the point, counting the rules it broke that are configured to count.
+    #[inline]
+    pub(crate) fn finish(&mut self, counts: &mut RuleCounts) -> Result<(), Rule> {
+        if self.fields == 0 {
+            return Err(Rule::MissingFields);
+        }
+        if !self.expected_seen && self.category.expected_key().is_some() {
+            self.violate(
+                Rule::MissingExpectedKey,
+                0,
+                self.actions.missing_expected_key,
+            )?;
+            counts.add(Rule::MissingExpectedKey);
+        }
+        if self.broke != 0 {
+            if self.broke & BROKE_STRING != 0 {
+                counts.add(Rule::MetricStringField);
+            }
+            if self.broke & BROKE_RESERVED != 0 {
+                counts.add(Rule::ReservedKey);
+            }
+            if self.broke & BROKE_DUP != 0 {
+                counts.add(Rule::DuplicateKey);
+            }
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn bytes<'a>(&'a self, input: &'a [u8], key: &KeyRef) -> &'a [u8] {
+        let range = key.start as usize..key.end as usize;
+        if key.in_scratch {
+            &self.unescaped[range]
+        } else {
+            &input[range]
+        }
+    }
+
+    /// Records `key` and says whether an equal key was recorded before in this point.
+    #[inline]
+    fn is_duplicate(&mut self, input: &[u8], key: &KeyRef) -> bool {
+        let index = self.keys.len();
+        if index < LINEAR_KEYS {
+            let bit = (key.hash >> 54) as usize;
+            let (word, mask) = (bit >> 6, 1u64 << (bit & 63));
+            let maybe_seen = self.filter[word] & mask != 0;
+            self.filter[word] |= mask;
+            let dup = maybe_seen && self.keys.iter().any(|k| self.same(input, k, key));
+            self.keys.push(*key);
+            return dup;
+        }
+        if index == LINEAR_KEYS {
+            // Switch to the table: a fresh generation, then every key so far (no duplicates
+            // among them that matter any more: a duplicate was already reported).
+            self.generation = self.generation.wrapping_add(1);
+            if self.generation == 0 {
+                self.table.fill((0, 0));
+                self.generation = 1;
+            }
+            for i in 0..self.keys.len() {
+                let k = self.keys[i];
+                self.table_insert(input, &k, i as u32);
+            }
+        }
+        self.keys.push(*key);
+        self.table_insert(input, key, index as u32)
+    }
+
+    /// Inserts key `index` unless an equal key is present; returns whether one was.
+    fn table_insert(&mut self, input: &[u8], key: &KeyRef, index: u32) -> bool {
+        let mask = self.table.len() - 1;
+        let mut slot = (key.hash as usize) & mask;
+        loop {
+            let (generation, other) = self.table[slot];
+            if generation != self.generation {
+                self.table[slot] = (self.generation, index);
+                return false;
+            }
+            let other = self.keys[other as usize];
+            if self.same(input, &other, key) {
+                return true;
+            }
+            slot = (slot + 1) & mask;
+        }
+    }
+
+    #[inline]
+    fn same(&self, input: &[u8], a: &KeyRef, b: &KeyRef) -> bool {
+        a.hash == b.hash && self.bytes(input, a) == self.bytes(input, b)
+    }
+}
+
+/// Appends the unescaped form of a line-protocol name, key or tag value.
+pub(crate) fn unescape_line_protocol(raw: &[u8], out: &mut Vec<u8>) {
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        if b == b'\\' && matches!(raw.get(i + 1), Some(b',' | b'=' | b' ' | b'\\')) {
+            out.push(raw[i + 1]);
+            i += 2;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+}
+
+#[inline]
+fn load8(b: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[..8]);
+    u64::from_le_bytes(w)
+}
+
+/// A fast hash of a key; equal hashes are confirmed by comparing bytes.
+#[inline]
+fn hash(b: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let n = b.len();
+    let mut h = (n as u64).wrapping_mul(K);
+    if n >= 8 {
+        let mut chunks = b[..n - 8].chunks_exact(8);
+        for c in &mut chunks {
+            h = (h ^ load8(c)).wrapping_mul(K).rotate_left(29);
+        }
+        h = (h ^ load8(&b[n - 8..])).wrapping_mul(K);
+    } else if n > 0 {
+        let mut w = 0u64;
+        for &x in b {
+            w = (w << 8) | u64::from(x);
+        }
+        h = (h ^ w).wrapping_mul(K);
+    }
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checker(category: Category) -> PointChecker {
+        PointChecker::new(Limits::default(), RuleActions::default(), category)
+    }
+
+    fn keys(
+        c: &mut PointChecker,
+        input: &[u8],
+        spans: &[(usize, usize, bool)],
+    ) -> Result<(), Rule> {
+        c.begin();
+        for &(s, e, tag) in spans {
+            c.key(input, s, e, Spelling::LineProtocol, tag)?;
+        }
+        c.finish(&mut RuleCounts::default())
+    }
+
+    #[test]
+    fn key_duplicate_tag_and_field_rejected() {
+        let input = b"host host";
+        let mut c = checker(Category::Metric);
+        assert_eq!(
+            keys(&mut c, input, &[(0, 4, true), (5, 9, false)]),
+            Err(Rule::DuplicateKey)
+        );
+    }
+
+    #[test]
+    fn key_escaped_spelling_of_same_key_is_duplicate() {
+        let input = b"a\\ b a b";
+        let mut c = checker(Category::Metric);
+        // "a\ b" unescapes to "a b"
+        assert_eq!(
+            keys(&mut c, input, &[(0, 4, false), (5, 8, false)]),
+            Err(Rule::DuplicateKey)
+        );
+    }
+
+    #[test]
+    fn key_many_distinct_keys_accepted_and_dup_after_switch_found() {
+        let mut input = Vec::new();
+        let mut spans = Vec::new();
+        for i in 0..1000 {
+            let s = input.len();
+            input.extend_from_slice(format!("key_{i}").as_bytes());
+            spans.push((s, input.len(), false));
+        }
+        let mut c = checker(Category::Metric);
+        assert_eq!(keys(&mut c, &input, &spans), Ok(()));
+        spans.push(spans[500]);
+        assert_eq!(keys(&mut c, &input, &spans), Err(Rule::DuplicateKey));
+        // and the next point starts clean
+        spans.pop();
+        assert_eq!(keys(&mut c, &input, &spans), Ok(()));
+        spans.truncate(3);
+        assert_eq!(keys(&mut c, &input, &spans), Ok(()));
+    }
+
+    #[test]
+    fn key_too_many_fields_and_tags_rejected() {
+        let input = b"k";
+        let limits = Limits {
+            max_fields: 2,
+            max_tags: 1,
+            ..Limits::default()
+        };
+        let mut c = PointChecker::new(limits, RuleActions::default(), Category::Metric);
+        c.begin();
+        assert_eq!(c.key(input, 0, 1, Spelling::Plain, true), Ok(()));
+        assert_eq!(
+            c.key(input, 0, 1, Spelling::Plain, true),
+            Err(Rule::TooManyTags)
+        );
+        c.begin();
+        let _ = c.key(input, 0, 1, Spelling::Plain, false);
+        let _ = c.key(input, 0, 1, Spelling::Plain, false);
+        assert_eq!(
+            c.key(input, 0, 1, Spelling::Plain, false),
+            Err(Rule::TooManyFields)
+        );
+    }
+
+    #[test]
+    fn key_empty_and_too_long_rejected() {
+        let long = vec![b'k'; 257];
+        let mut c = checker(Category::Metric);
+        c.begin();
+        assert_eq!(
+            c.key(b"", 0, 0, Spelling::Plain, false),
+            Err(Rule::EmptyKey)
+        );
+        assert_eq!(
+            c.key(&long, 0, 257, Spelling::Plain, false),
+            Err(Rule::KeyTooLong)
+        );
+        assert_eq!(c.key(&long, 0, 256, Spelling::Plain, false), Ok(()));
+    }
+
+    #[test]
+    fn reserved_and_expected_keys_follow_actions() {
+        let input = b"source status";
+        let mut c = checker(Category::Logging);
+        assert_eq!(
+            keys(&mut c, input, &[(0, 6, true), (7, 13, false)]),
+            Err(Rule::ReservedKey)
+        );
+        let actions = RuleActions {
+            reserved_key: Action::Count,
+            ..RuleActions::default()
+        };
+        let mut c = PointChecker::new(Limits::default(), actions, Category::Logging);
+        let mut counts = RuleCounts::default();
+        c.begin();
+        c.key(input, 0, 6, Spelling::Plain, true).unwrap();
+        c.key(input, 7, 13, Spelling::Plain, false).unwrap();
+        c.finish(&mut counts).unwrap();
+        assert_eq!(counts.reserved_key, 1);
+        assert_eq!(counts.missing_expected_key, 0);
+        c.begin();
+        c.key(input, 0, 6, Spelling::Plain, false).unwrap();
+        c.finish(&mut counts).unwrap();
+        assert_eq!(counts.missing_expected_key, 1);
+        // Reserved keys of one category are ordinary keys in another.
+        let mut c = checker(Category::Metric);
+        assert_eq!(keys(&mut c, input, &[(0, 6, true), (7, 13, false)]), Ok(()));
+    }
+
+    #[test]
+    fn finish_without_fields_rejected() {
+        let mut c = checker(Category::Metric);
+        assert_eq!(
+            keys(&mut c, b"t", &[(0, 1, true)]),
+            Err(Rule::MissingFields)
+        );
+    }
+
+    #[test]
+    fn hash_distinguishes_short_keys() {
+        assert_ne!(hash(b"ab"), hash(b"ba"));
+        assert_ne!(hash(b"usage_user"), hash(b"usage_usex"));
+        assert_ne!(hash(b"a"), hash(b"a\0"));
+    }
+}
