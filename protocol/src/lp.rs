@@ -30,8 +30,9 @@
 //! - Trailing spaces after the field set without a timestamp are accepted (IOx accepts them only
 //!   after a timestamp).
 //! - An unescaped `,` in a tag or field key is rejected (IOx makes it part of the key).
-//! - A backslash directly before a line end is rejected (IOx treats `\` + LF as an escape).
+//! - A backslash directly before a line end or CR is rejected (IOx treats it as an escape).
 //! - A tab, NUL or CR in a measurement, key or tag value is rejected (IOx allows some).
+//! - A trailing comma after the field set is rejected (IOx ignores it).
 //! - Point-model limits, category rules and duplicate keys (IOx leaves those to later layers).
 //! - Timestamps must fit in i64 nanoseconds after applying the precision.
 //!
@@ -45,16 +46,18 @@ use crate::verdict::{Excerpt, Position, Precision, Rejection, Rule, RuleCounts, 
 const STOP_MEASUREMENT: u8 = 1;
 const STOP_KEY: u8 = 2;
 const STOP_TAG_VALUE: u8 = 4;
+/// Stop bytes that need a closer look: escapes and control characters.
+const SPECIAL: u8 = 8;
 
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     t[b',' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE;
     t[b' ' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE;
-    t[b'\\' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE;
+    t[b'\\' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE | SPECIAL;
     t[b'\n' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE;
-    t[b'\r' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE;
-    t[b'\t' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE;
-    t[0] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE;
+    t[b'\r' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE | SPECIAL;
+    t[b'\t' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE | SPECIAL;
+    t[0] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE | SPECIAL;
     t[b'=' as usize] = STOP_KEY;
     t
 };
@@ -230,11 +233,23 @@ impl Parser<'_, '_> {
     fn scan(&self, mut i: usize, class: u8) -> Result<(usize, usize), Fail> {
         let b = self.b;
         let n = b.len();
+        while i < n && CLASS[usize::from(b[i])] & class == 0 {
+            i += 1;
+        }
+        if i < n && CLASS[usize::from(b[i])] & SPECIAL != 0 {
+            return self.scan_special(i, class);
+        }
+        Ok((i, 0))
+    }
+
+    /// The rest of [`Self::scan`] from a backslash or control byte at `i`.
+    #[cold]
+    #[inline(never)]
+    fn scan_special(&self, mut i: usize, class: u8) -> Result<(usize, usize), Fail> {
+        let b = self.b;
+        let n = b.len();
         let mut escapes = 0;
         loop {
-            while i < n && CLASS[usize::from(b[i])] & class == 0 {
-                i += 1;
-            }
             if i < n && b[i] == b'\\' {
                 match b.get(i + 1) {
                     None | Some(b'\n' | b'\r') => return Err((Rule::TrailingBackslash, i)),
@@ -242,6 +257,9 @@ impl Parser<'_, '_> {
                     Some(_) => {}
                 }
                 i += 2;
+                while i < n && CLASS[usize::from(b[i])] & class == 0 {
+                    i += 1;
+                }
                 continue;
             }
             if i < n && matches!(b[i], b'\t' | 0) {
@@ -367,10 +385,10 @@ impl Parser<'_, '_> {
         } else {
             i64::try_from(magnitude).ok()
         };
-        value
-            .and_then(|v| v.checked_mul(self.nanos))
-            .ok_or((Rule::BadTimestamp, i))?;
-        Ok(j)
+        match value {
+            Some(v) if self.nanos == 1 || v.checked_mul(self.nanos).is_some() => Ok(j),
+            _ => Err((Rule::BadTimestamp, i)),
+        }
     }
 }
 
@@ -462,8 +480,13 @@ fn parse_u64(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() {
         return None;
     }
+    // Eighteen digits cannot overflow: no checks for them.
+    let (head, tail) = digits.split_at(digits.len().min(18));
     let mut v: u64 = 0;
-    for &d in digits {
+    for &d in head {
+        v = v * 10 + u64::from(d - b'0');
+    }
+    for &d in tail {
         v = v.checked_mul(10)?.checked_add(u64::from(d - b'0'))?;
     }
     Some(v)

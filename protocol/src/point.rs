@@ -42,6 +42,9 @@ pub(crate) struct PointChecker {
     limits: Limits,
     actions: RuleActions,
     category: Category,
+    /// The category's reserved keys and expected key, looked up once per batch.
+    reserved: &'static [&'static [u8]],
+    expected: Option<&'static [u8]>,
     keys: Vec<KeyRef>,
     unescaped: Vec<u8>,
     filter: [u64; 16],
@@ -69,6 +72,8 @@ impl PointChecker {
             limits,
             actions,
             category,
+            reserved: category.reserved_keys(),
+            expected: category.expected_key(),
             keys: Vec::new(),
             unescaped: Vec::new(),
             filter: [0; 16],
@@ -91,6 +96,8 @@ impl PointChecker {
 
     pub(crate) fn set_category(&mut self, category: Category) {
         self.category = category;
+        self.reserved = category.reserved_keys();
+        self.expected = category.expected_key();
     }
 
     pub(crate) fn set_config(&mut self, limits: Limits, actions: RuleActions) {
@@ -211,50 +218,75 @@ impl PointChecker {
                 return Err(Rule::TooManyFields);
             }
         }
-        let raw = &input[start..end];
-        let has_escape = spelling != Spelling::Plain && memchr::memchr(b'\\', raw).is_some();
-        let key = if has_escape {
-            let from = self.unescaped.len();
-            match spelling {
-                Spelling::Json => crate::json::unescape_into(raw, &mut self.unescaped)
-                    .map_err(|()| Rule::JsonSyntax)?,
-                _ => unescape_line_protocol(raw, &mut self.unescaped),
+        let key = if spelling == Spelling::Plain {
+            let bytes = &input[start..end];
+            if bytes.is_empty() {
+                return Err(Rule::EmptyKey);
+            }
+            if bytes.len() > self.limits.max_key_bytes as usize {
+                return Err(Rule::KeyTooLong);
             }
             KeyRef {
-                hash: 0,
-                start: from as u32,
-                end: self.unescaped.len() as u32,
-                in_scratch: true,
-            }
-        } else {
-            KeyRef {
-                hash: 0,
+                hash: hash(bytes),
                 start: start as u32,
                 end: end as u32,
                 in_scratch: false,
             }
+        } else {
+            self.unescaped_key(input, start, end, spelling)?
         };
-        let bytes = self.bytes(input, &key);
+        if !self.reserved.is_empty() || self.expected.is_some() {
+            self.key_rules(input, &key)?;
+        }
+        if self.is_duplicate(input, &key) {
+            self.violate(Rule::DuplicateKey, BROKE_DUP, self.actions.duplicate_key)?;
+        }
+        Ok(())
+    }
+
+    /// The slow path of [`Self::key`]: a key that may contain escapes.
+    #[cold]
+    #[inline(never)]
+    fn unescaped_key(
+        &mut self,
+        input: &[u8],
+        start: usize,
+        end: usize,
+        spelling: Spelling,
+    ) -> Result<KeyRef, Rule> {
+        let raw = &input[start..end];
+        let from = self.unescaped.len();
+        match spelling {
+            Spelling::Json => crate::json::unescape_into(raw, &mut self.unescaped)
+                .map_err(|()| Rule::JsonSyntax)?,
+            _ => unescape_line_protocol(raw, &mut self.unescaped),
+        }
+        let bytes = &self.unescaped[from..];
         if bytes.is_empty() {
             return Err(Rule::EmptyKey);
         }
         if bytes.len() > self.limits.max_key_bytes as usize {
             return Err(Rule::KeyTooLong);
         }
-        let hash = hash(bytes);
-        let key = KeyRef { hash, ..key };
-        let reserved = self.category.reserved_keys();
-        let is_reserved = !reserved.is_empty() && reserved.contains(&bytes);
-        let is_expected = !self.expected_seen && self.category.expected_key() == Some(bytes);
+        Ok(KeyRef {
+            hash: hash(bytes),
+            start: from as u32,
+            end: self.unescaped.len() as u32,
+            in_scratch: true,
+        })
+    }
 
-        if is_reserved {
-            self.violate(Rule::ReservedKey, BROKE_RESERVED, self.actions.reserved_key)?;
-        }
+    /// Reserved and expected keys of the category.
+    #[inline(never)]
+    fn key_rules(&mut self, input: &[u8], key: &KeyRef) -> Result<(), Rule> {
+        let bytes = self.bytes(input, key);
+        let is_reserved = self.reserved.contains(&bytes);
+        let is_expected = !self.expected_seen && self.expected == Some(bytes);
         if is_expected {
             self.expected_seen = true;
         }
-        if self.is_duplicate(input, &key) {
-            self.violate(Rule::DuplicateKey, BROKE_DUP, self.actions.duplicate_key)?;
+        if is_reserved {
+            self.violate(Rule::ReservedKey, BROKE_RESERVED, self.actions.reserved_key)?;
         }
         Ok(())
     }
@@ -265,7 +297,7 @@ impl PointChecker {
         if self.fields == 0 {
             return Err(Rule::MissingFields);
         }
-        if !self.expected_seen && self.category.expected_key().is_some() {
+        if !self.expected_seen && self.expected.is_some() {
             self.violate(
                 Rule::MissingExpectedKey,
                 0,

@@ -1,0 +1,415 @@
+#!/usr/bin/env python3
+"""Regenerates the seed corpora under fuzz/corpus/<target>/ (Python 3 standard library only).
+
+Every input starts with one selector byte, then the body:
+
+- line_protocol, protobuf, json: the category is ``Category::ALL[byte % 14]``
+  (0 = metric, 3 = object, 5 = custom_object, 6 = logging, 7 = tracing, ...);
+- decode: the encoding is ``byte % 4`` (0 identity, 1 gzip, 2 deflate/zlib, 3 zstd).
+
+Usage: ``python3 fuzz/make_corpus.py`` (from anywhere). Existing seeds are rewritten in place;
+seeds this script no longer produces are removed. Output is deterministic (gzip MTIME is 0).
+"""
+
+import gzip
+import os
+import struct
+import sys
+import zlib
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, "corpus")
+MAX_SEED = 4096
+
+METRIC = b"\x00"
+OBJECT = b"\x03"
+CUSTOM_OBJECT = b"\x05"
+LOGGING = b"\x06"
+TRACING = b"\x07"
+
+IDENTITY = b"\x00"
+GZIP = b"\x01"
+DEFLATE = b"\x02"
+ZSTD = b"\x03"
+
+# --------------------------------------------------------------------------------------------
+# Line protocol
+# --------------------------------------------------------------------------------------------
+
+LP = {
+    # valid
+    "basic_metric.lp": METRIC
+    + b"cpu,host=web-1,region=eu usage_user=0.5,usage_idle=99.1 1700000000000000000\n"
+    b"mem,host=web-1 used=1024i,free=3072u\n",
+    "escapes.lp": METRIC
+    + b"my\\ measure\\,ment,tag\\ key=tag\\,val\\=ue,path=C:\\\\dir field\\ key=1i,"
+    b"k\\=eq=2i,odd\\x=3i 1\n",
+    "quoted_strings.lp": LOGGING
+    + b'nginx,host=a message="he said \\"hi\\" and left\\\\",status="info",'
+    b'multi="line one\nline two\r\nline three" 1700000000000000000\n',
+    "int_uint_bounds.lp": METRIC
+    + b"m min=-9223372036854775808i,max=9223372036854775807i,umax=18446744073709551615u,"
+    b"zero=0i,uzero=0u\n",
+    "float_exponents.lp": METRIC
+    + b"m a=1e10,b=-1.5E-3,c=6.02e+23,d=0.0,e=-0,f=1.7976931348623157e308,g=5e-324,h=42\n",
+    "every_boolean.lp": TRACING
+    + b"m a=t,b=T,c=true,d=True,e=TRUE,f=f,g=F,h=false,i=False,j=FALSE\n",
+    "timestamps.lp": METRIC
+    + b"m f=1i 0\nm f=2i -1\nm f=3i 9223372036854775807\nm f=4i 1700000000000000000   \n",
+    "crlf_line_ends.lp": METRIC
+    + b"cpu,host=a usage=1i 1\r\ncpu,host=b usage=2i 2\r\n\r\ncpu,host=c usage=3i\r\n",
+    "comments_and_blank_lines.lp": METRIC
+    + b"# a comment line\n\n   \n#another,one=1 x=2\ncpu v=1i\n\n# trailing comment",
+    "binary_base64.lp": LOGGING
+    + b'log payload="aGk="b,empty=""b,long="SGVsbG8sIFdvcmxkIQ=="b,status="ok"\n',
+    "arrays.lp": LOGGING
+    + b'log ints=[1i,2i,-3i],uints=[1u,2u],floats=[1.5,2e3],bools=[true,F],'
+    b'strs=["a","b","c\\"d"],bins=["aGk="b],status="ok"\n',
+    "object_with_name.lp": OBJECT
+    + b'host_object,name=web-1,os=linux cpu_total=8i,message="{\\"k\\":1}"\n',
+    "custom_object_missing_name.lp": CUSTOM_OBJECT + b'thing,kind=x count=1i\n',
+    # invalid
+    "int_overflow.lp": METRIC + b"m i=9223372036854775808i\n",
+    "uint_overflow.lp": METRIC + b"m u=18446744073709551616u\n",
+    "timestamp_overflow.lp": METRIC + b"m f=1i 9223372036854775808\n",
+    "unterminated_string.lp": LOGGING + b'log message="never closed\nm f=1i\n',
+    "trailing_backslash.lp": METRIC + b"m,tag=value\\\n f=1i\n",
+    "bad_base64.lp": LOGGING + b'log d="a!b="b,status="x"\n',
+    "mixed_array.lp": LOGGING + b'log a=[1i,"a"],status="x"\n',
+    "metric_string_field.lp": METRIC + b'cpu host="web-1"\n',
+    "reserved_and_duplicate_keys.lp": LOGGING
+    + b'log,source=x status="a",status="b",date=1i\n',
+    "bad_chars_and_trailing.lp": METRIC
+    + b"m\tx f=1i\nm f=1i 1 junk\nm f=1i\r\rm f=\nm ,=1i\nm\n=\n",
+    "invalid_utf8.lp": LOGGING + b'log message="\xff\xfe\xc3",status="x"\n',
+}
+
+# --------------------------------------------------------------------------------------------
+# Protobuf (PBPoints, schema in protocol/src/pb.rs)
+# --------------------------------------------------------------------------------------------
+
+VARINT, I64, LEN, SGROUP, I32 = 0, 1, 2, 3, 5
+
+
+def varint(n):
+    n &= (1 << 64) - 1  # int64 negatives are ten bytes, as protobuf encodes them
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def key(field, wire):
+    return varint(field << 3 | wire)
+
+
+def v(field, n):
+    return key(field, VARINT) + varint(n)
+
+
+def ln(field, payload):
+    if isinstance(payload, str):
+        payload = payload.encode()
+    return key(field, LEN) + varint(len(payload)) + payload
+
+
+def f64(field, x):
+    return key(field, I64) + struct.pack("<d", x)
+
+
+# Field { key=1; i=2; u=3; f=4; b=5; d=6; a=7; is_tag=8; type=9; unit=10; s=11; desc=12 }
+def tag(k, val):
+    return ln(1, k) + ln(11, val) + v(8, 1)
+
+
+def fi(k, n):
+    return ln(1, k) + v(2, n)
+
+
+def fu(k, n):
+    return ln(1, k) + v(3, n)
+
+
+def ff(k, x):
+    return ln(1, k) + f64(4, x)
+
+
+def fb(k, b):
+    return ln(1, k) + v(5, 1 if b else 0)
+
+
+def fd(k, data):
+    return ln(1, k) + ln(6, data)
+
+
+def fs(k, s):
+    return ln(1, k) + ln(11, s)
+
+
+def fany(k, type_url, value):
+    return ln(1, k) + ln(7, ln(1, type_url) + ln(2, value))
+
+
+ARRAY_URL = "type.googleapis.com/point.Array"
+MAP_URL = "type.googleapis.com/point.Map"
+
+
+# BasicTypes { i=1; u=2; f=3; b=4; d=5; s=6 }
+def bt_i(n):
+    return v(1, n)
+
+
+def bt_f(x):
+    return f64(3, x)
+
+
+def bt_s(s):
+    return ln(6, s)
+
+
+def pb_array(*elems):
+    return b"".join(ln(1, e) for e in elems)
+
+
+def pb_map(**entries):
+    return b"".join(ln(1, ln(1, k) + ln(2, e)) for k, e in entries.items())
+
+
+# PBPoint { name=1; fields=2; time=3; warns=4; debugs=5 }
+def point(name, fields, time=None, extra=b""):
+    body = ln(1, name) + b"".join(ln(2, f) for f in fields)
+    if time is not None:
+        body += v(3, time)
+    return body + extra
+
+
+def points(*pts):
+    return b"".join(ln(1, p) for p in pts)
+
+
+METRIC_POINT = point(
+    "cpu",
+    [tag("host", "web-1"), ff("usage", 0.5), fi("delta", -3), fu("count", 7), fb("up", True)],
+    1700000000000000000,
+)
+
+PB = {
+    "valid_metric.pb.bin": METRIC + points(METRIC_POINT),
+    "valid_logging.pb.bin": LOGGING
+    + points(
+        point(
+            "nginx",
+            [
+                tag("host", "a"),
+                fs("message", "GET / 200 \u00e9\u6f22"),
+                fs("status", "info"),
+                fd("raw", b"\x00\x01\xff"),
+                ln(1, "bytes") + v(2, 512) + v(9, 1) + ln(10, "B") + ln(12, "response size"),
+            ],
+            1700000000000000000,
+        )
+    ),
+    "any_array.pb.bin": LOGGING
+    + points(
+        point(
+            "log",
+            [
+                fs("status", "ok"),
+                fany("ints", ARRAY_URL, pb_array(bt_i(1), bt_i(2), bt_i(-3))),
+                fany("strs", ARRAY_URL, pb_array(bt_s("a"), bt_s("b"))),
+                fany("empty", ARRAY_URL, b""),
+            ],
+        )
+    ),
+    "any_map.pb.bin": LOGGING
+    + points(point("log", [fs("status", "ok"), fany("m", MAP_URL, pb_map(a=bt_i(1), b=bt_f(2.5)))])),
+    "any_bad_type_url.pb.bin": LOGGING
+    + points(point("log", [fany("x", "type.googleapis.com/google.protobuf.Struct", b"")])),
+    "any_array_malformed.pb.bin": LOGGING
+    + points(point("log", [fany("x", ARRAY_URL, ln(1, b"\x0a\x05ab"))])),
+    "many_points_warns_debugs.pb.bin": OBJECT
+    + points(
+        point("host", [fs("name", "h1"), fi("cpus", 8)], 1, ln(4, ln(1, "w") + ln(2, "m")) + ln(5, ln(1, "dbg"))),
+        point("host", [fs("name", "h2"), fi("cpus", 4)], 2),
+        point("host", [fi("cpus", 2)], 3),
+    ),
+    "oneof_last_wins.pb.bin": METRIC + points(point("m", [fi("f", 1) + ln(11, "s") + v(2, 5)])),
+    "empty_batch.pb.bin": METRIC,
+    "truncated.pb.bin": METRIC + points(METRIC_POINT)[:-7],
+    "length_overflow.pb.bin": METRIC + key(1, LEN) + varint(0xFFFFFFFFFFFF) + b"abc",
+    "bad_varint.pb.bin": METRIC + ln(1, ln(1, "m") + key(3, VARINT) + b"\xff" * 10 + b"\x01"),
+    "unknown_field.pb.bin": METRIC + points(point("m", [fi("f", 1)], extra=ln(15, "?"))),
+    "wrong_wire_type.pb.bin": METRIC + points(v(1, 5) + ln(2, fi("f", 1))),
+    "group_wire_type.pb.bin": METRIC + points(point("m", [fi("f", 1)]) + key(6, SGROUP) + key(6, 4)),
+    "i32_wire_type.pb.bin": METRIC + points(point("m", [ln(1, "f") + key(4, I32) + b"\x00\x00\x80\x3f"])),
+    "tag_not_string.pb.bin": METRIC + points(point("m", [ln(1, "t") + v(2, 1) + v(8, 1), fi("f", 1)])),
+    "missing_value.pb.bin": METRIC + points(point("m", [ln(1, "f")]), point("", [fi("f", 1)])),
+    "invalid_utf8.pb.bin": LOGGING + points(point("m\xff".encode("latin-1"), [fs("status", "x")])),
+    "metric_string_field.pb.bin": METRIC + points(point("cpu", [fs("host", "web-1")])),
+}
+
+# --------------------------------------------------------------------------------------------
+# JSON (shape in protocol/src/json.rs)
+# --------------------------------------------------------------------------------------------
+
+JSON = {
+    "valid_metric.json": METRIC
+    + b'[{"measurement":"cpu","tags":{"host":"web-1"},'
+    b'"fields":{"usage":0.5,"count":3,"big":-9223372036854775808,"e":1.5e-3},'
+    b'"time":1700000000000000000}]',
+    "valid_logging.json": LOGGING
+    + b'[ {"measurement": "nginx", "fields": {"message": "he said \\"hi\\"\\n\\t\\u00e9 \\ud83d\\ude00",'
+    b' "status": "info", "ok": true, "bad": false}},\n'
+    b'  {"measurement": "nginx", "tags": {}, "fields": {"status": "warn"}, "time": 0} ]',
+    "arrays.json": LOGGING
+    + b'[{"measurement":"m","fields":{"status":"x","a":[1,2,3],"s":["a","b"],"e":[]}}]',
+    "object_with_name.json": OBJECT
+    + b'[{"measurement":"host","tags":{"name":"h1"},"fields":{"cpus":8}}]',
+    "empty_array.json": METRIC + b" [ ] ",
+    "trailing_comma.json": METRIC + b'[{"measurement":"m","fields":{"f":1,}},]',
+    "comment.json": METRIC + b'// hi\n[{"measurement":"m","fields":{"f":1}}]',
+    "null_value.json": METRIC + b'[{"measurement":"m","fields":{"f":null}}]',
+    "nested_object.json": METRIC + b'[{"measurement":"m","fields":{"f":{"g":1}}}]',
+    "nested_array.json": METRIC + b'[{"measurement":"m","fields":{"f":[[1]]}}]',
+    "mixed_array.json": LOGGING + b'[{"measurement":"m","fields":{"status":"x","f":[1,"a"]}}]',
+    "duplicate_and_unknown_keys.json": METRIC
+    + b'[{"measurement":"m","measurement":"n","fields":{"f":1},"extra":1}]',
+    "lone_surrogate.json": LOGGING + b'[{"measurement":"m","fields":{"status":"\\ud800x"}}]',
+    "control_char.json": LOGGING + b'[{"measurement":"m","fields":{"status":"a\x01b"}}]',
+    "missing_fields.json": METRIC + b'[{"measurement":"m","tags":{"t":"v"}}]',
+    "not_an_array.json": METRIC + b'{"measurement":"m","fields":{"f":1}}',
+    "time_overflow.json": METRIC + b'[{"measurement":"m","fields":{"f":1},"time":92233720368547758070}]',
+    "bad_numbers.json": METRIC
+    + b'[{"measurement":"m","fields":{"a":01,"b":1.,"c":.5,"d":-,"e":1e,"f":+1,"g":NaN}}]',
+    "tag_not_string.json": METRIC + b'[{"measurement":"m","tags":{"t":1},"fields":{"f":1}}]',
+    "deep_nesting.json": METRIC + b"[" * 200 + b"]" * 200,
+    "truncated.json": METRIC + b'[{"measurement":"m","fields":{"f":"abc',
+    "bom_and_invalid_utf8.json": METRIC + b'\xef\xbb\xbf[{"measurement":"\xff","fields":{"f":1}}]',
+}
+
+# --------------------------------------------------------------------------------------------
+# Decode
+# --------------------------------------------------------------------------------------------
+
+PAYLOAD = (
+    b"cpu,host=web-1 usage=0.5,n=3i 1700000000000000000\n"
+    b"mem,host=web-1 free=1024u 1700000000000000000\n"
+)
+
+
+def gz(data):
+    return gzip.compress(data, compresslevel=9, mtime=0)
+
+
+def zl(data):
+    return zlib.compress(data, 9)
+
+
+def raw_deflate(data):
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    return c.compress(data) + c.flush()
+
+
+def gzip_all_header_fields(data):
+    extra = b"AB\x04\x00data"
+    header = (
+        b"\x1f\x8b\x08\x1e"  # FHCRC | FEXTRA | FNAME | FCOMMENT
+        + b"\x00\x00\x00\x00\x02\x03"
+        + struct.pack("<H", len(extra))
+        + extra
+        + b"name.lp\x00"
+        + b"a comment\x00"
+    )
+    header += struct.pack("<H", zlib.crc32(header) & 0xFFFF)
+    trailer = struct.pack("<II", zlib.crc32(data), len(data))
+    return header + raw_deflate(data) + trailer
+
+
+# A zstd frame of PAYLOAD made with the `zstd` CLI (v1.5.4, level 3, with checksum).
+ZSTD_FRAME = bytes.fromhex(
+    "28b52ffd2460dd0100f4026370752c686f73743d7765622d312075736167653d302e352c"
+    "6e3d3369203137300a6d656d667265653d31303234750300517da82a8e04014fdab39ef1"
+)
+
+
+def zstd_raw_frame(data, window_descriptor=0x58):
+    """A frame with a window descriptor and one raw (stored) last block."""
+    header = b"\x28\xb5\x2f\xfd" + b"\x00" + bytes([window_descriptor])
+    block = struct.pack("<I", (len(data) << 3) | 1)[:3]  # last block, type raw
+    return header + block + data
+
+
+def zstd_rle_bomb(blocks=16):
+    """A 128 KiB window and `blocks` RLE blocks of 128 KiB each: 2 MiB from ~70 bytes."""
+    out = b"\x28\xb5\x2f\xfd\x00\x38"
+    for i in range(blocks):
+        last = 1 if i == blocks - 1 else 0
+        out += struct.pack("<I", (131072 << 3) | (1 << 1) | last)[:3] + b"a"
+    return out
+
+
+def zstd_skippable(data):
+    return struct.pack("<II", 0x184D2A50, len(data)) + data
+
+
+BOMB = b"\x00" * (2 << 20)  # 2 MiB: above the 1 MiB cap of fuzzing::decode
+
+DECODE = {
+    "identity.bin": IDENTITY + PAYLOAD,
+    "identity_empty.bin": IDENTITY,
+    "single_member.gz.bin": GZIP + gz(PAYLOAD),
+    "empty_member.gz.bin": GZIP + gz(b""),
+    "multi_member.gz.bin": GZIP + gz(PAYLOAD[:40]) + gz(PAYLOAD[40:]) + gz(b""),
+    "trailing_garbage.gz.bin": GZIP + gz(PAYLOAD) + b"garbage\x00\x00",
+    "trailing_zero_padding.gz.bin": GZIP + gz(PAYLOAD) + b"\x00" * 8,
+    "truncated.gz.bin": GZIP + gz(PAYLOAD)[:-5],
+    "truncated_header.gz.bin": GZIP + b"\x1f\x8b\x08\x1c\x00\x00\x00\x00\x00\x03\xff\xff",
+    "bad_crc.gz.bin": GZIP + gz(PAYLOAD)[:-8] + b"\xde\xad\xbe\xef" + gz(PAYLOAD)[-4:],
+    "all_header_fields.gz.bin": GZIP + gzip_all_header_fields(PAYLOAD),
+    "bomb_2mib.gz.bin": GZIP + gz(BOMB),
+    "stream.zlib.bin": DEFLATE + zl(PAYLOAD),
+    "truncated.zlib.bin": DEFLATE + zl(PAYLOAD)[:-3],
+    "trailing_garbage.zlib.bin": DEFLATE + zl(PAYLOAD) + b"xyz",
+    "raw_deflate_no_header.zlib.bin": DEFLATE + raw_deflate(PAYLOAD),
+    "preset_dictionary.zlib.bin": DEFLATE + b"\x78\xbb\x00\x00\x00\x01" + raw_deflate(PAYLOAD),
+    "bomb_2mib.zlib.bin": DEFLATE + zl(BOMB),
+    "frame.zst.bin": ZSTD + ZSTD_FRAME,
+    "two_frames_and_skippable.zst.bin": ZSTD + ZSTD_FRAME + zstd_skippable(b"skip me") + zstd_raw_frame(b"m f=1i\n"),
+    "truncated.zst.bin": ZSTD + ZSTD_FRAME[:-6],
+    "huge_window.zst.bin": ZSTD + zstd_raw_frame(b"hello", window_descriptor=0xA8),
+    "rle_bomb_2mib.zst.bin": ZSTD + zstd_rle_bomb(),
+    "trailing_garbage.zst.bin": ZSTD + ZSTD_FRAME + b"junk",
+    "not_a_frame.zst.bin": ZSTD + b"\x28\xb5\x2f\xfe\x00\x00",
+}
+
+
+def write(target, seeds):
+    if not 10 <= len(seeds) <= 25:
+        sys.exit(f"{target}: {len(seeds)} seeds, want 10 to 25")
+    directory = os.path.join(CORPUS, target)
+    os.makedirs(directory, exist_ok=True)
+    for name in os.listdir(directory):
+        if name not in seeds:
+            os.remove(os.path.join(directory, name))
+    for name, data in sorted(seeds.items()):
+        if len(data) >= MAX_SEED:
+            sys.exit(f"{target}/{name}: {len(data)} bytes, want < {MAX_SEED}")
+        with open(os.path.join(directory, name), "wb") as f:
+            f.write(data)
+    print(f"{target}: {len(seeds)} seeds")
+
+
+def main():
+    write("line_protocol", LP)
+    write("protobuf", PB)
+    write("json", JSON)
+    write("decode", DECODE)
+
+
+if __name__ == "__main__":
+    main()
