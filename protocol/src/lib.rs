@@ -25,6 +25,7 @@ mod json;
 mod lp;
 mod pb;
 mod point;
+mod swar;
 pub mod verdict;
 
 pub use decode::{DecodeError, DecodeErrorClass, Decoder, Encoding};

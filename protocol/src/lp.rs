@@ -40,6 +40,7 @@
 //! reported at the line that holds the bad byte.
 
 use crate::point::{PointChecker, Spelling};
+use crate::swar;
 use crate::verdict::{Excerpt, Position, Precision, Rejection, Rule, RuleCounts, Verdict};
 
 /// Byte classes; a set bit means "stop scanning" in that context.
@@ -230,13 +231,10 @@ impl Parser<'_, '_> {
     /// Scans a name, key or tag value from `i` up to a stop byte of `class`, honouring
     /// escapes. Returns the stop offset and the number of escape pairs.
     #[inline(always)]
-    fn scan(&self, mut i: usize, class: u8) -> Result<(usize, usize), Fail> {
+    fn scan(&self, i: usize, class: u8) -> Result<(usize, usize), Fail> {
         let b = self.b;
-        let n = b.len();
-        while i < n && CLASS[usize::from(b[i])] & class == 0 {
-            i += 1;
-        }
-        if i < n && CLASS[usize::from(b[i])] & SPECIAL != 0 {
+        let i = stop(b, i, class);
+        if i < b.len() && CLASS[usize::from(b[i])] & SPECIAL != 0 {
             return self.scan_special(i, class);
         }
         Ok((i, 0))
@@ -256,10 +254,7 @@ impl Parser<'_, '_> {
                     Some(b',' | b'=' | b' ' | b'\\') => escapes += 1,
                     Some(_) => {}
                 }
-                i += 2;
-                while i < n && CLASS[usize::from(b[i])] & class == 0 {
-                    i += 1;
-                }
+                i = stop(b, i + 2, class);
                 continue;
             }
             if i < n && matches!(b[i], b'\t' | 0) {
@@ -286,11 +281,14 @@ impl Parser<'_, '_> {
         Ok(end)
     }
 
-    #[inline]
+    #[inline(always)]
     fn scalar(&mut self, i: usize) -> Result<(usize, Kind), Fail> {
-        match self.b[i] {
+        let first = self.b[i];
+        if first.is_ascii_digit() || first == b'-' {
+            return number(self.b, i);
+        }
+        match first {
             b'"' => self.string(i),
-            b'-' | b'0'..=b'9' => number(self.b, i),
             b't' | b'T' | b'f' | b'F' => {
                 let b = self.b;
                 let mut j = i;
@@ -375,21 +373,77 @@ impl Parser<'_, '_> {
         let b = self.b;
         let negative = b[i] == b'-';
         let digits_start = i + usize::from(negative);
-        let mut j = digits_start;
-        while j < b.len() && b[j].is_ascii_digit() {
-            j += 1;
+        let j = swar::digits_end(b, digits_start);
+        let digits = &b[digits_start..j];
+        if digits.is_empty() {
+            return Err((Rule::BadTimestamp, i));
         }
-        let magnitude = parse_u64(&b[digits_start..j]).ok_or((Rule::BadTimestamp, i))?;
+        if self.nanos == 1 {
+            // Nanoseconds: only the range matters, checked on the digits themselves.
+            return if fits_i64(digits, negative) {
+                Ok(j)
+            } else {
+                Err((Rule::BadTimestamp, i))
+            };
+        }
+        let magnitude = parse_u64(digits).ok_or((Rule::BadTimestamp, i))?;
         let value = if negative {
             0i64.checked_sub_unsigned(magnitude)
         } else {
             i64::try_from(magnitude).ok()
         };
-        match value {
-            Some(v) if self.nanos == 1 || v.checked_mul(self.nanos).is_some() => Ok(j),
-            _ => Err((Rule::BadTimestamp, i)),
+        match value.and_then(|v| v.checked_mul(self.nanos)) {
+            Some(_) => Ok(j),
+            None => Err((Rule::BadTimestamp, i)),
         }
     }
+}
+
+/// The offset of the first byte at or after `i` that stops a token of `class`.
+#[inline(always)]
+fn stop(b: &[u8], mut i: usize, class: u8) -> usize {
+    let with_equals = class & STOP_KEY != 0;
+    while let Some(v) = swar::load(b, i) {
+        let m = swar::stop_candidates(v, with_equals);
+        if m == 0 {
+            i += 8;
+            continue;
+        }
+        i += swar::first(m);
+        if CLASS[usize::from(b[i])] & class != 0 {
+            return i;
+        }
+        // A control byte that is not a stop here: keep going.
+        i += 1;
+    }
+    while i < b.len() && CLASS[usize::from(b[i])] & class == 0 {
+        i += 1;
+    }
+    i
+}
+
+/// Whether decimal `digits` (possibly with leading zeros) fit in an i64 with the given sign.
+#[inline]
+fn fits_i64(digits: &[u8], negative: bool) -> bool {
+    fits(
+        digits,
+        if negative {
+            b"9223372036854775808"
+        } else {
+            b"9223372036854775807"
+        },
+    )
+}
+
+/// Whether decimal `digits` (possibly with leading zeros) are at most `max` (no leading zeros).
+#[inline]
+fn fits(digits: &[u8], max: &[u8]) -> bool {
+    let first = digits
+        .iter()
+        .position(|&d| d != b'0')
+        .unwrap_or(digits.len());
+    let digits = &digits[first..];
+    digits.len() < max.len() || (digits.len() == max.len() && digits <= max)
 }
 
 #[inline]
@@ -402,7 +456,7 @@ fn spelling(escapes: usize) -> Spelling {
 }
 
 /// Parses `-?digits` followed by `i`, `u`, or the rest of a float.
-#[inline]
+#[inline(always)]
 fn number(b: &[u8], i: usize) -> Result<(usize, Kind), Fail> {
     let n = b.len();
     let negative = b[i] == b'-';

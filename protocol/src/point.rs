@@ -27,14 +27,19 @@ pub(crate) enum Spelling {
     Json,
 }
 
+/// A recorded key. Word-sized fields only: the struct is built in registers and stored whole
+/// (narrower fields made the CPU stall forwarding the partial stores to the push).
 #[derive(Debug, Clone, Copy)]
 struct KeyRef {
     hash: u64,
-    /// Span in the input, or (when `in_scratch`) in `unescaped`.
-    start: u32,
-    end: u32,
-    in_scratch: bool,
+    /// Start of the span in the input, or (with [`IN_SCRATCH`] set) in `unescaped`.
+    start: usize,
+    end: usize,
 }
+
+/// Marks a [`KeyRef`] whose span is in the unescaped scratch buffer. Offsets never reach it:
+/// no slice is longer than `isize::MAX`.
+const IN_SCRATCH: usize = 1 << (usize::BITS - 1);
 
 /// Per-validator scratch state for checking one point at a time.
 #[derive(Debug)]
@@ -45,6 +50,7 @@ pub(crate) struct PointChecker {
     /// The category's reserved keys and expected key, looked up once per batch.
     reserved: &'static [&'static [u8]],
     expected: Option<&'static [u8]>,
+    has_key_rules: bool,
     keys: Vec<KeyRef>,
     unescaped: Vec<u8>,
     filter: [u64; 16],
@@ -74,6 +80,7 @@ impl PointChecker {
             category,
             reserved: category.reserved_keys(),
             expected: category.expected_key(),
+            has_key_rules: has_key_rules(category),
             keys: Vec::new(),
             unescaped: Vec::new(),
             filter: [0; 16],
@@ -98,6 +105,7 @@ impl PointChecker {
         self.category = category;
         self.reserved = category.reserved_keys();
         self.expected = category.expected_key();
+        self.has_key_rules = has_key_rules(category);
     }
 
     pub(crate) fn set_config(&mut self, limits: Limits, actions: RuleActions) {
@@ -198,7 +206,7 @@ impl PointChecker {
     }
 
     /// Records a tag or field key: `input[start..end]`, spelled as `spelling`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn key(
         &mut self,
         input: &[u8],
@@ -220,25 +228,26 @@ impl PointChecker {
         }
         let key = if spelling == Spelling::Plain {
             let bytes = &input[start..end];
-            if bytes.is_empty() {
-                return Err(Rule::EmptyKey);
-            }
-            if bytes.len() > self.limits.max_key_bytes as usize {
-                return Err(Rule::KeyTooLong);
+            // One comparison for both "empty" and "too long".
+            if bytes.len().wrapping_sub(1) >= self.limits.max_key_bytes as usize {
+                return Err(if bytes.is_empty() {
+                    Rule::EmptyKey
+                } else {
+                    Rule::KeyTooLong
+                });
             }
             KeyRef {
-                hash: hash(bytes),
-                start: start as u32,
-                end: end as u32,
-                in_scratch: false,
+                hash: quick_hash(bytes),
+                start,
+                end,
             }
         } else {
             self.unescaped_key(input, start, end, spelling)?
         };
-        if !self.reserved.is_empty() || self.expected.is_some() {
-            self.key_rules(input, &key)?;
+        if self.has_key_rules {
+            self.key_rules(input, key)?;
         }
-        if self.is_duplicate(input, &key) {
+        if self.is_duplicate(input, key) {
             self.violate(Rule::DuplicateKey, BROKE_DUP, self.actions.duplicate_key)?;
         }
         Ok(())
@@ -269,16 +278,15 @@ impl PointChecker {
             return Err(Rule::KeyTooLong);
         }
         Ok(KeyRef {
-            hash: hash(bytes),
-            start: from as u32,
-            end: self.unescaped.len() as u32,
-            in_scratch: true,
+            hash: quick_hash(bytes),
+            start: from | IN_SCRATCH,
+            end: self.unescaped.len(),
         })
     }
 
     /// Reserved and expected keys of the category.
     #[inline(never)]
-    fn key_rules(&mut self, input: &[u8], key: &KeyRef) -> Result<(), Rule> {
+    fn key_rules(&mut self, input: &[u8], key: KeyRef) -> Result<(), Rule> {
         let bytes = self.bytes(input, key);
         let is_reserved = self.reserved.contains(&bytes);
         let is_expected = !self.expected_seen && self.expected == Some(bytes);
@@ -320,47 +328,53 @@ impl PointChecker {
     }
 
     #[inline]
-    fn bytes<'a>(&'a self, input: &'a [u8], key: &KeyRef) -> &'a [u8] {
-        let range = key.start as usize..key.end as usize;
-        if key.in_scratch {
-            &self.unescaped[range]
+    fn bytes<'a>(&'a self, input: &'a [u8], key: KeyRef) -> &'a [u8] {
+        if key.start & IN_SCRATCH != 0 {
+            &self.unescaped[key.start & !IN_SCRATCH..key.end]
         } else {
-            &input[range]
+            &input[key.start..key.end]
         }
     }
 
     /// Records `key` and says whether an equal key was recorded before in this point.
-    #[inline]
-    fn is_duplicate(&mut self, input: &[u8], key: &KeyRef) -> bool {
+    #[inline(always)]
+    fn is_duplicate(&mut self, input: &[u8], key: KeyRef) -> bool {
         let index = self.keys.len();
         if index < LINEAR_KEYS {
             let bit = (key.hash >> 54) as usize;
             let (word, mask) = (bit >> 6, 1u64 << (bit & 63));
             let maybe_seen = self.filter[word] & mask != 0;
             self.filter[word] |= mask;
-            let dup = maybe_seen && self.keys.iter().any(|k| self.same(input, k, key));
-            self.keys.push(*key);
+            let dup = maybe_seen && self.keys.iter().any(|&k| self.same(input, k, key));
+            self.keys.push(key);
             return dup;
         }
         if index == LINEAR_KEYS {
             // Switch to the table: a fresh generation, then every key so far (no duplicates
-            // among them that matter any more: a duplicate was already reported).
+            // among them that matter any more: a duplicate was already reported). The table
+            // uses a hash of every byte, so keys alike in their ends cannot make it quadratic.
             self.generation = self.generation.wrapping_add(1);
             if self.generation == 0 {
                 self.table.fill((0, 0));
                 self.generation = 1;
             }
             for i in 0..self.keys.len() {
-                let k = self.keys[i];
-                self.table_insert(input, &k, i as u32);
+                let mut k = self.keys[i];
+                k.hash = hash(self.bytes(input, k));
+                self.keys[i] = k;
+                self.table_insert(input, k, i as u32);
             }
         }
-        self.keys.push(*key);
+        let key = KeyRef {
+            hash: hash(self.bytes(input, key)),
+            ..key
+        };
+        self.keys.push(key);
         self.table_insert(input, key, index as u32)
     }
 
     /// Inserts key `index` unless an equal key is present; returns whether one was.
-    fn table_insert(&mut self, input: &[u8], key: &KeyRef, index: u32) -> bool {
+    fn table_insert(&mut self, input: &[u8], key: KeyRef, index: u32) -> bool {
         let mask = self.table.len() - 1;
         let mut slot = (key.hash as usize) & mask;
         loop {
@@ -370,7 +384,7 @@ impl PointChecker {
                 return false;
             }
             let other = self.keys[other as usize];
-            if self.same(input, &other, key) {
+            if self.same(input, other, key) {
                 return true;
             }
             slot = (slot + 1) & mask;
@@ -378,7 +392,7 @@ impl PointChecker {
     }
 
     #[inline]
-    fn same(&self, input: &[u8], a: &KeyRef, b: &KeyRef) -> bool {
+    fn same(&self, input: &[u8], a: KeyRef, b: KeyRef) -> bool {
         a.hash == b.hash && self.bytes(input, a) == self.bytes(input, b)
     }
 }
@@ -405,23 +419,52 @@ fn load8(b: &[u8]) -> u64 {
     u64::from_le_bytes(w)
 }
 
-/// A fast hash of a key; equal hashes are confirmed by comparing bytes.
-#[inline]
+fn has_key_rules(category: Category) -> bool {
+    !category.reserved_keys().is_empty() || category.expected_key().is_some()
+}
+
+/// A hash of a key's length and its first and last (up to) eight bytes: enough to tell the
+/// few keys of an ordinary point apart. Equal hashes are confirmed by comparing bytes.
+#[inline(always)]
+fn quick_hash(b: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let n = b.len();
+    let w = if n >= 8 {
+        load8(&b[..8]) ^ load8(&b[n - 8..]).rotate_left(23)
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+        u64::from(hi) << 32 | u64::from(lo)
+    } else if n > 0 {
+        u64::from(b[0]) | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]) << 16
+    } else {
+        0
+    };
+    let h = (w ^ (n as u64)).wrapping_mul(K);
+    h ^ (h >> 29)
+}
+
+/// A hash of every byte of a key, for the table of points with many keys.
 fn hash(b: &[u8]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let n = b.len();
     let mut h = (n as u64).wrapping_mul(K);
     if n >= 8 {
-        let mut chunks = b[..n - 8].chunks_exact(8);
-        for c in &mut chunks {
-            h = (h ^ load8(c)).wrapping_mul(K).rotate_left(29);
+        if n > 16 {
+            for c in b[8..n - 8].chunks(8) {
+                let mut w = [0u8; 8];
+                w[..c.len()].copy_from_slice(c);
+                h = (h ^ u64::from_le_bytes(w)).wrapping_mul(K).rotate_left(29);
+            }
         }
+        h = (h ^ load8(&b[..8])).wrapping_mul(K).rotate_left(29);
         h = (h ^ load8(&b[n - 8..])).wrapping_mul(K);
+    } else if n >= 4 {
+        let lo = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let hi = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+        h = (h ^ (u64::from(hi) << 32 | u64::from(lo))).wrapping_mul(K);
     } else if n > 0 {
-        let mut w = 0u64;
-        for &x in b {
-            w = (w << 8) | u64::from(x);
-        }
+        let w = u64::from(b[0]) | u64::from(b[n / 2]) << 8 | u64::from(b[n - 1]) << 16;
         h = (h ^ w).wrapping_mul(K);
     }
     h ^ (h >> 31)
@@ -568,8 +611,27 @@ mod tests {
 
     #[test]
     fn hash_distinguishes_short_keys() {
-        assert_ne!(hash(b"ab"), hash(b"ba"));
-        assert_ne!(hash(b"usage_user"), hash(b"usage_usex"));
-        assert_ne!(hash(b"a"), hash(b"a\0"));
+        for h in [hash, quick_hash] {
+            assert_ne!(h(b"ab"), h(b"ba"));
+            assert_ne!(h(b"usage_user"), h(b"usage_usex"));
+            assert_ne!(h(b"a"), h(b"a\0"));
+        }
+    }
+
+    #[test]
+    fn key_many_keys_alike_in_their_ends_still_found_distinct() {
+        // Same first and last eight bytes: one quick hash for all, so the table (full hash)
+        // must take over and keep this linear.
+        let mut input = Vec::new();
+        let mut spans = Vec::new();
+        for i in 0..1000 {
+            let s = input.len();
+            input.extend_from_slice(format!("prefix__{i:05}__suffix").as_bytes());
+            spans.push((s, input.len(), false));
+        }
+        let mut c = checker(Category::Metric);
+        assert_eq!(keys(&mut c, &input, &spans), Ok(()));
+        spans.push(spans[999]);
+        assert_eq!(keys(&mut c, &input, &spans), Err(Rule::DuplicateKey));
     }
 }

@@ -1,0 +1,123 @@
+//! SIMD-within-a-register helpers: eight bytes per step in safe code.
+//!
+//! Each function finds the *first* byte of a class in a word. The classic bit tricks below may
+//! flag bytes above a real match (borrows and carries only travel upwards), never below it, so
+//! the lowest flagged byte is always exact.
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The eight bytes at `b[i..i + 8]` as a little-endian word, if there are eight.
+#[inline(always)]
+pub(crate) fn load(b: &[u8], i: usize) -> Option<u64> {
+    let chunk = b.get(i..i.checked_add(8)?)?;
+    let mut w = [0u8; 8];
+    w.copy_from_slice(chunk);
+    Some(u64::from_le_bytes(w))
+}
+
+/// High bit set in each byte equal to zero (exact for the lowest).
+#[inline(always)]
+fn zero_bytes(v: u64) -> u64 {
+    v.wrapping_sub(LO) & !v & HI
+}
+
+/// High bit set in each byte below `n` (`n` ≤ 128; exact for the lowest).
+#[inline(always)]
+fn bytes_below(v: u64, n: u8) -> u64 {
+    v.wrapping_sub(LO * u64::from(n)) & !v & HI
+}
+
+/// Candidate stop bytes of line protocol names, keys and tag values: anything ≤ space (which
+/// covers space, tab, CR, LF, NUL, but also other control bytes: the caller confirms), `,`,
+/// `\`, and `=` when `with_equals`.
+#[inline(always)]
+pub(crate) fn stop_candidates(v: u64, with_equals: bool) -> u64 {
+    let m = bytes_below(v, 0x21)
+        | zero_bytes(v ^ (LO * u64::from(b',')))
+        | zero_bytes(v ^ (LO * u64::from(b'\\')));
+    if with_equals {
+        m | zero_bytes(v ^ (LO * u64::from(b'=')))
+    } else {
+        m
+    }
+}
+
+/// Index of the first byte at or after `i` that is not an ASCII digit (or `b.len()`).
+#[inline(always)]
+pub(crate) fn digits_end(b: &[u8], mut i: usize) -> usize {
+    while let Some(v) = load(b, i) {
+        let x = v ^ (LO * 0x30);
+        // High bit set where x ≥ 10, i.e. the byte is not '0'..='9'.
+        let not_digit = (x.wrapping_add(LO * 0x76) | x) & HI;
+        if not_digit != 0 {
+            return i + (not_digit.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < b.len() && b[i].is_ascii_digit() {
+        i += 1;
+    }
+    i
+}
+
+/// Index of the lowest flagged byte of a non-zero mask.
+#[inline(always)]
+pub(crate) fn first(mask: u64) -> usize {
+    (mask.trailing_zeros() / 8) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digits_end_matches_bytewise_scan() {
+        let inputs: &[&[u8]] = &[
+            b"",
+            b"1",
+            b"12345678",
+            b"123456789",
+            b"1234567890123456789 ",
+            b"12a45678901",
+            b"0000000/",
+            b"99999999:",
+            b"12\xff4567890",
+            b"1234\x8a67",
+        ];
+        for input in inputs {
+            for start in 0..=input.len() {
+                let mut want = start;
+                while want < input.len() && input[want].is_ascii_digit() {
+                    want += 1;
+                }
+                assert_eq!(digits_end(input, start), want, "{input:?} from {start}");
+            }
+        }
+    }
+
+    #[test]
+    fn stop_candidates_lowest_is_exact_for_every_byte() {
+        for stop in 0u8..=255 {
+            for pos in 0..8 {
+                let mut w = *b"abcdefgh";
+                w[pos] = stop;
+                // Bytes after the stop may be anything, including other stops.
+                for after in (pos + 1)..8 {
+                    w[after] = [b'\\', 0, b' ', 0xff][after % 4];
+                }
+                let v = u64::from_le_bytes(w);
+                for with_eq in [false, true] {
+                    let expected =
+                        stop <= 0x20 || stop == b',' || stop == b'\\' || (with_eq && stop == b'=');
+                    let m = stop_candidates(v, with_eq);
+                    if expected {
+                        assert_eq!(first(m), pos, "byte {stop:#x} at {pos}");
+                    } else if m != 0 {
+                        assert!(first(m) > pos, "byte {stop:#x} at {pos}");
+                    }
+                }
+            }
+        }
+    }
+}
