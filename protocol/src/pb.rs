@@ -34,6 +34,7 @@
 //! oneof.
 
 use crate::point::{PointChecker, Spelling};
+use crate::swar;
 use crate::verdict::{Excerpt, Position, Rejection, Rule, RuleCounts, Verdict};
 
 const ARRAY_TYPE_URL: &[u8] = b"type.googleapis.com/point.Array";
@@ -46,11 +47,11 @@ const I32: u8 = 5;
 
 type Fail = (Rule, usize);
 
-/// Reads fields from `b[i..end]`.
+/// Reads fields from `b[i..end]`. Offsets are into the whole body, for error reports.
 struct Reader<'a> {
+    /// The body up to `end`.
     b: &'a [u8],
     i: usize,
-    end: usize,
 }
 
 /// One field: number, wire type, and its value (a varint, or a span for LEN/I64/I32).
@@ -61,16 +62,31 @@ enum Value {
 }
 
 impl<'a> Reader<'a> {
+    #[inline(always)]
     fn new(b: &'a [u8], start: usize, end: usize) -> Reader<'a> {
-        Reader { b, i: start, end }
+        Reader {
+            b: &b[..end],
+            i: start,
+        }
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self) -> Result<u64, Fail> {
+        match self.b.get(self.i) {
+            Some(&byte) if byte < 0x80 => {
+                self.i += 1;
+                Ok(u64::from(byte))
+            }
+            _ => self.varint_slow(),
+        }
+    }
+
+    #[inline(never)]
+    fn varint_slow(&mut self) -> Result<u64, Fail> {
         let start = self.i;
         let mut value: u64 = 0;
         for shift in 0..10 {
-            let Some(&byte) = self.b[..self.end].get(self.i) else {
+            let Some(&byte) = self.b.get(self.i) else {
                 return Err((Rule::Truncated, start));
             };
             self.i += 1;
@@ -86,9 +102,9 @@ impl<'a> Reader<'a> {
     }
 
     /// The next field, or `None` at the end. Rejects wire types other than 0, 1, 2, 5.
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Result<Option<(u32, u8, Value, usize)>, Fail> {
-        if self.i >= self.end {
+        if self.i >= self.b.len() {
             return Ok(None);
         }
         let at = self.i;
@@ -98,23 +114,24 @@ impl<'a> Reader<'a> {
         if number == 0 || number > u64::from(u32::MAX >> 3) {
             return Err((Rule::UnknownField, at));
         }
+        let end = self.b.len();
         let value = match wire {
             VARINT => Value::Varint(self.varint()?),
-            I64 | I32 => {
-                let len = if wire == I64 { 8 } else { 4 };
-                if self.end - self.i < len {
-                    return Err((Rule::Truncated, at));
-                }
-                self.i += len;
-                Value::Span(self.i - len, self.i)
-            }
             LEN => {
                 let len = self.varint()?;
-                if len > (self.end - self.i) as u64 {
+                if len > (end - self.i) as u64 {
                     return Err((Rule::Truncated, at));
                 }
                 self.i += len as usize;
                 Value::Span(self.i - len as usize, self.i)
+            }
+            I64 | I32 => {
+                let len = if wire == I64 { 8 } else { 4 };
+                if end - self.i < len {
+                    return Err((Rule::Truncated, at));
+                }
+                self.i += len;
+                Value::Span(self.i - len, self.i)
             }
             _ => return Err((Rule::WrongWireType, at)),
         };
@@ -139,11 +156,13 @@ fn span(v: Value) -> (usize, usize) {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn utf8(b: &[u8], (s, e): (usize, usize)) -> Result<(), Fail> {
-    match simdutf8::basic::from_utf8(&b[s..e]) {
-        Ok(_) => Ok(()),
-        Err(_) => Err((Rule::InvalidUtf8, s)),
+    let text = &b[s..e];
+    if swar::is_ascii(text) || simdutf8::basic::from_utf8(text).is_ok() {
+        Ok(())
+    } else {
+        Err((Rule::InvalidUtf8, s))
     }
 }
 

@@ -61,6 +61,25 @@ pub(crate) fn digits_end(b: &[u8], mut i: usize) -> usize {
     i
 }
 
+/// Whether every byte is ASCII; short inputs (the usual keys and tag values) take two
+/// overlapping loads instead of a loop.
+#[inline(always)]
+pub(crate) fn is_ascii(b: &[u8]) -> bool {
+    let n = b.len();
+    if n >= 8 && n <= 16 {
+        let (Some(a), Some(z)) = (load(b, 0), load(b, n - 8)) else {
+            return false;
+        };
+        (a | z) & HI == 0
+    } else if (4..8).contains(&n) {
+        let a = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let z = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
+        (a | z) & 0x8080_8080 == 0
+    } else {
+        b.is_ascii()
+    }
+}
+
 /// Index of the lowest flagged byte of a non-zero mask.
 #[inline(always)]
 pub(crate) fn first(mask: u64) -> usize {
@@ -70,6 +89,19 @@ pub(crate) fn first(mask: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_ascii_matches_std_for_every_length_and_position() {
+        for n in 0..40 {
+            let mut v = vec![b'a'; n];
+            assert!(is_ascii(&v));
+            for i in 0..n {
+                v[i] = 0x80 | (i as u8);
+                assert!(!is_ascii(&v), "len {n} at {i}");
+                v[i] = b'a';
+            }
+        }
+    }
 
     #[test]
     fn digits_end_matches_bytewise_scan() {
