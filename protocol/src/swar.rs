@@ -66,7 +66,7 @@ pub(crate) fn digits_end(b: &[u8], mut i: usize) -> usize {
 #[inline(always)]
 pub(crate) fn is_ascii(b: &[u8]) -> bool {
     let n = b.len();
-    if n >= 8 && n <= 16 {
+    if (8..=16).contains(&n) {
         let (Some(a), Some(z)) = (load(b, 0), load(b, n - 8)) else {
             return false;
         };
