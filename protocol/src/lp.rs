@@ -232,9 +232,8 @@ impl Parser<'_, '_> {
     /// escapes. Returns the stop offset and the number of escape pairs.
     #[inline(always)]
     fn scan(&self, i: usize, class: u8) -> Result<(usize, usize), Fail> {
-        let b = self.b;
-        let i = stop(b, i, class);
-        if i < b.len() && CLASS[usize::from(b[i])] & SPECIAL != 0 {
+        let (i, found) = stop(self.b, i, class);
+        if found & SPECIAL != 0 {
             return self.scan_special(i, class);
         }
         Ok((i, 0))
@@ -254,7 +253,7 @@ impl Parser<'_, '_> {
                     Some(b',' | b'=' | b' ' | b'\\') => escapes += 1,
                     Some(_) => {}
                 }
-                i = stop(b, i + 2, class);
+                i = stop(b, i + 2, class).0;
                 continue;
             }
             if i < n && matches!(b[i], b'\t' | 0) {
@@ -399,10 +398,23 @@ impl Parser<'_, '_> {
     }
 }
 
-/// The offset of the first byte at or after `i` that stops a token of `class`.
+/// The offset of the first byte at or after `i` that stops a token of `class`, and that
+/// byte's class bits (0 at the end of the input).
 #[inline(always)]
-fn stop(b: &[u8], mut i: usize, class: u8) -> usize {
+fn stop(b: &[u8], mut i: usize, class: u8) -> (usize, u8) {
     let with_equals = class & STOP_KEY != 0;
+    while let Some(m) = swar::stop_candidates16(b, i, with_equals) {
+        if m == 0 {
+            i += 16;
+            continue;
+        }
+        i += m.trailing_zeros() as usize;
+        let found = CLASS[usize::from(b[i])];
+        if found & class != 0 {
+            return (i, found);
+        }
+        i += 1;
+    }
     while let Some(v) = swar::load(b, i) {
         let m = swar::stop_candidates(v, with_equals);
         if m == 0 {
@@ -410,16 +422,21 @@ fn stop(b: &[u8], mut i: usize, class: u8) -> usize {
             continue;
         }
         i += swar::first(m);
-        if CLASS[usize::from(b[i])] & class != 0 {
-            return i;
+        let found = CLASS[usize::from(b[i])];
+        if found & class != 0 {
+            return (i, found);
         }
         // A control byte that is not a stop here: keep going.
         i += 1;
     }
-    while i < b.len() && CLASS[usize::from(b[i])] & class == 0 {
+    while i < b.len() {
+        let found = CLASS[usize::from(b[i])];
+        if found & class != 0 {
+            return (i, found);
+        }
         i += 1;
     }
-    i
+    (i, 0)
 }
 
 /// Whether decimal `digits` (possibly with leading zeros) fit in an i64 with the given sign.
@@ -458,29 +475,17 @@ fn spelling(escapes: usize) -> Spelling {
 /// Parses `-?digits` followed by `i`, `u`, or the rest of a float.
 #[inline(always)]
 fn number(b: &[u8], i: usize) -> Result<(usize, Kind), Fail> {
-    let n = b.len();
     let negative = b[i] == b'-';
     let digits_start = i + usize::from(negative);
-    let mut j = digits_start;
-    while j < n && b[j].is_ascii_digit() {
-        j += 1;
-    }
+    let j = swar::digits_end(b, digits_start);
     if j == digits_start {
         return Err((Rule::BadFieldValue, i));
     }
     match b.get(j) {
         Some(b'i') => {
             let digits = &b[digits_start..j];
-            if digits.len() > 18 {
-                let limit = if negative {
-                    1u64 << 63
-                } else {
-                    (1u64 << 63) - 1
-                };
-                match parse_u64(digits) {
-                    Some(v) if v <= limit => {}
-                    _ => return Err((Rule::IntegerOverflow, i)),
-                }
+            if digits.len() > 18 && !fits_i64(digits, negative) {
+                return Err((Rule::IntegerOverflow, i));
             }
             Ok((j + 1, Kind::Int))
         }
@@ -488,17 +493,15 @@ fn number(b: &[u8], i: usize) -> Result<(usize, Kind), Fail> {
             if negative {
                 return Err((Rule::BadFieldValue, i));
             }
-            if j - digits_start > 19 && parse_u64(&b[digits_start..j]).is_none() {
+            let digits = &b[digits_start..j];
+            if digits.len() > 19 && !fits(digits, b"18446744073709551615") {
                 return Err((Rule::IntegerOverflow, i));
             }
             Ok((j + 1, Kind::Uint))
         }
         Some(b'.') => {
             let frac = j + 1;
-            j = frac;
-            while j < n && b[j].is_ascii_digit() {
-                j += 1;
-            }
+            let j = swar::digits_end(b, frac);
             if j == frac {
                 return Err((Rule::BadFieldValue, i));
             }

@@ -51,6 +51,11 @@ pub(crate) struct PointChecker {
     reserved: &'static [&'static [u8]],
     expected: Option<&'static [u8]>,
     has_key_rules: bool,
+    /// The first [`LINEAR_KEYS`] keys of the point (no capacity checks on the hot path).
+    first_keys: [KeyRef; LINEAR_KEYS],
+    /// Keys in this point so far.
+    count: usize,
+    /// Every key of a point with more than [`LINEAR_KEYS`] keys.
     keys: Vec<KeyRef>,
     unescaped: Vec<u8>,
     filter: [u64; 16],
@@ -81,6 +86,12 @@ impl PointChecker {
             reserved: category.reserved_keys(),
             expected: category.expected_key(),
             has_key_rules: has_key_rules(category),
+            first_keys: [KeyRef {
+                hash: 0,
+                start: 0,
+                end: 0,
+            }; LINEAR_KEYS],
+            count: 0,
             keys: Vec::new(),
             unescaped: Vec::new(),
             filter: [0; 16],
@@ -118,13 +129,7 @@ impl PointChecker {
 
     #[inline]
     pub(crate) fn begin(&mut self) {
-        if self.keys.len() > LINEAR_KEYS {
-            self.generation = self.generation.wrapping_add(1);
-            if self.generation == 0 {
-                self.table.fill((0, 0));
-                self.generation = 1;
-            }
-        }
+        self.count = 0;
         self.keys.clear();
         self.unescaped.clear();
         self.filter = [0; 16];
@@ -339,29 +344,44 @@ impl PointChecker {
     /// Records `key` and says whether an equal key was recorded before in this point.
     #[inline(always)]
     fn is_duplicate(&mut self, input: &[u8], key: KeyRef) -> bool {
-        let index = self.keys.len();
+        let index = self.count;
+        self.count += 1;
         if index < LINEAR_KEYS {
             let bit = (key.hash >> 54) as usize;
             let (word, mask) = (bit >> 6, 1u64 << (bit & 63));
             let maybe_seen = self.filter[word] & mask != 0;
             self.filter[word] |= mask;
-            let dup = maybe_seen && self.keys.iter().any(|&k| self.same(input, k, key));
-            self.keys.push(key);
-            return dup;
+            self.first_keys[index] = key;
+            return maybe_seen && self.seen_before(input, key, index);
         }
+        self.is_duplicate_many(input, key, index)
+    }
+
+    /// A filter hit: compare with the keys before `index`.
+    #[cold]
+    #[inline(never)]
+    fn seen_before(&self, input: &[u8], key: KeyRef, index: usize) -> bool {
+        self.first_keys[..index]
+            .iter()
+            .any(|&k| self.same(input, k, key))
+    }
+
+    /// Past [`LINEAR_KEYS`] keys: a hash table over a hash of every byte, so keys alike in
+    /// their ends cannot make it quadratic.
+    #[inline(never)]
+    fn is_duplicate_many(&mut self, input: &[u8], key: KeyRef, index: usize) -> bool {
         if index == LINEAR_KEYS {
             // Switch to the table: a fresh generation, then every key so far (no duplicates
-            // among them that matter any more: a duplicate was already reported). The table
-            // uses a hash of every byte, so keys alike in their ends cannot make it quadratic.
+            // among them that matter any more: a duplicate was already reported).
             self.generation = self.generation.wrapping_add(1);
             if self.generation == 0 {
                 self.table.fill((0, 0));
                 self.generation = 1;
             }
-            for i in 0..self.keys.len() {
-                let mut k = self.keys[i];
+            for i in 0..LINEAR_KEYS {
+                let mut k = self.first_keys[i];
                 k.hash = hash(self.bytes(input, k));
-                self.keys[i] = k;
+                self.keys.push(k);
                 self.table_insert(input, k, i as u32);
             }
         }

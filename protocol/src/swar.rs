@@ -43,6 +43,23 @@ pub(crate) fn stop_candidates(v: u64, with_equals: bool) -> u64 {
     }
 }
 
+/// Bit `k` set where `b[i + k]` is a candidate stop byte (see [`stop_candidates`]), for the
+/// sixteen bytes at `i`, using the CPU's 16-byte vectors through `wide`'s safe API.
+#[inline(always)]
+pub(crate) fn stop_candidates16(b: &[u8], i: usize, with_equals: bool) -> Option<u32> {
+    use wide::u8x16;
+    let chunk = b.get(i..i.checked_add(16)?)?;
+    let mut w = [0u8; 16];
+    w.copy_from_slice(chunk);
+    let v = u8x16::new(w);
+    let control_or_space = v.min(u8x16::splat(0x20)).simd_eq(v);
+    let mut m = control_or_space | v.simd_eq(u8x16::splat(b',')) | v.simd_eq(u8x16::splat(b'\\'));
+    if with_equals {
+        m |= v.simd_eq(u8x16::splat(b'='));
+    }
+    Some(m.to_bitmask())
+}
+
 /// Index of the first byte at or after `i` that is not an ASCII digit (or `b.len()`).
 #[inline(always)]
 pub(crate) fn digits_end(b: &[u8], mut i: usize) -> usize {
@@ -126,6 +143,27 @@ mod tests {
                 assert_eq!(digits_end(input, start), want, "{input:?} from {start}");
             }
         }
+    }
+
+    #[test]
+    fn stop_candidates16_agrees_with_the_word_version() {
+        for stop in 0u8..=255 {
+            for pos in 0..16 {
+                let mut w = *b"abcdefghijklmnop";
+                w[pos] = stop;
+                for with_eq in [false, true] {
+                    let m = stop_candidates16(&w, 0, with_eq).unwrap();
+                    let expected =
+                        stop <= 0x20 || stop == b',' || stop == b'\\' || (with_eq && stop == b'=');
+                    assert_eq!(
+                        m,
+                        if expected { 1 << pos } else { 0 },
+                        "byte {stop:#x} at {pos}"
+                    );
+                }
+            }
+        }
+        assert_eq!(stop_candidates16(b"short", 0, true), None);
     }
 
     #[test]
