@@ -3,44 +3,24 @@
 //!
 //! Target (issue 2): ≥ 3× prost.
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use oneway_benches::{lp_corpora, model};
-use oneway_protocol::{BodyKind, Category, Precision, Validator};
+use criterion::{Criterion, criterion_group, criterion_main};
+use oneway_benches::{model, validator_vs_peer};
+use oneway_protocol::BodyKind;
 use prost::Message;
-use std::hint::black_box;
+
+#[expect(
+    clippy::ptr_arg,
+    reason = "the helper hands each peer a reference to its own body type"
+)]
+fn prost(body: &Vec<u8>) -> usize {
+    model::PbPoints::decode(&body[..])
+        .expect("valid corpus")
+        .arr
+        .len()
+}
 
 fn bench(c: &mut Criterion) {
-    for (name, points) in lp_corpora() {
-        let body = model::batch_pb(&points);
-        let mut group = c.benchmark_group(format!("pb/{name}"));
-        group.throughput(Throughput::Bytes(body.len() as u64));
-        let mut v = Validator::default();
-        let category = if name == "escapes" {
-            Category::Logging
-        } else {
-            Category::Metric
-        };
-        group.bench_function("oneway", |b| {
-            b.iter(|| {
-                let verdict = v
-                    .validate(
-                        BodyKind::Protobuf,
-                        category,
-                        Precision::Nanoseconds,
-                        black_box(&body),
-                    )
-                    .expect("valid corpus");
-                assert_eq!(verdict.points, points.len() as u64);
-            })
-        });
-        group.bench_function("prost", |b| {
-            b.iter(|| {
-                let decoded = model::PbPoints::decode(black_box(&body[..])).expect("valid corpus");
-                assert_eq!(decoded.arr.len(), points.len());
-            })
-        });
-        group.finish();
-    }
+    validator_vs_peer(c, "pb", BodyKind::Protobuf, model::batch_pb, "prost", prost);
 }
 
 criterion_group!(benches, bench);
