@@ -1,9 +1,11 @@
 //! The `oneway` command.
 //!
-//! Today it offers `validate` (run a body file through the same decoding and validation the
-//! gateway applies to a push) and `quickstart` (generate a DataKit-shaped batch, gzip it, and
-//! decode and validate it). The mTLS gateway itself (`oneway run`) lands with the gateway
-//! issue; until then `run` says so and exits 69.
+//! - `certs`: make a development/test PKI (no openssl needed);
+//! - `check-config`: validate a config file, listing every problem with its key path (exit 64);
+//! - `validate`: run a body file through the decoding and validation a push gets;
+//! - `quickstart`: run a generated DataKit-shaped batch through the protocol layer.
+//!
+//! The mTLS gateway itself (`oneway run`) is not in this release; `run` says so and exits 69.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -48,6 +50,30 @@ enum Command {
     },
     /// Show the protocol layer at work on a generated DataKit-shaped batch.
     Quickstart,
+    /// Validate a config file and exit (64 if it is invalid).
+    CheckConfig {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Make a development/test PKI: CA, server certificate, client certificates, CRL.
+    Certs {
+        /// Directory to write into (created if missing).
+        #[arg(long, default_value = "certs/out")]
+        out: PathBuf,
+        /// A DNS name or IP address for the server certificate (repeatable).
+        #[arg(long = "server-name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        server_names: Vec<String>,
+        /// A client certificate with this name as its SAN DNS identity (repeatable).
+        #[arg(long = "client", default_values_t = ["agent-1".to_string()])]
+        clients: Vec<String>,
+        /// Put this client's certificate on the CRL (repeatable).
+        #[arg(long = "revoke")]
+        revoked: Vec<String>,
+        /// Validity of the certificates, in days.
+        #[arg(long, default_value_t = 30)]
+        valid_days: i64,
+    },
     /// Run the gateway (not in this release).
     Run,
 }
@@ -97,6 +123,61 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Quickstart => quickstart(),
+        Command::CheckConfig { config } => match oneway_gateway::config::Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: valid ({} token(s), listener {}, upstream {:?})",
+                    config.display(),
+                    c.tokens.len(),
+                    c.listener.address,
+                    c.upstream.addresses
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("oneway: {e}");
+                Ok(ExitCode::from(64))
+            }
+        },
+        Command::Certs {
+            out,
+            server_names,
+            clients,
+            revoked,
+            valid_days,
+        } => {
+            use oneway_gateway::certs::{ClientSpec, PkiSpec, generate};
+            for r in &revoked {
+                if !clients.contains(r) {
+                    eprintln!("oneway: --revoke {r}: no such --client");
+                    return Ok(ExitCode::from(64));
+                }
+            }
+            let spec = PkiSpec {
+                server_names,
+                clients: clients
+                    .iter()
+                    .map(|c| ClientSpec {
+                        name: c.clone(),
+                        dns: vec![c.clone()],
+                        uris: vec![],
+                        revoked: revoked.contains(c),
+                    })
+                    .collect(),
+                valid_days,
+            };
+            generate(&spec)?.write(&out)?;
+            println!(
+                "wrote a dev PKI to {}: ca.pem, server.pem/.key, ca.crl, {}",
+                out.display(),
+                clients
+                    .iter()
+                    .map(|c| format!("{c}.pem/.key"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run => {
             eprintln!(
                 "oneway: the mTLS gateway is not in this release yet; \

@@ -1,0 +1,231 @@
+//! A development and test PKI, made with rcgen so that nobody needs openssl to try oneway:
+//! a CA, a server certificate for the given names and IPs, client certificates carrying the
+//! agents' identities (SAN DNS and URI, `clientAuth`), and a CRL revoking the chosen clients.
+//!
+//! Production deployments bring their own PKI; this is for quickstarts and tests. Keys are
+//! ECDSA P-256 and written with mode 0600.
+
+use std::net::IpAddr;
+use std::path::Path;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+/// What to make.
+#[derive(Debug, Clone)]
+pub struct PkiSpec {
+    /// Server certificate names: DNS names or IP addresses.
+    pub server_names: Vec<String>,
+    /// Client certificates.
+    pub clients: Vec<ClientSpec>,
+    /// Validity of every certificate, from one hour ago.
+    pub valid_days: i64,
+}
+
+/// One client certificate.
+#[derive(Debug, Clone)]
+pub struct ClientSpec {
+    /// File stem and common name.
+    pub name: String,
+    /// SAN DNS names.
+    pub dns: Vec<String>,
+    /// SAN URIs.
+    pub uris: Vec<String>,
+    /// Whether the CRL revokes it.
+    pub revoked: bool,
+}
+
+/// A generated PKI, as PEM.
+#[derive(Debug, Clone)]
+pub struct Pki {
+    /// The CA certificate.
+    pub ca_pem: String,
+    /// The server certificate.
+    pub server_pem: String,
+    /// The server key.
+    pub server_key_pem: String,
+    /// Client certificates and keys: (name, certificate, key).
+    pub clients: Vec<(String, String, String)>,
+    /// The CRL.
+    pub crl_pem: String,
+}
+
+fn err(e: rcgen::Error) -> anyhow::Error {
+    anyhow::anyhow!("certificate generation failed: {e}")
+}
+
+/// Generates the PKI.
+pub fn generate(spec: &PkiSpec) -> anyhow::Result<Pki> {
+    let now = OffsetDateTime::now_utc();
+    let not_before = now - Duration::hours(1);
+    let not_after = now + Duration::days(spec.valid_days);
+
+    let ca_key = KeyPair::generate().map_err(err)?;
+    let mut ca = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    ca.distinguished_name
+        .push(DnType::CommonName, "oneway dev CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    ca.not_before = not_before;
+    ca.not_after = not_after;
+    let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    let issuer = Issuer::new(ca, ca_key);
+
+    let server_key = KeyPair::generate().map_err(err)?;
+    let mut server = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "oneway gateway");
+    for name in &spec.server_names {
+        server.subject_alt_names.push(match name.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(name.clone().try_into().map_err(err)?),
+        });
+    }
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.not_before = not_before;
+    server.not_after = not_after;
+    let server_cert = server.signed_by(&server_key, &issuer).map_err(err)?;
+
+    let mut clients = Vec::new();
+    let mut revoked = Vec::new();
+    for (i, c) in spec.clients.iter().enumerate() {
+        let key = KeyPair::generate().map_err(err)?;
+        let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        p.distinguished_name
+            .push(DnType::CommonName, c.name.clone());
+        for d in &c.dns {
+            p.subject_alt_names
+                .push(SanType::DnsName(d.clone().try_into().map_err(err)?));
+        }
+        for u in &c.uris {
+            p.subject_alt_names
+                .push(SanType::URI(u.clone().try_into().map_err(err)?));
+        }
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.not_before = not_before;
+        p.not_after = not_after;
+        let serial = SerialNumber::from(1000 + i as u64);
+        p.serial_number = Some(serial.clone());
+        let cert = p.signed_by(&key, &issuer).map_err(err)?;
+        if c.revoked {
+            revoked.push(RevokedCertParams {
+                serial_number: serial,
+                revocation_time: now - Duration::minutes(5),
+                reason_code: None,
+                invalidity_date: None,
+            });
+        }
+        clients.push((c.name.clone(), cert.pem(), key.serialize_pem()));
+    }
+    let crl = CertificateRevocationListParams {
+        this_update: now - Duration::minutes(10),
+        next_update: now + Duration::days(spec.valid_days.min(30)),
+        crl_number: SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: revoked,
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer)
+    .map_err(err)?;
+
+    Ok(Pki {
+        ca_pem: ca_cert.pem(),
+        server_pem: server_cert.pem(),
+        server_key_pem: server_key.serialize_pem(),
+        clients,
+        crl_pem: crl.pem().map_err(err)?,
+    })
+}
+
+fn write_file(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(if secret { 0o600 } else { 0o644 });
+    let mut f = options
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+impl Pki {
+    /// Writes `ca.pem`, `server.pem`, `server.key`, `<client>.pem`, `<client>.key`, `ca.crl`
+    /// into `dir` (created if missing).
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        write_file(&dir.join("ca.pem"), &self.ca_pem, false)?;
+        write_file(&dir.join("server.pem"), &self.server_pem, false)?;
+        write_file(&dir.join("server.key"), &self.server_key_pem, true)?;
+        write_file(&dir.join("ca.crl"), &self.crl_pem, false)?;
+        for (name, cert, key) in &self.clients {
+            write_file(&dir.join(format!("{name}.pem")), cert, false)?;
+            write_file(&dir.join(format!("{name}.key")), key, true)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::PeerIdentity;
+    use rustls_pki_types::pem::PemObject;
+
+    #[test]
+    fn generate_makes_clients_with_their_identities_and_a_crl() {
+        let pki = generate(&PkiSpec {
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+            clients: vec![
+                ClientSpec {
+                    name: "agent-1".into(),
+                    dns: vec!["agent-1.example".into()],
+                    uris: vec![],
+                    revoked: false,
+                },
+                ClientSpec {
+                    name: "agent-2".into(),
+                    dns: vec![],
+                    uris: vec!["spiffe://dev/agent-2".into()],
+                    revoked: true,
+                },
+            ],
+            valid_days: 30,
+        })
+        .unwrap();
+        let der =
+            rustls_pki_types::CertificateDer::from_pem_slice(pki.clients[0].1.as_bytes()).unwrap();
+        let id = PeerIdentity::from_der(&der).unwrap();
+        assert_eq!(id.dns, vec!["agent-1.example".to_string()]);
+        let der =
+            rustls_pki_types::CertificateDer::from_pem_slice(pki.clients[1].1.as_bytes()).unwrap();
+        assert_eq!(
+            PeerIdentity::from_der(&der).unwrap().uris,
+            vec!["spiffe://dev/agent-2".to_string()]
+        );
+        assert!(pki.crl_pem.contains("BEGIN X509 CRL"));
+        let dir = tempfile::tempdir().unwrap();
+        pki.write(dir.path()).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("server.key"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,837 @@
+//! Configuration: TOML parsed into [`RawConfig`] (unknown keys refused), then checked into a
+//! [`Config`] of validated types. Every problem is reported at once, each with its key path,
+//! so an operator fixes a file in one round.
+//!
+//! Units are in key names (`max_body_bytes`, `handshake_timeout_ms`). File paths are resolved
+//! against the config file's directory. Certificates and keys are *named* here and loaded by
+//! the TLS layer, which checks them (see `tls.rs`).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oneway_protocol::{Action, Limits, RuleActions, ValidationConfig};
+use serde::Deserialize;
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// The key path, e.g. `tokens[2].identities[0]`.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has keys of the wrong type or unknown keys.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with line and column).
+        message: String,
+    },
+    /// The values are wrong; every problem is listed.
+    #[error("{} problem(s) in the config:\n{}", .0.len(), .0.iter().map(|p| format!("  {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigProblem>),
+}
+
+impl ConfigError {
+    /// A stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ConfigError::Read { .. } => "read",
+            ConfigError::Syntax { .. } => "syntax",
+            ConfigError::Invalid(_) => "invalid",
+        }
+    }
+}
+
+// ---------------------------------------------------------------- raw (as written) ----
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    listener: RawListener,
+    #[serde(default)]
+    admin: RawAdmin,
+    upstream: RawUpstream,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    rules: RawRules,
+    #[serde(default)]
+    forward: RawForward,
+    #[serde(default)]
+    tokens: Vec<RawToken>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListener {
+    address: String,
+    #[serde(default = "default_backlog")]
+    backlog: u32,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_ca: PathBuf,
+    #[serde(default)]
+    crls: Vec<PathBuf>,
+    #[serde(default = "default_handshake_timeout_ms")]
+    handshake_timeout_ms: u64,
+    #[serde(default = "default_header_timeout_ms")]
+    header_timeout_ms: u64,
+    #[serde(default = "default_body_timeout_ms")]
+    body_timeout_ms: u64,
+    #[serde(default = "default_max_connections")]
+    max_connections: usize,
+    #[serde(default = "default_shutdown_grace_ms")]
+    shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    #[serde(default = "default_admin_address")]
+    address: String,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        RawAdmin {
+            address: default_admin_address(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    addresses: Vec<String>,
+    #[serde(default = "default_connect_timeout_ms")]
+    connect_timeout_ms: u64,
+    #[serde(default = "default_response_timeout_ms")]
+    response_timeout_ms: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_body_bytes: Option<u64>,
+    max_decoded_bytes: Option<u64>,
+    max_upload_bytes: Option<u64>,
+    max_tags: Option<u32>,
+    max_fields: Option<u32>,
+    max_key_bytes: Option<u32>,
+    max_tag_value_bytes: Option<u32>,
+    max_field_value_bytes: Option<u32>,
+    max_measurement_bytes: Option<u32>,
+    max_line_bytes: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRules {
+    metric_string_field: Option<String>,
+    reserved_key: Option<String>,
+    duplicate_key: Option<String>,
+    missing_expected_key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForward {
+    identity_header: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    token: Option<String>,
+    token_sha256: Option<String>,
+    identities: Vec<String>,
+    upstream_token: Option<String>,
+    allow_apis: Option<Vec<String>>,
+}
+
+fn default_backlog() -> u32 {
+    1024
+}
+fn default_handshake_timeout_ms() -> u64 {
+    10_000
+}
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_shutdown_grace_ms() -> u64 {
+    30_000
+}
+fn default_admin_address() -> String {
+    "127.0.0.1:9090".into()
+}
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+fn default_response_timeout_ms() -> u64 {
+    30_000
+}
+
+// ---------------------------------------------------------------- validated ----
+
+/// Default cap on a compressed body: 16 MiB (DataKit sends at most 1 MiB before gzip).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+/// Default cap on a decoded body: 64 MiB (DataWay's own body limit).
+pub const DEFAULT_MAX_DECODED_BYTES: usize = 64 << 20;
+/// Default cap on a multipart upload (profiling, session replay): 32 MiB, as DataKit sends.
+pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
+
+/// The non-write APIs a token may use when its policy names none.
+pub const DEFAULT_ALLOWED_APIS: &[&str] = &[
+    "/v1/datakit/pull",
+    "/v1/election",
+    "/v1/election/heartbeat",
+    "/v1/ntp",
+    "/v1/check/token",
+];
+
+/// Non-write APIs a policy may name (`datakit-protocol.md` §5).
+pub const KNOWN_APIS: &[&str] = &[
+    "/v1/datakit/pull",
+    "/v1/election",
+    "/v1/election/heartbeat",
+    "/v1/ntp",
+    "/v1/check/token",
+    "/v1/query/raw",
+    "/v1/workspace",
+    "/v1/object/labels",
+    "/v1/write/rum/replay",
+    "/v1/upload/profiling",
+    "/v1/datakit/usage_trace",
+    "/v1/env_variable",
+    "/v1/write/remote_job",
+    "/v1/log",
+];
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The public mTLS listener.
+    pub listener: ListenerConfig,
+    /// The internal admin listener (metrics, health).
+    pub admin_address: SocketAddr,
+    /// Where validated batches go.
+    pub upstream: UpstreamConfig,
+    /// Body caps.
+    pub body: BodyLimits,
+    /// Point-model limits and rule actions.
+    pub validation: ValidationConfig,
+    /// The header naming the agent's identity upstream, if any.
+    pub identity_header: Option<http::HeaderName>,
+    /// The agents' tokens.
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// The public listener.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    /// Address to bind.
+    pub address: SocketAddr,
+    /// Listen backlog.
+    pub backlog: u32,
+    /// Server certificate chain (PEM).
+    pub server_cert: PathBuf,
+    /// Server private key (PEM).
+    pub server_key: PathBuf,
+    /// CA bundle for client certificates (PEM).
+    pub client_ca: PathBuf,
+    /// Certificate revocation lists (PEM or DER).
+    pub crls: Vec<PathBuf>,
+    /// TLS handshake deadline.
+    pub handshake_timeout: Duration,
+    /// Request head deadline.
+    pub header_timeout: Duration,
+    /// Whole-body deadline.
+    pub body_timeout: Duration,
+    /// Concurrent connections.
+    pub max_connections: usize,
+    /// How long in-flight requests may take after SIGTERM.
+    pub shutdown_grace: Duration,
+}
+
+/// The upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Literal addresses, tried in turn.
+    pub addresses: Vec<SocketAddr>,
+    /// TCP connect deadline.
+    pub connect_timeout: Duration,
+    /// Deadline for the upstream's response head.
+    pub response_timeout: Duration,
+}
+
+/// Body caps.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// Compressed (as sent) body.
+    pub max_body_bytes: usize,
+    /// Decoded body.
+    pub max_decoded_bytes: usize,
+    /// Multipart uploads.
+    pub max_upload_bytes: usize,
+}
+
+/// How a token is matched.
+#[derive(Clone, PartialEq, Eq)]
+pub enum TokenSecret {
+    /// SHA-256 of the token (from `token`, hashed at load, or `token_sha256`).
+    Sha256([u8; 32]),
+}
+
+impl fmt::Debug for TokenSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSecret(..)")
+    }
+}
+
+/// A certificate identity a token is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Identity {
+    /// A SAN DNS name (`dns:agent-1.example`), compared case-insensitively.
+    Dns(String),
+    /// A SAN URI (`uri:spiffe://…`), compared exactly.
+    Uri(String),
+    /// SHA-256 of the certificate's SubjectPublicKeyInfo (`spki-sha256:<hex>`).
+    SpkiSha256([u8; 32]),
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Identity::Dns(d) => write!(f, "dns:{d}"),
+            Identity::Uri(u) => write!(f, "uri:{u}"),
+            Identity::SpkiSha256(h) => write!(f, "spki-sha256:{}", hex::encode(h)),
+        }
+    }
+}
+
+impl Identity {
+    /// Parses `dns:…`, `uri:…` or `spki-sha256:<64 hex>`.
+    pub fn parse(s: &str) -> Result<Identity, String> {
+        if let Some(d) = s.strip_prefix("dns:") {
+            if d.is_empty() || d.contains(char::is_whitespace) {
+                return Err("a DNS identity needs a name".into());
+            }
+            Ok(Identity::Dns(d.to_ascii_lowercase()))
+        } else if let Some(u) = s.strip_prefix("uri:") {
+            if u.is_empty() {
+                return Err("a URI identity needs a URI".into());
+            }
+            Ok(Identity::Uri(u.into()))
+        } else if let Some(h) = s.strip_prefix("spki-sha256:") {
+            let mut out = [0u8; 32];
+            hex::decode_to_slice(h, &mut out)
+                .map_err(|_| "spki-sha256 needs 64 hex digits".to_string())?;
+            Ok(Identity::SpkiSha256(out))
+        } else {
+            Err("an identity is dns:<name>, uri:<uri> or spki-sha256:<hex>".into())
+        }
+    }
+}
+
+/// One agent token.
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    /// How the token is matched.
+    pub secret: TokenSecret,
+    /// Certificate identities the token is bound to (at least one).
+    pub identities: Vec<Identity>,
+    /// The workspace token forwarded upstream instead of the agent's, if mapped.
+    pub upstream_token: Option<String>,
+    /// Non-write APIs this token may call.
+    pub allowed_apis: BTreeSet<String>,
+}
+
+struct Problems(Vec<ConfigProblem>);
+
+impl Problems {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigProblem {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+fn duration(p: &mut Problems, path: &str, ms: u64) -> Duration {
+    if ms == 0 {
+        p.add(path, "must be greater than 0");
+    }
+    Duration::from_millis(ms)
+}
+
+fn action(p: &mut Problems, path: &str, value: &Option<String>, default: Action) -> Action {
+    match value.as_deref() {
+        None => default,
+        Some("reject") => Action::Reject,
+        Some("count") => Action::Count,
+        Some(other) => {
+            p.add(path, format!("{other:?} is not \"reject\" or \"count\""));
+            default
+        }
+    }
+}
+
+fn nonzero<T: Copy + PartialEq + Default + Into<u64>>(
+    p: &mut Problems,
+    path: &str,
+    v: Option<T>,
+    default: T,
+) -> T {
+    match v {
+        Some(v) if v == T::default() => {
+            p.add(path, "must be greater than 0");
+            default
+        }
+        Some(v) => v,
+        None => default,
+    }
+}
+
+fn address(p: &mut Problems, path: &str, s: &str) -> SocketAddr {
+    s.parse().unwrap_or_else(|_| {
+        p.add(
+            path,
+            format!("{s:?} is not an IP:port address (names are not resolved)"),
+        );
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    })
+}
+
+fn token_is_well_formed(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 128
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl RawConfig {
+    /// Parses TOML text.
+    pub fn parse(text: &str, path: &Path) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks every value; paths are resolved against `base`.
+    pub fn validate(self, base: &Path) -> Result<Config, ConfigError> {
+        let mut p = Problems(Vec::new());
+        let resolve = |f: &PathBuf| {
+            if f.is_absolute() {
+                f.clone()
+            } else {
+                base.join(f)
+            }
+        };
+        let l = &self.listener;
+        if l.backlog == 0 {
+            p.add("listener.backlog", "must be greater than 0");
+        }
+        if l.max_connections == 0 {
+            p.add("listener.max_connections", "must be greater than 0");
+        }
+        let listener = ListenerConfig {
+            address: address(&mut p, "listener.address", &l.address),
+            backlog: l.backlog,
+            server_cert: resolve(&l.server_cert),
+            server_key: resolve(&l.server_key),
+            client_ca: resolve(&l.client_ca),
+            crls: l.crls.iter().map(resolve).collect(),
+            handshake_timeout: duration(
+                &mut p,
+                "listener.handshake_timeout_ms",
+                l.handshake_timeout_ms,
+            ),
+            header_timeout: duration(&mut p, "listener.header_timeout_ms", l.header_timeout_ms),
+            body_timeout: duration(&mut p, "listener.body_timeout_ms", l.body_timeout_ms),
+            max_connections: l.max_connections,
+            shutdown_grace: duration(&mut p, "listener.shutdown_grace_ms", l.shutdown_grace_ms),
+        };
+        let admin_address = address(&mut p, "admin.address", &self.admin.address);
+        if admin_address == listener.address {
+            p.add(
+                "admin.address",
+                "must differ from listener.address: admin is never public",
+            );
+        }
+
+        let u = &self.upstream;
+        if u.addresses.is_empty() {
+            p.add(
+                "upstream.addresses",
+                "at least one upstream address is needed",
+            );
+        }
+        let addresses = u
+            .addresses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| address(&mut p, &format!("upstream.addresses[{i}]"), a))
+            .collect();
+        let upstream = UpstreamConfig {
+            addresses,
+            connect_timeout: duration(&mut p, "upstream.connect_timeout_ms", u.connect_timeout_ms),
+            response_timeout: duration(
+                &mut p,
+                "upstream.response_timeout_ms",
+                u.response_timeout_ms,
+            ),
+        };
+
+        let lim = &self.limits;
+        let size = |p: &mut Problems, key: &str, v: Option<u64>, d: usize| -> usize {
+            let v = nonzero(p, &format!("limits.{key}"), v, d as u64);
+            usize::try_from(v).unwrap_or(usize::MAX)
+        };
+        let body = BodyLimits {
+            max_body_bytes: size(
+                &mut p,
+                "max_body_bytes",
+                lim.max_body_bytes,
+                DEFAULT_MAX_BODY_BYTES,
+            ),
+            max_decoded_bytes: size(
+                &mut p,
+                "max_decoded_bytes",
+                lim.max_decoded_bytes,
+                DEFAULT_MAX_DECODED_BYTES,
+            ),
+            max_upload_bytes: size(
+                &mut p,
+                "max_upload_bytes",
+                lim.max_upload_bytes,
+                DEFAULT_MAX_UPLOAD_BYTES,
+            ),
+        };
+        let d = Limits::default();
+        let limits = Limits {
+            max_tags: nonzero(&mut p, "limits.max_tags", lim.max_tags, d.max_tags),
+            max_fields: nonzero(&mut p, "limits.max_fields", lim.max_fields, d.max_fields),
+            max_key_bytes: nonzero(
+                &mut p,
+                "limits.max_key_bytes",
+                lim.max_key_bytes,
+                d.max_key_bytes,
+            ),
+            max_tag_value_bytes: nonzero(
+                &mut p,
+                "limits.max_tag_value_bytes",
+                lim.max_tag_value_bytes,
+                d.max_tag_value_bytes,
+            ),
+            max_field_value_bytes: nonzero(
+                &mut p,
+                "limits.max_field_value_bytes",
+                lim.max_field_value_bytes,
+                d.max_field_value_bytes,
+            ),
+            max_measurement_bytes: nonzero(
+                &mut p,
+                "limits.max_measurement_bytes",
+                lim.max_measurement_bytes,
+                d.max_measurement_bytes,
+            ),
+            max_line_bytes: nonzero(
+                &mut p,
+                "limits.max_line_bytes",
+                lim.max_line_bytes,
+                d.max_line_bytes,
+            ),
+        };
+        let da = RuleActions::default();
+        let r = &self.rules;
+        let actions = RuleActions {
+            metric_string_field: action(
+                &mut p,
+                "rules.metric_string_field",
+                &r.metric_string_field,
+                da.metric_string_field,
+            ),
+            reserved_key: action(
+                &mut p,
+                "rules.reserved_key",
+                &r.reserved_key,
+                da.reserved_key,
+            ),
+            duplicate_key: action(
+                &mut p,
+                "rules.duplicate_key",
+                &r.duplicate_key,
+                da.duplicate_key,
+            ),
+            missing_expected_key: action(
+                &mut p,
+                "rules.missing_expected_key",
+                &r.missing_expected_key,
+                da.missing_expected_key,
+            ),
+        };
+
+        let identity_header =
+            self.forward.identity_header.as_deref().and_then(
+                |h| match http::HeaderName::from_bytes(h.as_bytes()) {
+                    Ok(name) => Some(name),
+                    Err(_) => {
+                        p.add(
+                            "forward.identity_header",
+                            format!("{h:?} is not a valid header name"),
+                        );
+                        None
+                    }
+                },
+            );
+
+        let mut tokens = Vec::new();
+        let mut seen = BTreeSet::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            let path = format!("tokens[{i}]");
+            let secret = match (&t.token, &t.token_sha256) {
+                (Some(tok), None) => {
+                    if !token_is_well_formed(tok) {
+                        p.add(
+                            format!("{path}.token"),
+                            "a token is 1-128 letters, digits, '_' or '-'",
+                        );
+                    }
+                    Some(TokenSecret::Sha256(crate::auth::sha256(tok.as_bytes())))
+                }
+                (None, Some(h)) => {
+                    let mut out = [0u8; 32];
+                    match hex::decode_to_slice(h, &mut out) {
+                        Ok(()) => Some(TokenSecret::Sha256(out)),
+                        Err(_) => {
+                            p.add(format!("{path}.token_sha256"), "needs 64 hex digits");
+                            None
+                        }
+                    }
+                }
+                _ => {
+                    p.add(
+                        path.clone(),
+                        "exactly one of token or token_sha256 is needed",
+                    );
+                    None
+                }
+            };
+            if let Some(TokenSecret::Sha256(h)) = &secret {
+                if !seen.insert(*h) {
+                    p.add(path.clone(), "the same token is configured twice");
+                }
+            }
+            if t.identities.is_empty() {
+                p.add(
+                    format!("{path}.identities"),
+                    "a token must be bound to at least one certificate identity",
+                );
+            }
+            let identities = t
+                .identities
+                .iter()
+                .enumerate()
+                .filter_map(|(j, s)| {
+                    Identity::parse(s)
+                        .map_err(|m| p.add(format!("{path}.identities[{j}]"), m))
+                        .ok()
+                })
+                .collect();
+            if let Some(up) = &t.upstream_token {
+                if !token_is_well_formed(up) {
+                    p.add(
+                        format!("{path}.upstream_token"),
+                        "a token is 1-128 letters, digits, '_' or '-'",
+                    );
+                }
+            }
+            let allowed_apis = match &t.allow_apis {
+                None => DEFAULT_ALLOWED_APIS.iter().map(|s| s.to_string()).collect(),
+                Some(list) => {
+                    for (j, api) in list.iter().enumerate() {
+                        if !KNOWN_APIS.contains(&api.as_str()) {
+                            p.add(
+                                format!("{path}.allow_apis[{j}]"),
+                                format!("{api:?} is not a known non-write API"),
+                            );
+                        }
+                    }
+                    list.iter().cloned().collect()
+                }
+            };
+            if let Some(secret) = secret {
+                tokens.push(TokenConfig {
+                    secret,
+                    identities,
+                    upstream_token: t.upstream_token.clone(),
+                    allowed_apis,
+                });
+            }
+        }
+
+        if !p.0.is_empty() {
+            return Err(ConfigError::Invalid(p.0));
+        }
+        Ok(Config {
+            listener,
+            admin_address,
+            upstream,
+            body,
+            validation: ValidationConfig { limits, actions },
+            identity_header,
+            tokens,
+        })
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        RawConfig::parse(&text, path)?.validate(base)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[listener]
+address = "127.0.0.1:8443"
+server_cert = "server.pem"
+server_key = "server.key"
+client_ca = "ca.pem"
+
+[upstream]
+addresses = ["127.0.0.1:9528"]
+
+[[tokens]]
+token = "tkn_0123456789abcdef0123456789abcdef"
+identities = ["dns:agent-1.example"]
+"#;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        RawConfig::parse(text, Path::new("t.toml"))?.validate(Path::new("/etc/oneway"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolved_paths() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(
+            c.listener.server_cert,
+            PathBuf::from("/etc/oneway/server.pem")
+        );
+        assert_eq!(c.listener.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(c.body.max_decoded_bytes, DEFAULT_MAX_DECODED_BYTES);
+        assert_eq!(c.validation, ValidationConfig::default());
+        assert_eq!(
+            c.tokens[0].identities,
+            vec![Identity::Dns("agent-1.example".into())]
+        );
+        assert!(c.tokens[0].allowed_apis.contains("/v1/ntp"));
+        assert!(!c.tokens[0].allowed_apis.contains("/v1/query/raw"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let text = MINIMAL
+            .replace("127.0.0.1:9528", "upstream.example:9528")
+            .replace("dns:agent-1.example", "ip:10.0.0.1")
+            + r#"
+[[tokens]]
+token_sha256 = "zz"
+identities = []
+upstream_token = "bad token"
+allow_apis = ["/v1/nope"]
+
+[limits]
+max_tags = 0
+
+[rules]
+duplicate_key = "ignore"
+"#;
+        let Err(ConfigError::Invalid(problems)) = load(&text) else {
+            panic!("must be invalid");
+        };
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "upstream.addresses[0]",
+            "tokens[0].identities[0]",
+            "tokens[1].token_sha256",
+            "tokens[1].identities",
+            "tokens[1].upstream_token",
+            "tokens[1].allow_apis[0]",
+            "limits.max_tags",
+            "rules.duplicate_key",
+        ] {
+            assert!(paths.contains(&want), "{want} missing from {paths:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = MINIMAL.replace("[upstream]", "[upstream]\nretries = 3");
+        assert!(matches!(load(&text), Err(ConfigError::Syntax { .. })));
+    }
+
+    #[test]
+    fn duplicate_tokens_refused() {
+        let text = format!(
+            "{MINIMAL}\n[[tokens]]\ntoken = \"tkn_0123456789abcdef0123456789abcdef\"\nidentities = [\"dns:b\"]\n"
+        );
+        assert!(matches!(load(&text), Err(ConfigError::Invalid(_))));
+    }
+
+    #[test]
+    fn identity_parse_forms() {
+        assert_eq!(
+            Identity::parse("dns:A.Example"),
+            Ok(Identity::Dns("a.example".into()))
+        );
+        assert_eq!(
+            Identity::parse("uri:spiffe://x/y"),
+            Ok(Identity::Uri("spiffe://x/y".into()))
+        );
+        let pin = format!("spki-sha256:{}", "ab".repeat(32));
+        assert_eq!(Identity::parse(&pin), Ok(Identity::SpkiSha256([0xab; 32])));
+        assert!(Identity::parse("spki-sha256:ab").is_err());
+        assert!(Identity::parse("cn:agent").is_err());
+    }
+}
