@@ -37,6 +37,8 @@ pub struct ClientSpec {
     pub uris: Vec<String>,
     /// Whether the CRL revokes it.
     pub revoked: bool,
+    /// Whether it expired yesterday (for tests).
+    pub expired: bool,
 }
 
 /// A generated PKI, as PEM.
@@ -111,8 +113,13 @@ pub fn generate(spec: &PkiSpec) -> anyhow::Result<Pki> {
                 .push(SanType::URI(u.clone().try_into().map_err(err)?));
         }
         p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        p.not_before = not_before;
-        p.not_after = not_after;
+        if c.expired {
+            p.not_before = now - Duration::days(10);
+            p.not_after = now - Duration::days(1);
+        } else {
+            p.not_before = not_before;
+            p.not_after = not_after;
+        }
         let serial = SerialNumber::from(1000 + i as u64);
         p.serial_number = Some(serial.clone());
         let cert = p.signed_by(&key, &issuer).map_err(err)?;
@@ -194,12 +201,14 @@ mod tests {
                     dns: vec!["agent-1.example".into()],
                     uris: vec![],
                     revoked: false,
+                    expired: false,
                 },
                 ClientSpec {
                     name: "agent-2".into(),
                     dns: vec![],
                     uris: vec!["spiffe://dev/agent-2".into()],
                     revoked: true,
+                    expired: false,
                 },
             ],
             valid_days: 30,

@@ -1,9 +1,20 @@
 //! `oneway-gateway`: the mTLS front door in front of the Guance cluster.
 //!
 //! Built on `oneway-protocol` (every byte a push carries is decoded and validated there).
-//! Modules: [`config`] (TOML into validated types), [`auth`] (tokens bound to client
-//! certificate identities), [`certs`] (a dev/test PKI).
+//!
+//! - [`config`]: TOML into validated types, every problem reported with its key path;
+//! - [`tls`]: rustls with required client certificates, CRLs, no resumption;
+//! - [`auth`]: tokens bound to client-certificate identities;
+//! - [`server`]: listeners, accept loop, the request path, the admin listener;
+//! - [`upstream`]: the only outbound connections, to configured literal addresses;
+//! - [`response`]: one mapping from errors to statuses and Guance-style JSON bodies;
+//! - [`telemetry`]: metric names; [`certs`]: a dev/test PKI.
 
 pub mod auth;
 pub mod certs;
 pub mod config;
+pub mod response;
+pub mod server;
+pub mod telemetry;
+pub mod tls;
+pub mod upstream;

@@ -5,7 +5,7 @@
 //! - `validate`: run a body file through the decoding and validation a push gets;
 //! - `quickstart`: run a generated DataKit-shaped batch through the protocol layer.
 //!
-//! The mTLS gateway itself (`oneway run`) is not in this release; `run` says so and exits 69.
+//! - `run`: serve (SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -74,8 +74,12 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         valid_days: i64,
     },
-    /// Run the gateway (not in this release).
-    Run,
+    /// Run the gateway.
+    Run {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -162,6 +166,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         dns: vec![c.clone()],
                         uris: vec![],
                         revoked: revoked.contains(c),
+                        expired: false,
                     })
                     .collect(),
                 valid_days,
@@ -178,13 +183,52 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run => {
-            eprintln!(
-                "oneway: the mTLS gateway is not in this release yet; \
-                 `oneway validate` and `oneway quickstart` show the protocol layer"
-            );
-            Ok(ExitCode::from(69))
+        Command::Run { config } => serve(&config),
+    }
+}
+
+fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let config = match oneway_gateway::config::Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("oneway: {e}");
+            return Ok(ExitCode::from(64));
         }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let gateway = oneway_gateway::server::Gateway::bind(config)?;
+        tracing::info!(public = %gateway.public_addr(), admin = %gateway.admin_addr(), "listening");
+        let finished = gateway.serve(shutdown_signal()).await;
+        Ok(if finished {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        })
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process can only be killed; serve until then.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
 }
 

@@ -1,0 +1,140 @@
+//! One function maps every request error to a status and a Guance-style JSON body
+//! `{"error_code": "oneway.<code>", "message": "…"}`.
+//!
+//! Back-pressure and upstream trouble are **503** with `Retry-After` (DataKit keeps and re-posts
+//! a batch on 5xx and drops it on any 4xx); a 4xx is only for a batch that is permanently bad.
+//! Messages never contain a token; validation errors quote at most a short excerpt of the
+//! client's own payload back to it.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use oneway_protocol::{DecodeError, DecodeErrorClass, Rejection, UnsupportedContentType};
+
+use crate::auth::AuthError;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// No such route.
+    #[error("no such API: {0}")]
+    NotFound(String),
+    /// The route exists but not with this method.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// Authentication or policy.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The body is over its cap.
+    #[error("the body is larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The cap.
+        limit: usize,
+    },
+    /// The body did not arrive in time.
+    #[error("the body did not arrive within the deadline")]
+    BodyTimeout,
+    /// The connection failed while reading the body.
+    #[error("the body could not be read")]
+    BodyRead,
+    /// Decoding failed.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// The content type is not supported.
+    #[error(transparent)]
+    ContentType(#[from] UnsupportedContentType),
+    /// An unknown `precision` parameter.
+    #[error("precision must be one of n, u, ms, s, m, h")]
+    BadPrecision,
+    /// Validation rejected the batch.
+    #[error("invalid payload: {0}")]
+    Invalid(#[from] Rejection),
+    /// The upstream is down, slow or failing.
+    #[error("the upstream is unavailable; retry later")]
+    UpstreamUnavailable,
+}
+
+impl RequestError {
+    /// A stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RequestError::NotFound(_) => "not_found",
+            RequestError::MethodNotAllowed => "method_not_allowed",
+            RequestError::Auth(e) => e.kind(),
+            RequestError::BodyTooLarge { .. } => "body_too_large",
+            RequestError::BodyTimeout => "body_timeout",
+            RequestError::BodyRead => "body_read",
+            RequestError::Decode(e) => e.kind(),
+            RequestError::ContentType(_) => "unsupported_content_type",
+            RequestError::BadPrecision => "bad_precision",
+            RequestError::Invalid(_) => "invalid_payload",
+            RequestError::UpstreamUnavailable => "upstream_unavailable",
+        }
+    }
+
+    /// The response status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RequestError::NotFound(_) => StatusCode::NOT_FOUND,
+            RequestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            RequestError::Auth(AuthError::MissingToken | AuthError::UnknownToken) => {
+                StatusCode::UNAUTHORIZED
+            }
+            RequestError::Auth(_) => StatusCode::FORBIDDEN,
+            RequestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            RequestError::BodyRead => StatusCode::BAD_REQUEST,
+            RequestError::Decode(e) => match e.class() {
+                DecodeErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                DecodeErrorClass::Corrupt => StatusCode::BAD_REQUEST,
+                DecodeErrorClass::Unsupported => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            },
+            RequestError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestError::BadPrecision | RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RequestError::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+/// Seconds a client is told to wait after a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 5;
+
+/// The response for an error.
+pub fn error_response(e: &RequestError) -> Response<Full<Bytes>> {
+    let code = match e {
+        RequestError::Invalid(r) => format!("oneway.invalid_payload.{}", r.rule.as_str()),
+        other => format!("oneway.{}", other.kind()),
+    };
+    let body = serde_json::json!({ "error_code": code, "message": e.to_string() });
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+    *resp.status_mut() = e.status();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if e.status() == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_follow_the_data_loss_contract() {
+        assert_eq!(RequestError::UpstreamUnavailable.status(), 503);
+        assert_eq!(RequestError::Auth(AuthError::UnknownToken).status(), 401);
+        assert_eq!(RequestError::Auth(AuthError::NotBound).status(), 403);
+        assert_eq!(RequestError::Decode(DecodeError::Stacked).status(), 415);
+        assert_eq!(
+            RequestError::Decode(DecodeError::TooLarge { limit: 1 }).status(),
+            413
+        );
+        let r = error_response(&RequestError::UpstreamUnavailable);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+    }
+}

@@ -1,0 +1,679 @@
+//! The gateway: listeners, the accept loop, and the request path of DESIGN §1.
+//!
+//! ```text
+//! accept (socket2, connection cap) → TLS handshake (deadline, client cert required)
+//!   → HTTP/1.1 head (hyper header timer) → route → token bound to the cert (before the body)
+//!   → body (capped, deadline) → decode (capped) → validate → forward the ORIGINAL bytes
+//! ```
+//!
+//! Cancel safety: a connection task owns everything it uses; dropping it (shutdown past the
+//! grace period) closes the socket and loses only that connection's in-flight request, which
+//! was never acknowledged.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use oneway_protocol::{BodyKind, Category, Decoder, Encoding, Precision, Validator};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+
+use crate::auth::{AuthError, PeerIdentity, TokenTable};
+use crate::config::{Config, KNOWN_APIS, TokenConfig};
+use crate::response::{RequestError, error_response};
+use crate::telemetry;
+use crate::upstream::Upstream;
+
+/// Headers DataKit sends that are forwarded upstream (reference §2, plus the upload headers).
+/// Nothing else is: no hop-by-hop or framing header of the client ever reaches the upstream.
+const FORWARDED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-encoding",
+    "user-agent",
+    "referer",
+    "x-global-tags",
+    "x-storage-index-name",
+    "x-fail-cache-retry",
+    "x-sub-category",
+    "x-pkg-id",
+    "x-datakit-version",
+    "x-datakit-unixnano",
+];
+
+/// APIs that carry multipart uploads, capped by `limits.max_upload_bytes`.
+const UPLOAD_APIS: &[&str] = &["/v1/write/rum/replay", "/v1/upload/profiling"];
+
+/// Scratch space for decoding and validating, reused across requests.
+struct Scratch {
+    decoder: Decoder,
+    buffer: Vec<u8>,
+    validator: Validator,
+}
+
+/// Everything a connection needs.
+struct State {
+    config: Config,
+    tokens: TokenTable,
+    upstream: Arc<Upstream>,
+    pool: Mutex<Vec<Scratch>>,
+}
+
+/// A bound gateway, not yet serving.
+pub struct Gateway {
+    state: Arc<State>,
+    public: TcpListener,
+    admin: TcpListener,
+    acceptor: TlsAcceptor,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("public", &self.public.local_addr().ok())
+            .field("admin", &self.admin.local_addr().ok())
+            .finish()
+    }
+}
+
+fn bind(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+    let socket = Socket::new(
+        Domain::for_address(address),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(Duration::from_secs(60)))?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    TcpListener::from_std(socket.into())
+}
+
+impl Gateway {
+    /// Loads the TLS material and binds both listeners. Must run inside a tokio runtime.
+    pub fn bind(config: Config) -> anyhow::Result<Gateway> {
+        let _ = telemetry::handle();
+        let tls = crate::tls::server_config(&config.listener)?;
+        for (name, path) in [
+            ("server", &config.listener.server_cert),
+            ("client_ca", &config.listener.client_ca),
+        ] {
+            if let Ok(s) = crate::tls::expiry_seconds(path) {
+                metrics::gauge!(telemetry::CERT_EXPIRY, "cert" => name).set(s);
+            }
+        }
+        let public = bind(config.listener.address, config.listener.backlog).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot bind listener.address {}: {e}",
+                config.listener.address
+            )
+        })?;
+        let admin = bind(config.admin_address, 128).map_err(|e| {
+            anyhow::anyhow!("cannot bind admin.address {}: {e}", config.admin_address)
+        })?;
+        let state = Arc::new(State {
+            tokens: TokenTable::new(&config.tokens),
+            upstream: Upstream::new(&config.upstream),
+            pool: Mutex::new(Vec::new()),
+            config,
+        });
+        Ok(Gateway {
+            state,
+            public,
+            admin,
+            acceptor: TlsAcceptor::from(tls),
+        })
+    }
+
+    /// The public listener's address.
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+            .local_addr()
+            .unwrap_or_else(|_| self.state.config.listener.address)
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or(self.state.config.admin_address)
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
+    /// within `listener.shutdown_grace`, and returns whether they all did.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> bool {
+        let Gateway {
+            state,
+            public,
+            admin,
+            acceptor,
+        } = self;
+        let ready = Arc::new(AtomicBool::new(true));
+        let admin_task = tokio::spawn(serve_admin(admin, Arc::clone(&state), Arc::clone(&ready)));
+        let graceful = GracefulShutdown::new();
+        let slots = Arc::new(Semaphore::new(state.config.listener.max_connections));
+        tokio::pin!(shutdown);
+        info!(address = %public.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
+        loop {
+            tokio::select! {
+                () = &mut shutdown => break,
+                accepted = public.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                        metrics::counter!(telemetry::CONNECTIONS_REFUSED).increment(1);
+                        drop(stream);
+                        continue;
+                    };
+                    let state = Arc::clone(&state);
+                    let acceptor = acceptor.clone();
+                    let watcher = graceful.watcher();
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        connection(state, acceptor, stream, peer, watcher).await;
+                    });
+                }
+            }
+        }
+        ready.store(false, Ordering::Relaxed);
+        drop(public);
+        info!("shutting down: no new connections; waiting for in-flight requests");
+        let grace = state.config.listener.shutdown_grace;
+        let finished = tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_ok();
+        if !finished {
+            warn!(
+                grace_ms = grace.as_millis() as u64,
+                "shutdown grace period ran out"
+            );
+        }
+        admin_task.abort();
+        finished
+    }
+}
+
+async fn connection(
+    state: Arc<State>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let handshake_timeout = state.config.listener.handshake_timeout;
+    let header_timeout = state.config.listener.header_timeout;
+    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let kind = tls_failure_kind(&e);
+            metrics::counter!(telemetry::TLS_FAILURES, "kind" => kind).increment(1);
+            debug!(%peer, kind, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            metrics::counter!(telemetry::TLS_FAILURES, "kind" => "timeout").increment(1);
+            return;
+        }
+    };
+    let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => PeerIdentity::from_der(cert.as_ref()),
+        None => Err(AuthError::BadCertificate),
+    };
+    let Ok(identity) = identity else {
+        metrics::counter!(telemetry::TLS_FAILURES, "kind" => "bad_certificate").increment(1);
+        return;
+    };
+    let identity = Arc::new(identity);
+    let service = service_fn(move |req| {
+        let state = Arc::clone(&state);
+        let identity = Arc::clone(&identity);
+        async move { Ok::<_, Infallible>(handle(&state, &identity, req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .max_buf_size(64 << 10)
+        .serve_connection(TokioIo::new(tls), service);
+    if let Err(e) = watcher.watch(conn).await {
+        debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+fn tls_failure_kind(e: &std::io::Error) -> &'static str {
+    let text = e.to_string();
+    if text.contains("NoCertificatesPresented") || text.contains("peer sent no certificates") {
+        "no_certificate"
+    } else if text.contains("certificate") || text.contains("Certificate") {
+        "bad_certificate"
+    } else {
+        "other"
+    }
+}
+
+/// Which route a request takes.
+enum Route {
+    Write(Category),
+    Api(&'static str),
+}
+
+fn route(path: &str) -> Result<Route, RequestError> {
+    if let Some(api) = KNOWN_APIS.iter().find(|api| {
+        path == **api || (**api == "/v1/check/token" && path.starts_with("/v1/check/token/"))
+    }) {
+        return Ok(Route::Api(api));
+    }
+    if let Some(segment) = path.strip_prefix("/v1/write/") {
+        if let Some(category) = Category::from_path_segment(segment) {
+            return Ok(Route::Write(category));
+        }
+    }
+    Err(RequestError::NotFound(path.chars().take(64).collect()))
+}
+
+/// The value of `key` in a query string (tokens are plain; no percent-decoding needed).
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// The query string forwarded upstream: the client's, with `token` replaced by the mapped
+/// workspace token when there is one.
+fn upstream_query(query: &str, token: &TokenConfig, presented: &str) -> String {
+    let forwarded = token.upstream_token.as_deref().unwrap_or(presented);
+    let mut out: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty() && !p.starts_with("token=") && *p != "token")
+        .map(str::to_string)
+        .collect();
+    out.insert(0, format!("token={forwarded}"));
+    out.join("&")
+}
+
+async fn handle(
+    state: &State,
+    identity: &PeerIdentity,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    metrics::gauge!(telemetry::IN_FLIGHT).increment(1.0);
+    let (route_label, category_label, result) = process(state, identity, req).await;
+    metrics::gauge!(telemetry::IN_FLIGHT).decrement(1.0);
+    let response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            match &e {
+                RequestError::Auth(a) => {
+                    metrics::counter!(telemetry::AUTH_FAILURES, "kind" => a.kind()).increment(1);
+                }
+                RequestError::Invalid(r) => {
+                    metrics::counter!(telemetry::VALIDATION_FAILURES, "rule" => r.rule.as_str())
+                        .increment(1);
+                }
+                RequestError::Decode(d) => {
+                    metrics::counter!(telemetry::DECODE_FAILURES, "kind" => d.kind()).increment(1);
+                }
+                _ => {}
+            }
+            debug!(
+                kind = e.kind(),
+                route = route_label,
+                category = category_label,
+                "request refused"
+            );
+            error_response(&e)
+        }
+    };
+    let class = match response.status().as_u16() {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    };
+    metrics::counter!(telemetry::REQUESTS, "route" => route_label, "category" => category_label, "status" => class)
+        .increment(1);
+    response
+}
+
+async fn process(
+    state: &State,
+    identity: &PeerIdentity,
+    req: Request<Incoming>,
+) -> (
+    &'static str,
+    &'static str,
+    Result<Response<Full<Bytes>>, RequestError>,
+) {
+    let path = req.uri().path().to_string();
+    let route = match route(&path) {
+        Ok(r) => r,
+        Err(e) => return ("unknown", "none", Err(e)),
+    };
+    let (route_label, category_label) = match &route {
+        Route::Write(c) => ("write", c.as_str()),
+        Route::Api(_) => ("api", "none"),
+    };
+    let result = match route {
+        Route::Write(category) => write(state, identity, category, req).await,
+        Route::Api(api) => passthrough(state, identity, api, req).await,
+    };
+    (route_label, category_label, result)
+}
+
+/// The token: `?token=`, then `X-Token`, then (for `/v1/check/token/<token>`) the path.
+fn presented_token(req: &Request<Incoming>) -> Option<String> {
+    if let Some(t) = req.uri().query().and_then(|q| query_param(q, "token")) {
+        return Some(t.to_string());
+    }
+    if let Some(t) = req.headers().get("x-token").and_then(|v| v.to_str().ok()) {
+        return Some(t.to_string());
+    }
+    req.uri()
+        .path()
+        .strip_prefix("/v1/check/token/")
+        .map(str::to_string)
+}
+
+/// Reads the body up to `limit` bytes within the body deadline.
+async fn read_body(
+    state: &State,
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<(http::request::Parts, Bytes), RequestError> {
+    let (parts, body) = req.into_parts();
+    if let Some(len) = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(RequestError::BodyTooLarge { limit });
+        }
+    }
+    let collected = tokio::time::timeout(
+        state.config.listener.body_timeout,
+        Limited::new(body, limit).collect(),
+    )
+    .await
+    .map_err(|_| RequestError::BodyTimeout)?;
+    match collected {
+        Ok(c) => Ok((parts, c.to_bytes())),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(RequestError::BodyTooLarge { limit })
+        }
+        Err(_) => Err(RequestError::BodyRead),
+    }
+}
+
+fn forwarded_headers(from: &HeaderMap, identity: &PeerIdentity, state: &State) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in FORWARDED_HEADERS {
+        for value in from.get_all(*name) {
+            out.append(*name, value.clone());
+        }
+    }
+    if let Some(name) = &state.config.identity_header {
+        if let Ok(v) = HeaderValue::from_str(&identity.name()) {
+            out.insert(name.clone(), v);
+        }
+    }
+    out
+}
+
+async fn write(
+    state: &State,
+    identity: &PeerIdentity,
+    category: Category,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, RequestError> {
+    let presented = presented_token(&req);
+    let token = state.tokens.authorize(presented.as_deref(), identity)?;
+    if req.method() != Method::POST {
+        return Err(RequestError::MethodNotAllowed);
+    }
+    let precision = match req.uri().query().and_then(|q| query_param(q, "precision")) {
+        None => Precision::Nanoseconds,
+        Some(p) => Precision::parse(p).ok_or(RequestError::BadPrecision)?,
+    };
+    let encoding = Encoding::from_header(
+        req.headers()
+            .get(header::CONTENT_ENCODING)
+            .map(HeaderValue::as_bytes),
+    )?;
+    let kind = BodyKind::from_content_type(
+        req.headers()
+            .get(header::CONTENT_TYPE)
+            .map(HeaderValue::as_bytes),
+    )?;
+    let query = req.uri().query().unwrap_or("").to_string();
+    let (parts, body) = read_body(state, req, state.config.body.max_body_bytes).await?;
+
+    let mut scratch = state
+        .pool
+        .lock()
+        .ok()
+        .and_then(|mut p| p.pop())
+        .unwrap_or_else(|| Scratch {
+            decoder: Decoder::new(),
+            buffer: Vec::new(),
+            validator: Validator::new(state.config.validation),
+        });
+    let verdict = (|| {
+        let decoded = scratch.decoder.decode(
+            encoding,
+            &body,
+            &mut scratch.buffer,
+            state.config.body.max_decoded_bytes,
+        )?;
+        let decoded_len = decoded.len();
+        let verdict = scratch
+            .validator
+            .validate(kind, category, precision, decoded)?;
+        Ok::<_, RequestError>((verdict, decoded_len))
+    })();
+    if scratch.buffer.capacity() > state.config.body.max_body_bytes.max(4 << 20) {
+        // Keep pooled buffers modest: a rare huge batch does not pin its memory forever.
+        scratch.buffer = Vec::new();
+    }
+    if let Ok(mut p) = state.pool.lock() {
+        p.push(scratch);
+    }
+    let (verdict, decoded_len) = verdict?;
+
+    let mut headers = forwarded_headers(&parts.headers, identity, state);
+    headers.insert("x-points", HeaderValue::from(verdict.points));
+    let upstream_uri = format!(
+        "{}?{}",
+        parts.uri.path(),
+        upstream_query(&query, &token, presented.as_deref().unwrap_or(""))
+    );
+    let mut request = Request::new(Full::new(body.clone()));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = upstream_uri
+        .parse()
+        .map_err(|_| RequestError::UpstreamUnavailable)?;
+    *request.headers_mut() = headers;
+    let answer = state
+        .upstream
+        .send(request)
+        .await
+        .map_err(|_| RequestError::UpstreamUnavailable)?;
+    if answer.status.is_success() {
+        metrics::counter!(telemetry::POINTS, "category" => category.as_str())
+            .increment(verdict.points);
+        metrics::counter!(telemetry::BYTES, "category" => category.as_str(), "stage" => "compressed")
+            .increment(body.len() as u64);
+        metrics::counter!(telemetry::BYTES, "category" => category.as_str(), "stage" => "decoded")
+            .increment(decoded_len as u64);
+    }
+    Ok(relay(answer))
+}
+
+async fn passthrough(
+    state: &State,
+    identity: &PeerIdentity,
+    api: &'static str,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, RequestError> {
+    let presented = presented_token(&req);
+    let token = state.tokens.authorize(presented.as_deref(), identity)?;
+    if !token.allowed_apis.contains(api) {
+        return Err(RequestError::Auth(AuthError::ApiNotAllowed));
+    }
+    let limit = if UPLOAD_APIS.contains(&api) {
+        state.config.body.max_upload_bytes
+    } else {
+        state.config.body.max_body_bytes
+    };
+    let method = req.method().clone();
+    if !matches!(method, Method::GET | Method::POST | Method::DELETE) {
+        return Err(RequestError::MethodNotAllowed);
+    }
+    let query = req.uri().query().unwrap_or("").to_string();
+    let (parts, body) = read_body(state, req, limit).await?;
+    let presented = presented.unwrap_or_default();
+    let forwarded_token = token.upstream_token.as_deref().unwrap_or(&presented);
+    let uri = if api == "/v1/check/token" {
+        format!("/v1/check/token/{forwarded_token}")
+    } else {
+        format!(
+            "{}?{}",
+            parts.uri.path(),
+            upstream_query(&query, &token, &presented)
+        )
+    };
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = method;
+    *request.uri_mut() = uri.parse().map_err(|_| RequestError::UpstreamUnavailable)?;
+    *request.headers_mut() = forwarded_headers(&parts.headers, identity, state);
+    let answer = state
+        .upstream
+        .send(request)
+        .await
+        .map_err(|_| RequestError::UpstreamUnavailable)?;
+    Ok(relay(answer))
+}
+
+fn relay(answer: crate::upstream::Answer) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(answer.body));
+    *resp.status_mut() = answer.status;
+    if let Some(ct) = answer.content_type {
+        resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    resp
+}
+
+async fn serve_admin(listener: TcpListener, state: Arc<State>, ready: Arc<AtomicBool>) {
+    let handle = telemetry::handle();
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let handle = handle.clone();
+        let state = Arc::clone(&state);
+        let ready = Arc::clone(&ready);
+        tokio::spawn(async move {
+            let service = service_fn(move |req: Request<Incoming>| {
+                let (status, body) = match req.uri().path() {
+                    "/metrics" => (StatusCode::OK, handle.render()),
+                    "/live" => (StatusCode::OK, "live\n".to_string()),
+                    "/ready" if ready.load(Ordering::Relaxed) && state.upstream.healthy() => {
+                        (StatusCode::OK, "ready\n".to_string())
+                    }
+                    "/ready" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string()),
+                    _ => (StatusCode::NOT_FOUND, "not found\n".to_string()),
+                };
+                let mut resp = Response::new(Full::new(Bytes::from(body)));
+                *resp.status_mut() = status;
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_cover_categories_aliases_and_apis() {
+        assert!(matches!(
+            route("/v1/write/metrics"),
+            Ok(Route::Write(Category::Metric))
+        ));
+        assert!(matches!(
+            route("/v1/write/langfuse-v2"),
+            Ok(Route::Write(Category::LangfuseV2))
+        ));
+        assert!(matches!(
+            route("/v1/write/rum/replay"),
+            Ok(Route::Api("/v1/write/rum/replay"))
+        ));
+        assert!(matches!(
+            route("/v1/check/token/tkn_x"),
+            Ok(Route::Api("/v1/check/token"))
+        ));
+        assert!(matches!(
+            route("/v1/query/raw"),
+            Ok(Route::Api("/v1/query/raw"))
+        ));
+        assert!(matches!(
+            route("/v1/write/nope"),
+            Err(RequestError::NotFound(_))
+        ));
+        assert!(matches!(route("/admin"), Err(RequestError::NotFound(_))));
+    }
+
+    #[test]
+    fn upstream_query_replaces_the_token() {
+        let token = TokenConfig {
+            secret: crate::config::TokenSecret::Sha256([0; 32]),
+            identities: vec![],
+            upstream_token: Some("tkn_real".into()),
+            allowed_apis: Default::default(),
+        };
+        assert_eq!(
+            upstream_query("token=tkn_agent&precision=s", &token, "tkn_agent"),
+            "token=tkn_real&precision=s"
+        );
+        let plain = TokenConfig {
+            upstream_token: None,
+            ..token
+        };
+        assert_eq!(
+            upstream_query("precision=s", &plain, "tkn_agent"),
+            "token=tkn_agent&precision=s"
+        );
+        assert_eq!(query_param("a=1&token=x&b", "token"), Some("x"));
+        assert_eq!(query_param("a=1", "token"), None);
+    }
+}

@@ -1,0 +1,202 @@
+//! TLS for the public listener: rustls 1.2+ with a **required** client certificate, verified
+//! against the configured CA bundle and CRLs (an expired CRL fails closed), no session
+//! resumption (no TLS 1.3 tickets, no session cache: a revoked certificate must not resume),
+//! HTTP/1.1 only through ALPN.
+//!
+//! Loading checks everything an operator can get wrong: unreadable or empty files, a key that
+//! does not match its certificate, a CRL that does not parse. Each failure is a [`TlsError`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
+use rustls::{RootCertStore, ServerConfig};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+
+use crate::config::ListenerConfig;
+
+/// Why the TLS material could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A file could not be read or holds no usable PEM.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// rustls refused the material (for example a key that does not match the certificate).
+    #[error("TLS configuration refused: {0}")]
+    Rustls(String),
+}
+
+impl TlsError {
+    /// A stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TlsError::File { .. } => "file",
+            TlsError::Rustls(_) => "rustls",
+        }
+    }
+}
+
+fn file_error(path: &Path, message: impl Into<String>) -> TlsError {
+    TlsError::File {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Reads every certificate of a PEM file; at least one.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e.to_string()))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no certificate in the file"));
+    }
+    Ok(certs)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| file_error(path, format!("no usable private key: {e}")))
+}
+
+fn load_crl(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let bytes = std::fs::read(path).map_err(|e| file_error(path, e.to_string()))?;
+    if bytes.starts_with(b"-----BEGIN") {
+        let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| file_error(path, e.to_string()))?;
+        if crls.is_empty() {
+            return Err(file_error(path, "no CRL in the file"));
+        }
+        Ok(crls)
+    } else {
+        Ok(vec![CertificateRevocationListDer::from(bytes)])
+    }
+}
+
+/// Builds the listener's rustls configuration.
+pub fn server_config(l: &ListenerConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = load_certs(&l.server_cert)?;
+    let key = load_key(&l.server_key)?;
+    let mut roots = RootCertStore::empty();
+    for ca in load_certs(&l.client_ca)? {
+        roots
+            .add(ca)
+            .map_err(|e| file_error(&l.client_ca, format!("not a usable CA certificate: {e}")))?;
+    }
+    let mut crls = Vec::new();
+    for path in &l.crls {
+        crls.extend(load_crl(path)?);
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .with_crls(crls)
+            .enforce_revocation_expiration()
+            .build()
+            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Seconds until the first certificate of a PEM file expires (negative once expired).
+pub fn expiry_seconds(path: &Path) -> Result<f64, TlsError> {
+    let certs = load_certs(path)?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&certs[0])
+        .map_err(|e| file_error(path, format!("cannot parse the certificate: {e}")))?;
+    let not_after = cert.validity().not_after.timestamp();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    Ok((not_after - now) as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::certs::{ClientSpec, PkiSpec, generate};
+    use std::time::Duration;
+
+    fn listener(dir: &Path) -> ListenerConfig {
+        ListenerConfig {
+            address: "127.0.0.1:0".parse().unwrap(),
+            backlog: 16,
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+            client_ca: dir.join("ca.pem"),
+            crls: vec![dir.join("ca.crl")],
+            handshake_timeout: Duration::from_secs(1),
+            header_timeout: Duration::from_secs(1),
+            body_timeout: Duration::from_secs(1),
+            max_connections: 10,
+            shutdown_grace: Duration::from_secs(1),
+        }
+    }
+
+    fn pki(dir: &Path) {
+        generate(&PkiSpec {
+            server_names: vec!["localhost".into()],
+            clients: vec![ClientSpec {
+                name: "a".into(),
+                dns: vec!["a".into()],
+                uris: vec![],
+                revoked: false,
+                expired: false,
+            }],
+            valid_days: 10,
+        })
+        .unwrap()
+        .write(dir)
+        .unwrap();
+    }
+
+    #[test]
+    fn server_config_loads_and_disables_resumption() {
+        let dir = tempfile::tempdir().unwrap();
+        pki(dir.path());
+        let c = server_config(&listener(dir.path())).unwrap();
+        assert_eq!(c.send_tls13_tickets, 0);
+        assert_eq!(c.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        let days = expiry_seconds(&dir.path().join("server.pem")).unwrap() / 86_400.0;
+        assert!((9.0..=10.1).contains(&days), "{days}");
+    }
+
+    #[test]
+    fn mismatched_key_and_missing_files_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        pki(dir.path());
+        std::fs::copy(dir.path().join("a.key"), dir.path().join("server.key")).unwrap();
+        assert!(matches!(
+            server_config(&listener(dir.path())),
+            Err(TlsError::Rustls(_))
+        ));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            server_config(&listener(empty.path())),
+            Err(TlsError::File { .. })
+        ));
+        pki(dir.path());
+        std::fs::write(
+            dir.path().join("ca.crl"),
+            "-----BEGIN X509 CRL-----\nnope\n-----END X509 CRL-----\n",
+        )
+        .unwrap();
+        assert!(server_config(&listener(dir.path())).is_err());
+    }
+}

@@ -1,0 +1,207 @@
+//! The upstream client: a pooled HTTP/1.1 client to the configured literal addresses only.
+//!
+//! No DNS, no proxy from the environment, no redirects followed (hyper's client follows none),
+//! deadlines on connect and on the response head. Several upstreams are used in turn; one that
+//! fails is skipped for a few seconds (health-aware selection), and `/ready` reflects whether
+//! any is healthy.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::UpstreamConfig;
+use crate::telemetry;
+
+/// How long an upstream that failed is skipped.
+const PENALTY: Duration = Duration::from_secs(5);
+/// The largest upstream response body relayed to the client.
+const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// Why the upstream did not answer usefully. Blame is always on the upstream side and a
+/// retry may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection could be made.
+    #[error("upstream unreachable")]
+    Unreachable,
+    /// No response head within the deadline.
+    #[error("upstream timed out")]
+    Timeout,
+    /// The upstream answered 5xx.
+    #[error("upstream failed with a server error")]
+    ServerError,
+}
+
+impl UpstreamError {
+    /// A stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UpstreamError::Unreachable => "unreachable",
+            UpstreamError::Timeout => "timeout",
+            UpstreamError::ServerError => "5xx",
+        }
+    }
+}
+
+struct Target {
+    address: SocketAddr,
+    /// Milliseconds since `epoch` until which this target is skipped.
+    down_until_ms: AtomicU64,
+}
+
+/// The upstream pool.
+pub struct Upstream {
+    client: Client<HttpConnector, Full<Bytes>>,
+    targets: Vec<Target>,
+    next: AtomicUsize,
+    epoch: Instant,
+    response_timeout: Duration,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field(
+                "targets",
+                &self.targets.iter().map(|t| t.address).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// A relayed upstream answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status.
+    pub status: http::StatusCode,
+    /// `Content-Type`, if any.
+    pub content_type: Option<http::HeaderValue>,
+    /// Body (at most 1 MiB).
+    pub body: Bytes,
+}
+
+impl Upstream {
+    /// A client for `config`; must be called inside a tokio runtime.
+    pub fn new(config: &UpstreamConfig) -> Arc<Upstream> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Arc::new(Upstream {
+            client,
+            targets: config
+                .addresses
+                .iter()
+                .map(|&address| Target {
+                    address,
+                    down_until_ms: AtomicU64::new(0),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            response_timeout: config.response_timeout,
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether any upstream is not being skipped.
+    pub fn healthy(&self) -> bool {
+        let now = self.now_ms();
+        self.targets
+            .iter()
+            .any(|t| t.down_until_ms.load(Ordering::Relaxed) <= now)
+    }
+
+    fn pick(&self) -> &Target {
+        let now = self.now_ms();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.targets.len();
+        (0..n)
+            .map(|k| &self.targets[(start + k) % n])
+            .find(|t| t.down_until_ms.load(Ordering::Relaxed) <= now)
+            .unwrap_or(&self.targets[start % n])
+    }
+
+    /// Sends `request` (its URI holds only path and query) to an upstream; 2xx and 4xx
+    /// answers are relayed, anything else is an [`UpstreamError`].
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Answer, UpstreamError> {
+        let target = self.pick();
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = match format!("http://{}{}", target.address, path).parse() {
+            Ok(uri) => uri,
+            Err(_) => return Err(UpstreamError::Unreachable),
+        };
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            self.response_timeout,
+            self.client.request(Request::from_parts(parts, body)),
+        )
+        .await;
+        metrics::histogram!(telemetry::UPSTREAM_DURATION).record(started.elapsed().as_secs_f64());
+        let outcome = match result {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Err(_)) => Err(UpstreamError::Unreachable),
+            Ok(Ok(resp)) if resp.status().is_server_error() => Err(UpstreamError::ServerError),
+            Ok(Ok(resp)) => relay(resp, self.response_timeout).await,
+        };
+        let label = match &outcome {
+            Ok(a) if a.status.is_success() => "2xx",
+            Ok(a) if a.status.is_client_error() => "4xx",
+            Ok(_) => "other",
+            Err(e) => e.kind(),
+        };
+        metrics::counter!(telemetry::UPSTREAM_REQUESTS, "outcome" => label).increment(1);
+        match outcome {
+            Err(e) => {
+                if e != UpstreamError::ServerError {
+                    target.down_until_ms.store(
+                        self.now_ms() + PENALTY.as_millis() as u64,
+                        Ordering::Relaxed,
+                    );
+                }
+                Err(e)
+            }
+            Ok(a) => {
+                target.down_until_ms.store(0, Ordering::Relaxed);
+                Ok(a)
+            }
+        }
+    }
+}
+
+async fn relay(
+    resp: Response<hyper::body::Incoming>,
+    deadline: Duration,
+) -> Result<Answer, UpstreamError> {
+    let status = resp.status();
+    let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+    let body = tokio::time::timeout(
+        deadline,
+        Limited::new(resp.into_body(), MAX_RESPONSE_BYTES).collect(),
+    )
+    .await
+    .map_err(|_| UpstreamError::Timeout)?
+    .map_err(|_| UpstreamError::Unreachable)?
+    .to_bytes();
+    Ok(Answer {
+        status,
+        content_type,
+        body,
+    })
+}

@@ -1,0 +1,491 @@
+//! The integration-test harness: a generated PKI, a recording fake upstream, an in-process
+//! gateway on `127.0.0.1:0`, and an mTLS client.
+//!
+//! ```ignore
+//! let upstream = FakeUpstream::start().await;
+//! let gw = TestGateway::builder().upstream(&upstream).start().await;
+//! let r = gw.client("agent-1").post("/v1/write/metric?token=…", headers, body).await?;
+//! ```
+//!
+//! Nothing sleeps to synchronise: the fake upstream records every request as it completes.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use oneway_gateway::certs::{ClientSpec, PkiSpec, generate};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tokio::net::TcpListener;
+
+/// The token bound to `agent-1` (mapped upstream to [`WORKSPACE_TOKEN`]).
+pub const TOKEN_1: &str = "tkn_agent1_0123456789abcdef01234567";
+/// The token bound to `agent-2` (not mapped).
+pub const TOKEN_2: &str = "tkn_agent2_0123456789abcdef01234567";
+/// The workspace token the gateway forwards for [`TOKEN_1`].
+pub const WORKSPACE_TOKEN: &str = "tkn_workspace_realrealrealrealreal";
+
+/// A request the fake upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Method.
+    pub method: http::Method,
+    /// Path and query.
+    pub uri: String,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body, as received.
+    pub body: Bytes,
+}
+
+/// How the fake upstream answers.
+#[derive(Debug, Clone, Copy)]
+pub enum Mode {
+    /// This status, empty JSON body.
+    Status(u16),
+    /// Wait, then 200.
+    Slow(Duration),
+}
+
+/// A recording upstream on loopback.
+#[derive(Debug, Clone)]
+pub struct FakeUpstream {
+    /// Its address.
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    mode: Arc<Mutex<Mode>>,
+    arrived: Arc<tokio::sync::Notify>,
+}
+
+impl FakeUpstream {
+    /// Starts one answering 200.
+    pub async fn start() -> FakeUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let up = FakeUpstream {
+            addr: listener.local_addr().expect("bound"),
+            received: Arc::default(),
+            mode: Arc::new(Mutex::new(Mode::Status(200))),
+            arrived: Arc::new(tokio::sync::Notify::new()),
+        };
+        let (received, mode, arrived) = (
+            Arc::clone(&up.received),
+            Arc::clone(&up.mode),
+            Arc::clone(&up.arrived),
+        );
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (received, mode, arrived) = (
+                    Arc::clone(&received),
+                    Arc::clone(&mode),
+                    Arc::clone(&arrived),
+                );
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<Incoming>| {
+                        let (received, mode, arrived) = (
+                            Arc::clone(&received),
+                            Arc::clone(&mode),
+                            Arc::clone(&arrived),
+                        );
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            arrived.notify_one();
+                            let mode = *mode.lock().expect("lock");
+                            if let Mode::Slow(d) = mode {
+                                tokio::time::sleep(d).await;
+                            }
+                            let status = match mode {
+                                Mode::Status(s) => s,
+                                Mode::Slow(_) => 200,
+                            };
+                            received.lock().expect("lock").push(Received {
+                                method: parts.method,
+                                uri: parts.uri.to_string(),
+                                headers: parts.headers,
+                                body,
+                            });
+                            let mut resp =
+                                Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
+                            *resp.status_mut() =
+                                StatusCode::from_u16(status).expect("valid status");
+                            resp.headers_mut()
+                                .insert("content-type", "application/json".parse().expect("valid"));
+                            Ok::<_, std::convert::Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        up
+    }
+
+    /// An address where nothing listens.
+    pub async fn down() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        l.local_addr().expect("bound")
+    }
+
+    /// Waits until a request has arrived (and is being answered).
+    pub async fn arrival(&self) {
+        self.arrived.notified().await;
+    }
+
+    /// Changes how it answers.
+    pub fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().expect("lock") = mode;
+    }
+
+    /// What it received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+}
+
+/// A PKI on disk: `ca.pem`, `server.pem/.key`, `ca.crl`, and clients `agent-1`, `agent-2`,
+/// `revoked`, `expired`; plus a second, unrelated CA's client `stranger`.
+#[derive(Debug)]
+pub struct TestPki {
+    dir: tempfile::TempDir,
+}
+
+impl TestPki {
+    /// Generates it.
+    pub fn new() -> TestPki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let client = |name: &str, revoked: bool, expired: bool| ClientSpec {
+            name: name.into(),
+            dns: vec![name.into()],
+            uris: vec![],
+            revoked,
+            expired,
+        };
+        generate(&PkiSpec {
+            server_names: vec!["localhost".into(), "127.0.0.1".into()],
+            clients: vec![
+                client("agent-1", false, false),
+                client("agent-2", false, false),
+                client("revoked", true, false),
+                client("expired", false, true),
+            ],
+            valid_days: 30,
+        })
+        .expect("pki")
+        .write(dir.path())
+        .expect("write pki");
+        let other = generate(&PkiSpec {
+            server_names: vec!["localhost".into()],
+            clients: vec![client("agent-1", false, false)],
+            valid_days: 30,
+        })
+        .expect("pki");
+        let (_, cert, key) = &other.clients[0];
+        std::fs::write(dir.path().join("stranger.pem"), cert).expect("write");
+        std::fs::write(dir.path().join("stranger.key"), key).expect("write");
+        TestPki { dir }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// A file in it.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Default for TestPki {
+    fn default() -> Self {
+        TestPki::new()
+    }
+}
+
+/// Builds a [`TestGateway`].
+#[derive(Debug, Default)]
+pub struct Builder {
+    upstreams: Vec<SocketAddr>,
+    extra: String,
+    token_extra: String,
+}
+
+impl Builder {
+    /// Forwards to this upstream.
+    pub fn upstream(mut self, up: &FakeUpstream) -> Builder {
+        self.upstreams.push(up.addr);
+        self
+    }
+
+    /// Forwards to this address.
+    pub fn upstream_addr(mut self, addr: SocketAddr) -> Builder {
+        self.upstreams.push(addr);
+        self
+    }
+
+    /// Appends raw TOML (new sections).
+    pub fn toml(mut self, extra: &str) -> Builder {
+        self.extra.push_str(extra);
+        self.extra.push('\n');
+        self
+    }
+
+    /// Appends raw TOML to agent-1's `[[tokens]]` entry.
+    pub fn token_1(mut self, extra: &str) -> Builder {
+        self.token_extra.push_str(extra);
+        self.token_extra.push('\n');
+        self
+    }
+
+    /// Writes the config and starts the gateway in-process.
+    pub async fn start(self) -> TestGateway {
+        let pki = TestPki::new();
+        let upstreams: Vec<String> = self.upstreams.iter().map(|a| format!("\"{a}\"")).collect();
+        let config = format!(
+            r#"
+[listener]
+address = "127.0.0.1:0"
+server_cert = "server.pem"
+server_key = "server.key"
+client_ca = "ca.pem"
+crls = ["ca.crl"]
+handshake_timeout_ms = 2000
+header_timeout_ms = 2000
+body_timeout_ms = 5000
+shutdown_grace_ms = 5000
+
+[admin]
+address = "127.0.0.2:0"
+
+[upstream]
+addresses = [{upstreams}]
+connect_timeout_ms = 500
+response_timeout_ms = 2000
+
+[forward]
+identity_header = "X-Oneway-Agent"
+
+[[tokens]]
+token = "{TOKEN_1}"
+identities = ["dns:agent-1", "dns:revoked", "dns:expired"]
+upstream_token = "{WORKSPACE_TOKEN}"
+{token_extra}
+
+[[tokens]]
+token_sha256 = "{hash2}"
+identities = ["dns:agent-2"]
+
+{extra}
+"#,
+            upstreams = upstreams.join(", "),
+            token_extra = self.token_extra,
+            hash2 = hex(&oneway_gateway::auth::sha256(TOKEN_2.as_bytes())),
+            extra = self.extra,
+        );
+        let path = pki.path("oneway.toml");
+        std::fs::write(&path, config).expect("write config");
+        let config = oneway_gateway::config::Config::load(&path).expect("valid test config");
+        let gateway = oneway_gateway::server::Gateway::bind(config).expect("bind");
+        let (public, admin) = (gateway.public_addr(), gateway.admin_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(gateway.serve(async {
+            let _ = stopped.await;
+        }));
+        TestGateway {
+            public,
+            admin,
+            stop: Some(stop),
+            task,
+            pki,
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A gateway running in this process.
+#[derive(Debug)]
+pub struct TestGateway {
+    /// The public (mTLS) address.
+    pub public: SocketAddr,
+    /// The admin address.
+    pub admin: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<bool>,
+    /// Its PKI.
+    pub pki: TestPki,
+}
+
+/// A response as the client saw it.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body as text.
+    pub body: String,
+}
+
+impl TestGateway {
+    /// A builder.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// A TLS client presenting `client`'s certificate (`None`: no certificate).
+    pub fn tls(&self, client: Option<&str>) -> tokio_rustls::TlsConnector {
+        client_tls(&self.pki, client)
+    }
+
+    /// Sends one request over a fresh mTLS connection.
+    pub async fn request(
+        &self,
+        client: &str,
+        method: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<Answer> {
+        let stream = tokio::net::TcpStream::connect(self.public).await?;
+        let tls = self
+            .tls(Some(client))
+            .connect(ServerName::try_from("localhost")?.to_owned(), stream)
+            .await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("host", "localhost");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = sender
+            .send_request(req.body(Full::new(Bytes::from(body)))?)
+            .await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// `POST` a write.
+    pub async fn post(
+        &self,
+        client: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<Answer> {
+        self.request(client, "POST", uri, headers, body).await
+    }
+
+    /// GETs a path from the admin listener (plain HTTP).
+    pub async fn admin(&self, path: &str) -> anyhow::Result<(StatusCode, String)> {
+        let stream = tokio::net::TcpStream::connect(self.admin).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = Request::builder()
+            .uri(path)
+            .header("host", "admin")
+            .body(Full::new(Bytes::new()))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// The value of a metric series (sum over series whose labels contain every `labels`).
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        let (_, text) = self.admin("/metrics").await.expect("metrics");
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter(|l| labels.iter().all(|lab| l.contains(lab)))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    /// Asks it to stop and waits; returns whether in-flight requests all finished.
+    pub async fn stop(mut self) -> bool {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task).await.unwrap_or(false)
+    }
+
+    /// Takes the stop signal, to send it while the gateway is in use; then [`Self::join`].
+    pub fn stopper(&mut self) -> Option<tokio::sync::oneshot::Sender<()>> {
+        self.stop.take()
+    }
+
+    /// Waits for the serve task after the [`Self::stopper`] fired.
+    pub async fn join(self) -> bool {
+        self.task.await.unwrap_or(false)
+    }
+}
+
+/// A rustls client config trusting the test CA, presenting `client`'s certificate.
+pub fn client_tls(pki: &TestPki, client: Option<&str>) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.path("ca.pem")).expect("ca") {
+        roots.add(c.expect("ca cert")).expect("add ca");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots);
+    let config = match client {
+        Some(name) => {
+            let certs = CertificateDer::pem_file_iter(pki.path(&format!("{name}.pem")))
+                .expect("client cert")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("client cert");
+            let key =
+                PrivateKeyDer::from_pem_file(pki.path(&format!("{name}.key"))).expect("client key");
+            builder
+                .with_client_auth_cert(certs, key)
+                .expect("client auth")
+        }
+        None => builder.with_no_client_auth(),
+    };
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+/// gzip at DataKit's level 5.
+pub fn gzip(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(5));
+    e.write_all(data).expect("in memory");
+    e.finish().expect("in memory")
+}
+
+/// zstd level 3.
+pub fn zstd(data: &[u8]) -> Vec<u8> {
+    zstd::bulk::compress(data, 3).expect("in memory")
+}
