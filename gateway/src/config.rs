@@ -483,7 +483,7 @@ impl RawConfig {
             shutdown_grace: duration(&mut p, "listener.shutdown_grace_ms", l.shutdown_grace_ms),
         };
         let admin_address = address(&mut p, "admin.address", &self.admin.address);
-        if admin_address == listener.address {
+        if admin_address == listener.address && admin_address.port() != 0 {
             p.add(
                 "admin.address",
                 "must differ from listener.address: admin is never public",
@@ -803,6 +803,26 @@ duplicate_key = "ignore"
         ] {
             assert!(paths.contains(&want), "{want} missing from {paths:?}");
         }
+    }
+
+    #[test]
+    fn admin_on_the_public_address_refused_but_two_ephemeral_ports_allowed() {
+        let text = format!("{MINIMAL}\n[admin]\naddress = \"127.0.0.1:8443\"\n");
+        assert!(matches!(load(&text), Err(ConfigError::Invalid(_))));
+        let text = MINIMAL.replace("127.0.0.1:8443", "127.0.0.1:0")
+            + "\n[admin]\naddress = \"127.0.0.1:0\"\n";
+        assert!(load(&text).is_ok());
+    }
+
+    #[test]
+    fn the_documented_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/oneway.example.toml");
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.tokens.len(), 2);
+        assert_eq!(
+            c.tokens[0].upstream_token.as_deref(),
+            Some("tkn_workspace_0123456789abcdef0123")
+        );
     }
 
     #[test]

@@ -8,11 +8,14 @@
 //! - [`server`]: listeners, accept loop, the request path, the admin listener;
 //! - [`upstream`]: the only outbound connections, to configured literal addresses;
 //! - [`response`]: one mapping from errors to statuses and Guance-style JSON bodies;
-//! - [`telemetry`]: metric names; [`certs`]: a dev/test PKI.
+//! - [`telemetry`]: metric names; [`certs`]: a dev/test PKI; [`client`]: an mTLS client;
+//! - [`quickstart`]: the whole path on one machine with no setup.
 
 pub mod auth;
 pub mod certs;
+pub mod client;
 pub mod config;
+pub mod quickstart;
 pub mod response;
 pub mod server;
 pub mod telemetry;

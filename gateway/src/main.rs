@@ -3,7 +3,8 @@
 //! - `certs`: make a development/test PKI (no openssl needed);
 //! - `check-config`: validate a config file, listing every problem with its key path (exit 64);
 //! - `validate`: run a body file through the decoding and validation a push gets;
-//! - `quickstart`: run a generated DataKit-shaped batch through the protocol layer.
+//! - `quickstart`: the whole path with no setup (dev PKI, local upstream, a real mTLS push);
+//! - `demo`: run a generated DataKit-shaped batch through the protocol layer only.
 //!
 //! - `run`: serve (SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0).
 
@@ -48,8 +49,17 @@ enum Command {
         /// The body file.
         file: PathBuf,
     },
-    /// Show the protocol layer at work on a generated DataKit-shaped batch.
-    Quickstart,
+    /// Try the whole path with no setup: dev PKI, local upstream, a real mTLS push.
+    Quickstart {
+        /// Directory for the dev PKI and config (created if missing).
+        #[arg(long, default_value = "oneway-quickstart")]
+        dir: PathBuf,
+        /// Keep serving after the push (until Ctrl-C).
+        #[arg(long)]
+        serve: bool,
+    },
+    /// Show the protocol layer at work on a generated DataKit-shaped batch (no network).
+    Demo,
     /// Validate a config file and exit (64 if it is invalid).
     CheckConfig {
         /// The config file.
@@ -126,8 +136,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(65)
             })
         }
-        Command::Quickstart => quickstart(),
+        Command::Demo => quickstart(),
+        Command::Quickstart { dir, serve } => {
+            std::fs::create_dir_all(&dir)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let ok = runtime.block_on(oneway_gateway::quickstart::run(&dir, serve))?;
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::CheckConfig { config } => match oneway_gateway::config::Config::load(&config) {
+            Ok(c) if let Err(e) = oneway_gateway::tls::server_config(&c.listener) => {
+                eprintln!(
+                    "oneway: {}: the values are valid but the TLS material is not: {e}",
+                    config.display()
+                );
+                Ok(ExitCode::from(64))
+            }
             Ok(c) => {
                 println!(
                     "{}: valid ({} token(s), listener {}, upstream {:?})",
@@ -200,6 +229,7 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -308,8 +338,7 @@ fn quickstart() -> anyhow::Result<ExitCode> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(5));
     gz.write_all(lp.as_bytes())?;
     let body = gz.finish()?;
-    println!("oneway quickstart: the protocol layer on a DataKit-shaped batch");
-    println!("(the mTLS gateway, dev PKI and local upstream arrive with the gateway release)\n");
+    println!("oneway demo: the protocol layer on a DataKit-shaped batch (no network)\n");
     println!(
         "POST /v1/write/metric  Content-Type: application/line-protocol  Content-Encoding: gzip"
     );

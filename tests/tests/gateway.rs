@@ -430,3 +430,52 @@ async fn shutdown_lets_a_slow_upload_finish() {
     );
     assert_eq!(up.received().len(), 1);
 }
+
+#[tokio::test]
+async fn system_curl_pushes_with_client_certificate() {
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    let port = gw.public.port();
+    let pki = gw.pki.dir().to_path_buf();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "--resolve"])
+        .arg(format!("localhost:{port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(pki.join("ca.pem"))
+        .arg("--cert")
+        .arg(pki.join("agent-1.pem"))
+        .arg("--key")
+        .arg(pki.join("agent-1.key"))
+        .args([
+            "-H",
+            "Content-Type: application/line-protocol",
+            "--data-binary",
+            LP.trim_end(),
+        ])
+        .arg(format!(
+            "https://localhost:{port}/v1/write/metric?token={TOKEN_1}"
+        ))
+        .output()
+        .await
+        .expect("curl is installed (.ci/run installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.ends_with("200"),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(up.received().len(), 1);
+    assert_eq!(up.received()[0].headers["x-points"], "2");
+    // Without a client certificate curl cannot get a response.
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--resolve"])
+        .arg(format!("localhost:{port}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(pki.join("ca.pem"))
+        .arg(format!("https://localhost:{port}/v1/ntp?token={TOKEN_1}"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert_eq!(up.received().len(), 1);
+}

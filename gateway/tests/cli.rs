@@ -1,0 +1,197 @@
+//! The real `oneway` binary: config errors exit 64 listing every problem, the quickstart works
+//! with no setup, and SIGTERM lets an in-flight upload finish before a clean exit.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the test failing"
+)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const ONEWAY: &str = env!("CARGO_BIN_EXE_oneway");
+
+#[test]
+fn check_config_lists_every_problem_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        r#"
+[listener]
+address = "not-an-address"
+server_cert = "s.pem"
+server_key = "s.key"
+client_ca = "ca.pem"
+handshake_timeout_ms = 0
+
+[upstream]
+addresses = ["upstream.example:80"]
+
+[[tokens]]
+token = "tkn_x"
+identities = []
+"#,
+    )
+    .unwrap();
+    for sub in ["check-config", "run"] {
+        let out = Command::new(ONEWAY)
+            .args([sub, "--config"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{sub}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        for key in [
+            "listener.address",
+            "listener.handshake_timeout_ms",
+            "upstream.addresses[0]",
+            "tokens[0].identities",
+        ] {
+            assert!(err.contains(key), "{sub}: {key} missing from {err}");
+        }
+        assert!(!err.contains("tkn_x"), "no token in errors");
+    }
+}
+
+#[test]
+fn quickstart_pushes_through_mtls_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(ONEWAY)
+        .args(["quickstart", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("gateway answered 200"), "{text}");
+    assert!(text.contains("byte-identical"), "{text}");
+    assert!(text.contains("curl --cacert"), "{text}");
+}
+
+/// Starts `oneway run` on a quickstart-made config and returns it with its public address.
+fn start_gateway(
+    dir: &std::path::Path,
+    upstream: &str,
+) -> (std::process::Child, std::net::SocketAddr) {
+    // The quickstart writes a PKI; reuse it with our own config.
+    let status = Command::new(ONEWAY)
+        .args(["quickstart", "--dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let config = std::fs::read_to_string(dir.join("oneway.toml")).unwrap();
+    let start = config.find("addresses = [").unwrap();
+    let end = start + config[start..].find(']').unwrap() + 1;
+    let config = format!(
+        "{}addresses = [\"{upstream}\"]{}",
+        &config[..start],
+        &config[end..]
+    );
+    std::fs::write(dir.join("oneway.toml"), config).unwrap();
+    let mut child = Command::new(ONEWAY)
+        .args(["run", "--config"])
+        .arg(dir.join("oneway.toml"))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!("gateway did not report its address in time");
+        };
+        if let Some(rest) = line.split("public=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    (child, addr)
+}
+
+/// A one-request upstream that answers 200 after `delay`, signalling when the request is in.
+fn slow_upstream(delay: Duration) -> (String, std::sync::mpsc::Receiver<()>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut got = Vec::new();
+        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+        }
+        tx.send(()).unwrap();
+        std::thread::sleep(delay);
+        s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            .unwrap();
+    });
+    (addr, rx)
+}
+
+#[test]
+fn sigterm_lets_an_in_flight_upload_finish_then_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (upstream, arrived) = slow_upstream(Duration::from_millis(700));
+    let (mut child, addr) = start_gateway(dir.path(), &upstream);
+    let d = dir.path().to_path_buf();
+    let curl = std::thread::spawn(move || {
+        Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--resolve"])
+            .arg(format!("localhost:{}:127.0.0.1", addr.port()))
+            .arg("--cacert")
+            .arg(d.join("ca.pem"))
+            .arg("--cert")
+            .arg(d.join("agent-1.pem"))
+            .arg("--key")
+            .arg(d.join("agent-1.key"))
+            .args([
+                "-H",
+                "Content-Type: application/line-protocol",
+                "--data-binary",
+                "cpu,host=a v=1i",
+            ])
+            .arg(format!(
+                "https://localhost:{}/v1/write/metric?token={}",
+                addr.port(),
+                oneway_gateway::quickstart::AGENT_TOKEN
+            ))
+            .output()
+            .unwrap()
+    });
+    arrived
+        .recv_timeout(Duration::from_secs(20))
+        .expect("request reached the upstream");
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = curl.join().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
