@@ -127,6 +127,10 @@ impl Default for RawAdmin {
 #[serde(deny_unknown_fields)]
 struct RawUpstream {
     addresses: Vec<String>,
+    #[serde(default)]
+    allowed_cidrs: Vec<String>,
+    tls_ca: Option<PathBuf>,
+    tls_server_name: Option<String>,
     #[serde(default = "default_connect_timeout_ms")]
     connect_timeout_ms: u64,
     #[serde(default = "default_response_timeout_ms")]
@@ -283,11 +287,22 @@ pub struct ListenerConfig {
     pub shutdown_grace: Duration,
 }
 
+/// TLS to the upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    /// CA bundle that signs the upstream's certificate (PEM).
+    pub ca: PathBuf,
+    /// The name the upstream's certificate must carry.
+    pub server_name: String,
+}
+
 /// The upstream.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
-    /// Literal addresses, tried in turn.
+    /// Addresses, tried in turn (names were resolved once, at load, inside `allowed_cidrs`).
     pub addresses: Vec<SocketAddr>,
+    /// TLS to the upstream, if configured.
+    pub tls: Option<UpstreamTls>,
     /// TCP connect deadline.
     pub connect_timeout: Duration,
     /// Deadline for the upstream's response head.
@@ -374,6 +389,42 @@ pub struct TokenConfig {
     pub upstream_token: Option<String>,
     /// Non-write APIs this token may call.
     pub allowed_apis: BTreeSet<String>,
+}
+
+/// An IP network, `10.0.0.0/8` or `fd00::/8`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// Parses `address/prefix`.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let bad = || format!("{s:?} is not an address/prefix network");
+        let (ip, prefix) = s.split_once('/').ok_or_else(bad)?;
+        let network: std::net::IpAddr = ip.parse().map_err(|_| bad())?;
+        let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        if prefix > max {
+            return Err(bad());
+        }
+        Ok(Cidr { network, prefix })
+    }
+
+    /// Whether `ip` is inside the network.
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let (a, b, bits) = match (self.network, ip) {
+            (IpAddr::V4(n), IpAddr::V4(i)) => {
+                (u128::from(u32::from(n)), u128::from(u32::from(i)), 32)
+            }
+            (IpAddr::V6(n), IpAddr::V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let shift = bits - u32::from(self.prefix);
+        shift >= bits || (a >> shift) == (b >> shift)
+    }
 }
 
 struct Problems(Vec<ConfigProblem>);
@@ -497,14 +548,68 @@ impl RawConfig {
                 "at least one upstream address is needed",
             );
         }
-        let addresses = u
-            .addresses
+        let cidrs: Vec<Cidr> = u
+            .allowed_cidrs
             .iter()
             .enumerate()
-            .map(|(i, a)| address(&mut p, &format!("upstream.addresses[{i}]"), a))
+            .filter_map(|(i, c)| {
+                Cidr::parse(c)
+                    .map_err(|m| p.add(format!("upstream.allowed_cidrs[{i}]"), m))
+                    .ok()
+            })
             .collect();
+        let mut addresses = Vec::new();
+        for (i, a) in u.addresses.iter().enumerate() {
+            let path = format!("upstream.addresses[{i}]");
+            if let Ok(literal) = a.parse::<SocketAddr>() {
+                addresses.push(literal);
+                continue;
+            }
+            // A name: resolved once, here, and every address must be inside allowed_cidrs.
+            if cidrs.is_empty() {
+                p.add(
+                    path,
+                    format!("{a:?} is a name: names need upstream.allowed_cidrs (or use IP:port)"),
+                );
+                continue;
+            }
+            match std::net::ToSocketAddrs::to_socket_addrs(a.as_str()) {
+                Ok(resolved) => {
+                    let resolved: Vec<SocketAddr> = resolved.collect();
+                    if resolved.is_empty() {
+                        p.add(path.clone(), format!("{a:?} resolved to no address"));
+                    }
+                    for r in resolved {
+                        if cidrs.iter().any(|c| c.contains(r.ip())) {
+                            addresses.push(r);
+                        } else {
+                            p.add(
+                                path.clone(),
+                                format!(
+                                    "{a:?} resolved to {}, outside upstream.allowed_cidrs",
+                                    r.ip()
+                                ),
+                            );
+                        }
+                    }
+                }
+                Err(e) => p.add(path, format!("cannot resolve {a:?}: {e}")),
+            }
+        }
+        let tls = match (&u.tls_ca, &u.tls_server_name) {
+            (None, None) => None,
+            (Some(ca), Some(name)) => Some(UpstreamTls {
+                ca: resolve(ca),
+                server_name: name.clone(),
+            }),
+            _ => {
+                p.add("upstream", "tls_ca and tls_server_name go together");
+                None
+            }
+        };
         let upstream = UpstreamConfig {
             addresses,
+            tls,
             connect_timeout: duration(&mut p, "upstream.connect_timeout_ms", u.connect_timeout_ms),
             response_timeout: duration(
                 &mut p,
@@ -822,6 +927,66 @@ duplicate_key = "ignore"
         assert_eq!(
             c.tokens[0].upstream_token.as_deref(),
             Some("tkn_workspace_0123456789abcdef0123")
+        );
+    }
+
+    #[test]
+    fn upstream_names_resolve_inside_allowed_cidrs_only() {
+        let named = MINIMAL.replace("\"127.0.0.1:9528\"", "\"localhost:9528\"");
+        assert!(
+            matches!(load(&named), Err(ConfigError::Invalid(_))),
+            "names need allowed_cidrs"
+        );
+        let allowed = named.replace(
+            "[upstream]",
+            "[upstream]\nallowed_cidrs = [\"127.0.0.0/8\", \"::1/128\"]",
+        );
+        let c = load(&allowed).unwrap();
+        assert!(
+            c.upstream
+                .addresses
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 9528)
+        );
+        let elsewhere = named.replace("[upstream]", "[upstream]\nallowed_cidrs = [\"10.0.0.0/8\"]");
+        let Err(ConfigError::Invalid(problems)) = load(&elsewhere) else {
+            panic!("localhost is not in 10.0.0.0/8");
+        };
+        assert!(
+            problems[0]
+                .message
+                .contains("outside upstream.allowed_cidrs"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn cidr_contains() {
+        let c = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(c.contains("10.1.255.3".parse().unwrap()));
+        assert!(!c.contains("10.2.0.1".parse().unwrap()));
+        assert!(!c.contains("::1".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
+        assert!(Cidr::parse("10.0.0.0/33").is_err());
+        assert!(Cidr::parse("10.0.0.0").is_err());
+    }
+
+    #[test]
+    fn upstream_tls_needs_ca_and_name_together() {
+        let half = MINIMAL.replace("[upstream]", "[upstream]\ntls_ca = \"up.pem\"");
+        assert!(matches!(load(&half), Err(ConfigError::Invalid(_))));
+        let both = MINIMAL.replace(
+            "[upstream]",
+            "[upstream]\ntls_ca = \"up.pem\"\ntls_server_name = \"kodo\"",
+        );
+        let c = load(&both).unwrap();
+        assert_eq!(
+            c.upstream.tls.unwrap().ca,
+            PathBuf::from("/etc/oneway/up.pem")
         );
     }
 

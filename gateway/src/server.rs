@@ -129,7 +129,7 @@ impl Gateway {
         })?;
         let state = Arc::new(State {
             tokens: TokenTable::new(&config.tokens),
-            upstream: Upstream::new(&config.upstream),
+            upstream: Upstream::new(&config.upstream)?,
             pool: Mutex::new(Vec::new()),
             config,
         });

@@ -1,7 +1,9 @@
 //! The upstream client: a pooled HTTP/1.1 client to the configured literal addresses only.
 //!
-//! No DNS, no proxy from the environment, no redirects followed (hyper's client follows none),
-//! deadlines on connect and on the response head. Several upstreams are used in turn; one that
+//! No DNS at run time (names were resolved once at load, inside `upstream.allowed_cidrs`), no
+//! proxy from the environment, no redirects followed (hyper's client follows none), deadlines
+//! on connect and on the response head. With `upstream.tls_ca`, connections use TLS verified
+//! against that CA and `upstream.tls_server_name`, and plain HTTP is refused. Several upstreams are used in turn; one that
 //! fails is skipped for a few seconds (health-aware selection), and `/ready` reflects whether
 //! any is healthy.
 
@@ -13,12 +15,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::config::UpstreamConfig;
 use crate::telemetry;
+use crate::tls::TlsError;
 
 /// How long an upstream that failed is skipped.
 const PENALTY: Duration = Duration::from_secs(5);
@@ -59,7 +63,8 @@ struct Target {
 
 /// The upstream pool.
 pub struct Upstream {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    scheme: &'static str,
     targets: Vec<Target>,
     next: AtomicUsize,
     epoch: Instant,
@@ -90,17 +95,52 @@ pub struct Answer {
 
 impl Upstream {
     /// A client for `config`; must be called inside a tokio runtime.
-    pub fn new(config: &UpstreamConfig) -> Arc<Upstream> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
+    pub fn new(config: &UpstreamConfig) -> Result<Arc<Upstream>, TlsError> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Rustls(e.to_string()))?;
+        let (connector, scheme) = match &config.tls {
+            Some(tls) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for ca in crate::tls::load_certs(&tls.ca)? {
+                    roots.add(ca).map_err(|e| TlsError::Rustls(e.to_string()))?;
+                }
+                let name = rustls_pki_types::ServerName::try_from(tls.server_name.clone())
+                    .map_err(|e| TlsError::Rustls(format!("upstream.tls_server_name: {e}")))?;
+                let client_config = builder.with_root_certificates(roots).with_no_client_auth();
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(client_config)
+                    .https_only()
+                    .with_server_name_resolver(FixedServerNameResolver::new(name))
+                    .enable_http1()
+                    .wrap_connector(http);
+                (connector, "https")
+            }
+            None => {
+                // Plain HTTP inside the isolated network; the TLS side is never used.
+                let client_config = builder
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth();
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(client_config)
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(http);
+                (connector, "http")
+            }
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(64)
             .build(connector);
-        Arc::new(Upstream {
+        Ok(Arc::new(Upstream {
             client,
+            scheme,
             targets: config
                 .addresses
                 .iter()
@@ -112,7 +152,7 @@ impl Upstream {
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
             response_timeout: config.response_timeout,
-        })
+        }))
     }
 
     fn now_ms(&self) -> u64 {
@@ -143,7 +183,7 @@ impl Upstream {
         let target = self.pick();
         let (mut parts, body) = request.into_parts();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = match format!("http://{}{}", target.address, path).parse() {
+        parts.uri = match format!("{}://{}{}", self.scheme, target.address, path).parse() {
             Ok(uri) => uri,
             Err(_) => return Err(UpstreamError::Unreachable),
         };

@@ -67,6 +67,28 @@ pub struct FakeUpstream {
 impl FakeUpstream {
     /// Starts one answering 200.
     pub async fn start() -> FakeUpstream {
+        FakeUpstream::start_with(None).await
+    }
+
+    /// Starts one answering 200 over TLS with `pki`'s server certificate (`localhost`,
+    /// `127.0.0.1`).
+    pub async fn start_tls(pki: &TestPki) -> FakeUpstream {
+        let certs = CertificateDer::pem_file_iter(pki.path("server.pem"))
+            .expect("server cert")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("server cert");
+        let key = PrivateKeyDer::from_pem_file(pki.path("server.key")).expect("server key");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .expect("server config");
+        FakeUpstream::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> FakeUpstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -88,6 +110,7 @@ impl FakeUpstream {
                     Arc::clone(&mode),
                     Arc::clone(&arrived),
                 );
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req: Request<Incoming>| {
                         let (received, mode, arrived) = (
@@ -126,9 +149,21 @@ impl FakeUpstream {
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -222,12 +257,20 @@ impl Default for TestPki {
 /// Builds a [`TestGateway`].
 #[derive(Debug, Default)]
 pub struct Builder {
+    pki: Option<TestPki>,
     upstreams: Vec<SocketAddr>,
+    upstream_extra: String,
     extra: String,
     token_extra: String,
 }
 
 impl Builder {
+    /// Uses this PKI (to share it with a TLS upstream).
+    pub fn pki(mut self, pki: TestPki) -> Builder {
+        self.pki = Some(pki);
+        self
+    }
+
     /// Forwards to this upstream.
     pub fn upstream(mut self, up: &FakeUpstream) -> Builder {
         self.upstreams.push(up.addr);
@@ -237,6 +280,13 @@ impl Builder {
     /// Forwards to this address.
     pub fn upstream_addr(mut self, addr: SocketAddr) -> Builder {
         self.upstreams.push(addr);
+        self
+    }
+
+    /// Appends raw TOML to the `[upstream]` section.
+    pub fn upstream_toml(mut self, extra: &str) -> Builder {
+        self.upstream_extra.push_str(extra);
+        self.upstream_extra.push('\n');
         self
     }
 
@@ -256,7 +306,7 @@ impl Builder {
 
     /// Writes the config and starts the gateway in-process.
     pub async fn start(self) -> TestGateway {
-        let pki = TestPki::new();
+        let pki = self.pki.unwrap_or_default();
         let upstreams: Vec<String> = self.upstreams.iter().map(|a| format!("\"{a}\"")).collect();
         let config = format!(
             r#"
@@ -278,6 +328,7 @@ address = "127.0.0.2:0"
 addresses = [{upstreams}]
 connect_timeout_ms = 500
 response_timeout_ms = 2000
+{upstream_extra}
 
 [forward]
 identity_header = "X-Oneway-Agent"
@@ -295,6 +346,7 @@ identities = ["dns:agent-2"]
 {extra}
 "#,
             upstreams = upstreams.join(", "),
+            upstream_extra = self.upstream_extra,
             token_extra = self.token_extra,
             hash2 = hex(&oneway_gateway::auth::sha256(TOKEN_2.as_bytes())),
             extra = self.extra,

@@ -479,3 +479,119 @@ async fn system_curl_pushes_with_client_certificate() {
     assert!(!out.status.success());
     assert_eq!(up.received().len(), 1);
 }
+
+#[tokio::test]
+async fn tls_upstream_is_verified_against_its_ca_and_name() {
+    let pki = oneway_tests::TestPki::new();
+    let up = FakeUpstream::start_tls(&pki).await;
+    let gw = TestGateway::builder()
+        .pki(pki)
+        .upstream(&up)
+        .upstream_toml("tls_ca = \"ca.pem\"\ntls_server_name = \"localhost\"")
+        .start()
+        .await;
+    let uri = format!("/v1/write/metric?token={TOKEN_1}");
+    let r = gw
+        .post(
+            "agent-1",
+            &uri,
+            &datakit_headers("application/line-protocol", None),
+            LP.into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(up.received().len(), 1);
+
+    // The same upstream under a name its certificate does not carry: refused, nothing sent.
+    let pki = oneway_tests::TestPki::new();
+    let up = FakeUpstream::start_tls(&pki).await;
+    let gw = TestGateway::builder()
+        .pki(pki)
+        .upstream(&up)
+        .upstream_toml("tls_ca = \"ca.pem\"\ntls_server_name = \"kodo.internal\"")
+        .start()
+        .await;
+    let before = gw
+        .metric("oneway_upstream_requests_total", &["unreachable"])
+        .await;
+    let r = gw
+        .post(
+            "agent-1",
+            &uri,
+            &datakit_headers("application/line-protocol", None),
+            LP.into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503);
+    assert!(up.received().is_empty());
+    assert!(
+        gw.metric("oneway_upstream_requests_total", &["unreachable"])
+            .await
+            >= before + 1.0
+    );
+}
+
+#[tokio::test]
+async fn uploads_need_the_policy_and_have_their_own_cap() {
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .token_1("allow_apis = [\"/v1/upload/profiling\", \"/v1/ntp\"]")
+        .toml("[limits]\nmax_body_bytes = 1024\nmax_upload_bytes = 8192")
+        .start()
+        .await;
+    let h = [
+        ("content-type", "multipart/form-data; boundary=x"),
+        ("x-datakit-version", "1.84.1"),
+    ];
+    let uri = format!("/v1/upload/profiling?token={TOKEN_1}");
+    let r = gw
+        .post("agent-1", &uri, &h, vec![b'p'; 4000])
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status, 200,
+        "above the body cap, within the upload cap: {}",
+        r.body
+    );
+    assert_eq!(up.received()[0].headers["x-datakit-version"], "1.84.1");
+    let r = gw
+        .post("agent-1", &uri, &h, vec![b'p'; 9000])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 413);
+    let r = gw
+        .post(
+            "agent-2",
+            &format!("/v1/upload/profiling?token={TOKEN_2}"),
+            &h,
+            vec![b'p'; 10],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status, 403,
+        "agent-2's policy is the default, without uploads"
+    );
+    let before = gw
+        .metric("oneway_decode_failures_total", &["corrupt"])
+        .await;
+    let bad = [
+        ("content-type", "application/line-protocol"),
+        ("content-encoding", "gzip"),
+    ];
+    let r = gw
+        .post(
+            "agent-1",
+            &format!("/v1/write/metric?token={TOKEN_1}"),
+            &bad,
+            b"\x1f\x8bnot".to_vec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+    assert!(gw.metric("oneway_decode_failures_total", &[]).await > before);
+    assert_eq!(up.received().len(), 1);
+}
