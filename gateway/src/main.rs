@@ -74,7 +74,8 @@ enum Command {
         /// A DNS name or IP address for the server certificate (repeatable).
         #[arg(long = "server-name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
         server_names: Vec<String>,
-        /// A client certificate with this name as its SAN DNS identity (repeatable).
+        /// A client certificate (repeatable): `NAME` (SAN DNS name NAME) or
+        /// `NAME=dns:<name>,uri:<uri>,…` for explicit identities.
         #[arg(long = "client", default_values_t = ["agent-1".to_string()])]
         clients: Vec<String>,
         /// Put this client's certificate on the CRL (repeatable).
@@ -180,35 +181,51 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             valid_days,
         } => {
             use oneway_gateway::certs::{ClientSpec, PkiSpec, generate};
+            let mut specs = Vec::new();
+            for c in &clients {
+                let (name, identities) = c.split_once('=').unwrap_or((c.as_str(), ""));
+                let mut spec = ClientSpec {
+                    name: name.to_string(),
+                    dns: vec![],
+                    uris: vec![],
+                    revoked: revoked.iter().any(|r| r == name),
+                    expired: false,
+                };
+                if identities.is_empty() {
+                    spec.dns.push(name.to_string());
+                }
+                for id in identities.split(',').filter(|s| !s.is_empty()) {
+                    if let Some(d) = id.strip_prefix("dns:") {
+                        spec.dns.push(d.to_string());
+                    } else if let Some(u) = id.strip_prefix("uri:") {
+                        spec.uris.push(u.to_string());
+                    } else {
+                        eprintln!("oneway: --client {c}: identities are dns:<name> or uri:<uri>");
+                        return Ok(ExitCode::from(64));
+                    }
+                }
+                specs.push(spec);
+            }
             for r in &revoked {
-                if !clients.contains(r) {
+                if !specs.iter().any(|s| &s.name == r) {
                     eprintln!("oneway: --revoke {r}: no such --client");
                     return Ok(ExitCode::from(64));
                 }
             }
+            let names: Vec<String> = specs
+                .iter()
+                .map(|s| format!("{}.pem/.key", s.name))
+                .collect();
             let spec = PkiSpec {
                 server_names,
-                clients: clients
-                    .iter()
-                    .map(|c| ClientSpec {
-                        name: c.clone(),
-                        dns: vec![c.clone()],
-                        uris: vec![],
-                        revoked: revoked.contains(c),
-                        expired: false,
-                    })
-                    .collect(),
+                clients: specs,
                 valid_days,
             };
             generate(&spec)?.write(&out)?;
             println!(
                 "wrote a dev PKI to {}: ca.pem, server.pem/.key, ca.crl, {}",
                 out.display(),
-                clients
-                    .iter()
-                    .map(|c| format!("{c}.pem/.key"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                names.join(", ")
             );
             Ok(ExitCode::SUCCESS)
         }

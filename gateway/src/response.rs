@@ -3,8 +3,8 @@
 //!
 //! Back-pressure and upstream trouble are **503** with `Retry-After` (DataKit keeps and re-posts
 //! a batch on 5xx and drops it on any 4xx); a 4xx is only for a batch that is permanently bad.
-//! Messages never contain a token; validation errors quote at most a short excerpt of the
-//! client's own payload back to it.
+//! Messages never contain a token or payload bytes: a validation error names the line (or
+//! point index), the byte offset and the rule broken.
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -47,8 +47,9 @@ pub enum RequestError {
     /// An unknown `precision` parameter.
     #[error("precision must be one of n, u, ms, s, m, h")]
     BadPrecision,
-    /// Validation rejected the batch.
-    #[error("invalid payload: {0}")]
+    /// Validation rejected the batch. The message names the point, the byte offset and the
+    /// rule, and never quotes the payload (DESIGN §3: payloads never appear in responses).
+    #[error("invalid payload: {}, byte {}: {} ({})", .0.position, .0.offset, .0.rule, .0.rule.as_str())]
     Invalid(#[from] Rejection),
     /// The upstream is down, slow or failing.
     #[error("the upstream is unavailable; retry later")]

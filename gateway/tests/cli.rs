@@ -195,3 +195,46 @@ fn sigterm_lets_an_in_flight_upload_finish_then_exits_0() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[test]
+fn certs_makes_clients_with_explicit_identities_and_revocations() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(ONEWAY)
+        .args(["certs", "--out"])
+        .arg(dir.path())
+        .args([
+            "--client",
+            "agent-1",
+            "--client",
+            "agent-2=dns:agent-2.dc1.example,uri:spiffe://dc1/agent-2",
+        ])
+        .args(["--revoke", "agent-2"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pem = std::fs::read(dir.path().join("agent-2.pem")).unwrap();
+    let der = rustls_pki_types::pem::PemObject::from_pem_slice(&pem)
+        .map(|d: rustls_pki_types::CertificateDer<'_>| d.to_vec())
+        .unwrap();
+    let id = oneway_gateway::auth::PeerIdentity::from_der(&der).unwrap();
+    assert_eq!(id.dns, vec!["agent-2.dc1.example".to_string()]);
+    assert_eq!(id.uris, vec!["spiffe://dc1/agent-2".to_string()]);
+    let bad = Command::new(ONEWAY)
+        .args(["certs", "--out"])
+        .arg(dir.path())
+        .args(["--client", "a=cn:x"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+    let bad = Command::new(ONEWAY)
+        .args(["certs", "--out"])
+        .arg(dir.path())
+        .args(["--revoke", "nobody"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(64));
+}

@@ -38,6 +38,18 @@ fn datakit_headers<'a>(
     h
 }
 
+/// Pushes [`LP`] with DataKit's headers.
+async fn push_lp(gw: &TestGateway, client: &str, uri: &str) -> oneway_tests::Answer {
+    gw.post(
+        client,
+        uri,
+        &datakit_headers("application/line-protocol", None),
+        LP.into(),
+    )
+    .await
+    .expect("the request completes")
+}
+
 fn pb_batch() -> Vec<u8> {
     let mut rng = model::Rng::new(3);
     let points: Vec<_> = (0..50).map(|i| model::tsbs_cpu(&mut rng, i)).collect();
@@ -195,6 +207,12 @@ async fn invalid_oversize_and_unsupported_batches_are_refused_and_not_forwarded(
     let r = gw.post("agent-1", &uri, &lp, bad.into()).await.unwrap();
     assert_eq!(r.status, 400);
     assert!(r.body.contains("line 2"), "{}", r.body);
+    assert!(r.body.contains("byte 29"), "{}", r.body);
+    assert!(
+        !r.body.contains("oops") && !r.body.contains("host=b"),
+        "no payload in responses: {}",
+        r.body
+    );
     assert!(
         r.body.contains("oneway.invalid_payload.bad_field_value"),
         "{}",
@@ -375,15 +393,7 @@ async fn metrics_count_requests_points_and_bytes() {
         )
         .await;
     let uri = format!("/v1/write/network?token={TOKEN_1}");
-    let r = gw
-        .post(
-            "agent-1",
-            &uri,
-            &datakit_headers("application/line-protocol", None),
-            LP.into(),
-        )
-        .await
-        .unwrap();
+    let r = push_lp(&gw, "agent-1", &uri).await;
     assert_eq!(r.status, 200);
     assert_eq!(
         gw.metric("oneway_ingest_points_total", &["category=\"network\""])
@@ -491,15 +501,7 @@ async fn tls_upstream_is_verified_against_its_ca_and_name() {
         .start()
         .await;
     let uri = format!("/v1/write/metric?token={TOKEN_1}");
-    let r = gw
-        .post(
-            "agent-1",
-            &uri,
-            &datakit_headers("application/line-protocol", None),
-            LP.into(),
-        )
-        .await
-        .unwrap();
+    let r = push_lp(&gw, "agent-1", &uri).await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(up.received().len(), 1);
 
@@ -515,15 +517,7 @@ async fn tls_upstream_is_verified_against_its_ca_and_name() {
     let before = gw
         .metric("oneway_upstream_requests_total", &["unreachable"])
         .await;
-    let r = gw
-        .post(
-            "agent-1",
-            &uri,
-            &datakit_headers("application/line-protocol", None),
-            LP.into(),
-        )
-        .await
-        .unwrap();
+    let r = push_lp(&gw, "agent-1", &uri).await;
     assert_eq!(r.status, 503);
     assert!(up.received().is_empty());
     assert!(
