@@ -54,6 +54,9 @@ pub enum RequestError {
     /// The upstream is down, slow or failing.
     #[error("the upstream is unavailable; retry later")]
     UpstreamUnavailable,
+    /// A bug inside the gateway (a panicked task); the batch was not acknowledged.
+    #[error("internal error; retry later")]
+    Internal,
 }
 
 impl RequestError {
@@ -71,6 +74,7 @@ impl RequestError {
             RequestError::BadPrecision => "bad_precision",
             RequestError::Invalid(_) => "invalid_payload",
             RequestError::UpstreamUnavailable => "upstream_unavailable",
+            RequestError::Internal => "internal",
         }
     }
 
@@ -93,7 +97,9 @@ impl RequestError {
             },
             RequestError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestError::BadPrecision | RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
-            RequestError::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::UpstreamUnavailable | RequestError::Internal => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 }

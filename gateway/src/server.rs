@@ -52,6 +52,10 @@ const FORWARDED_HEADERS: &[&str] = &[
     "x-datakit-unixnano",
 ];
 
+/// Bodies up to this size (identity; an eighth of it when compressed) are decoded and
+/// validated on the connection's task; larger ones on the blocking pool.
+const INLINE_CHECK_BYTES: usize = 1 << 20;
+
 /// APIs that carry multipart uploads, capped by `limits.max_upload_bytes`.
 const UPLOAD_APIS: &[&str] = &["/v1/write/rum/replay", "/v1/upload/profiling"];
 
@@ -472,7 +476,7 @@ async fn write(
     let query = req.uri().query().unwrap_or("").to_string();
     let (parts, body) = read_body(state, req, state.config.body.max_body_bytes).await?;
 
-    let mut scratch = state
+    let scratch = state
         .pool
         .lock()
         .ok()
@@ -482,23 +486,40 @@ async fn write(
             buffer: Vec::new(),
             validator: Validator::new(state.config.validation),
         });
-    let verdict = (|| {
-        let decoded = scratch.decoder.decode(
-            encoding,
-            &body,
-            &mut scratch.buffer,
-            state.config.body.max_decoded_bytes,
-        )?;
-        let decoded_len = decoded.len();
-        let verdict = scratch
-            .validator
-            .validate(kind, category, precision, decoded)?;
-        Ok::<_, RequestError>((verdict, decoded_len))
-    })();
-    if scratch.buffer.capacity() > state.config.body.max_body_bytes.max(4 << 20) {
-        // Keep pooled buffers modest: a rare huge batch does not pin its memory forever.
-        scratch.buffer = Vec::new();
-    }
+    let limits = (
+        state.config.body.max_decoded_bytes,
+        state.config.body.max_body_bytes,
+    );
+    let check = move |mut scratch: Scratch, body: Bytes| {
+        let result = (|| {
+            let decoded = scratch
+                .decoder
+                .decode(encoding, &body, &mut scratch.buffer, limits.0)?;
+            let decoded_len = decoded.len();
+            let verdict = scratch
+                .validator
+                .validate(kind, category, precision, decoded)?;
+            Ok::<_, RequestError>((verdict, decoded_len))
+        })();
+        if scratch.buffer.capacity() > limits.1.max(4 << 20) {
+            // Keep pooled buffers modest: a rare huge batch does not pin its memory forever.
+            scratch.buffer = Vec::new();
+        }
+        (scratch, result)
+    };
+    // Small batches (DataKit's are ≤ 1 MiB before gzip: about a millisecond) are checked on
+    // the connection's task; larger ones on the blocking pool, so that one big batch cannot
+    // stall the other connections of this worker.
+    let inline = (encoding == Encoding::Identity && body.len() <= INLINE_CHECK_BYTES)
+        || body.len() <= INLINE_CHECK_BYTES / 8;
+    let (scratch, verdict) = if inline {
+        check(scratch, body.clone())
+    } else {
+        let body = body.clone();
+        tokio::task::spawn_blocking(move || check(scratch, body))
+            .await
+            .map_err(|_| RequestError::Internal)?
+    };
     if let Ok(mut p) = state.pool.lock() {
         p.push(scratch);
     }
