@@ -160,6 +160,8 @@ mod tests {
             identities,
             upstream_token: None,
             allowed_apis: BTreeSet::new(),
+            limits: crate::limit::TokenLimits::default(),
+            over_limit_status: http::StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 

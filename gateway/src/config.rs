@@ -82,7 +82,29 @@ pub struct RawConfig {
     #[serde(default)]
     forward: RawForward,
     #[serde(default)]
+    rate_limits: RawRateLimits,
+    #[serde(default)]
     tokens: Vec<RawToken>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimits {
+    replicas: Option<u32>,
+    #[serde(default)]
+    default: RawRate,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRate {
+    requests_per_second: Option<f64>,
+    requests_burst: Option<f64>,
+    decoded_bytes_per_second: Option<f64>,
+    decoded_bytes_burst: Option<f64>,
+    points_per_second: Option<f64>,
+    points_burst: Option<f64>,
+    over_limit_status: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,6 +197,7 @@ struct RawToken {
     identities: Vec<String>,
     upstream_token: Option<String>,
     allow_apis: Option<Vec<String>>,
+    rate: Option<RawRate>,
 }
 
 fn default_backlog() -> u32 {
@@ -389,6 +412,10 @@ pub struct TokenConfig {
     pub upstream_token: Option<String>,
     /// Non-write APIs this token may call.
     pub allowed_apis: BTreeSet<String>,
+    /// Rate limits (this replica's share).
+    pub limits: crate::limit::TokenLimits,
+    /// The status answered when over a limit: 503 (default: DataKit retries) or 429.
+    pub over_limit_status: http::StatusCode,
 }
 
 /// An IP network, `10.0.0.0/8` or `fd00::/8`.
@@ -481,6 +508,66 @@ fn address(p: &mut Problems, path: &str, s: &str) -> SocketAddr {
         );
         SocketAddr::from(([0, 0, 0, 0], 0))
     })
+}
+
+/// Checks a rate block and turns it into this replica's limits.
+fn rate(
+    p: &mut Problems,
+    path: &str,
+    r: &RawRate,
+    replicas: u32,
+) -> (crate::limit::TokenLimits, http::StatusCode) {
+    use crate::limit::Rate;
+    let share = f64::from(replicas.max(1));
+    let mut one = |name: &str, per_second: Option<f64>, burst: Option<f64>| -> Option<Rate> {
+        match (per_second, burst) {
+            (None, None) => None,
+            (Some(r), b)
+                if r > 0.0 && r.is_finite() && b.is_none_or(|b| b >= 1.0 && b.is_finite()) =>
+            {
+                let burst = b.unwrap_or(r);
+                Some(Rate {
+                    per_second: r / share,
+                    burst: (burst / share).max(1.0),
+                })
+            }
+            (None, Some(_)) => {
+                p.add(
+                    format!("{path}.{name}_burst"),
+                    format!("needs {name}_per_second"),
+                );
+                None
+            }
+            _ => {
+                p.add(
+                    format!("{path}.{name}_per_second"),
+                    "the rate must be > 0 and the burst ≥ 1",
+                );
+                None
+            }
+        }
+    };
+    let limits = crate::limit::TokenLimits {
+        requests: one("requests", r.requests_per_second, r.requests_burst),
+        decoded_bytes: one(
+            "decoded_bytes",
+            r.decoded_bytes_per_second,
+            r.decoded_bytes_burst,
+        ),
+        points: one("points", r.points_per_second, r.points_burst),
+    };
+    let status = match r.over_limit_status {
+        None | Some(503) => http::StatusCode::SERVICE_UNAVAILABLE,
+        Some(429) => http::StatusCode::TOO_MANY_REQUESTS,
+        Some(other) => {
+            p.add(
+                format!("{path}.over_limit_status"),
+                format!("{other} is not 503 or 429"),
+            );
+            http::StatusCode::SERVICE_UNAVAILABLE
+        }
+    };
+    (limits, status)
 }
 
 fn token_is_well_formed(t: &str) -> bool {
@@ -721,6 +808,20 @@ impl RawConfig {
                 },
             );
 
+        let replicas = match self.rate_limits.replicas {
+            Some(0) => {
+                p.add("rate_limits.replicas", "must be at least 1");
+                1
+            }
+            Some(n) => n,
+            None => 1,
+        };
+        let default_rate = rate(
+            &mut p,
+            "rate_limits.default",
+            &self.rate_limits.default,
+            replicas,
+        );
         let mut tokens = Vec::new();
         let mut seen = BTreeSet::new();
         for (i, t) in self.tokens.iter().enumerate() {
@@ -796,12 +897,18 @@ impl RawConfig {
                     list.iter().cloned().collect()
                 }
             };
+            let (limits, over_limit_status) = match &t.rate {
+                Some(r) => rate(&mut p, &format!("{path}.rate"), r, replicas),
+                None => default_rate,
+            };
             if let Some(secret) = secret {
                 tokens.push(TokenConfig {
                     secret,
                     identities,
                     upstream_token: t.upstream_token.clone(),
                     allowed_apis,
+                    limits,
+                    over_limit_status,
                 });
             }
         }
@@ -988,6 +1095,42 @@ duplicate_key = "ignore"
             c.upstream.tls.unwrap().ca,
             PathBuf::from("/etc/oneway/up.pem")
         );
+    }
+
+    #[test]
+    fn rate_limits_default_per_token_override_and_replica_share() {
+        let text = format!(
+            "{MINIMAL}\nrate = {{ requests_per_second = 10, over_limit_status = 429 }}\n\n[[tokens]]\ntoken = \"tkn_b\"\nidentities = [\"dns:b\"]\n\n[rate_limits]\nreplicas = 2\n[rate_limits.default]\npoints_per_second = 1000\npoints_burst = 4000\n"
+        );
+        let c = load(&text).unwrap();
+        let a = &c.tokens[0];
+        assert_eq!(
+            a.limits.requests,
+            Some(crate::limit::Rate {
+                per_second: 5.0,
+                burst: 5.0
+            })
+        );
+        assert_eq!(
+            a.limits.points, None,
+            "a token's own rate replaces the default"
+        );
+        assert_eq!(a.over_limit_status, 429);
+        let b = &c.tokens[1];
+        assert_eq!(
+            b.limits.points,
+            Some(crate::limit::Rate {
+                per_second: 500.0,
+                burst: 2000.0
+            })
+        );
+        assert_eq!(b.over_limit_status, 503);
+        let bad =
+            format!("{MINIMAL}\nrate = {{ requests_per_second = 0, over_limit_status = 418 }}\n");
+        let Err(ConfigError::Invalid(problems)) = load(&bad) else {
+            panic!("invalid")
+        };
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod certs;
 pub mod client;
 pub mod config;
+pub mod limit;
 pub mod quickstart;
 pub mod response;
 pub mod server;

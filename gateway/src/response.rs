@@ -54,6 +54,16 @@ pub enum RequestError {
     /// The upstream is down, slow or failing.
     #[error("the upstream is unavailable; retry later")]
     UpstreamUnavailable,
+    /// The token is over one of its rate limits.
+    #[error("the token is over its {} limit; retry in {retry_after_seconds} s", .kind.as_str())]
+    Throttled {
+        /// Which limit.
+        kind: crate::limit::LimitKind,
+        /// Seconds until the request would be allowed.
+        retry_after_seconds: u64,
+        /// 503 (default) or 429 (per token).
+        status: StatusCode,
+    },
     /// A bug inside the gateway (a panicked task); the batch was not acknowledged.
     #[error("internal error; retry later")]
     Internal,
@@ -75,6 +85,7 @@ impl RequestError {
             RequestError::Invalid(_) => "invalid_payload",
             RequestError::UpstreamUnavailable => "upstream_unavailable",
             RequestError::Internal => "internal",
+            RequestError::Throttled { .. } => "rate_limited",
         }
     }
 
@@ -100,6 +111,7 @@ impl RequestError {
             RequestError::UpstreamUnavailable | RequestError::Internal => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            RequestError::Throttled { status, .. } => *status,
         }
     }
 }
@@ -111,6 +123,7 @@ pub const RETRY_AFTER_SECONDS: u32 = 5;
 pub fn error_response(e: &RequestError) -> Response<Full<Bytes>> {
     let code = match e {
         RequestError::Invalid(r) => format!("oneway.invalid_payload.{}", r.rule.as_str()),
+        RequestError::Throttled { kind, .. } => format!("oneway.rate_limited.{}", kind.as_str()),
         other => format!("oneway.{}", other.kind()),
     };
     let body = serde_json::json!({ "error_code": code, "message": e.to_string() });
@@ -120,7 +133,14 @@ pub fn error_response(e: &RequestError) -> Response<Full<Bytes>> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
-    if e.status() == StatusCode::SERVICE_UNAVAILABLE {
+    if let RequestError::Throttled {
+        retry_after_seconds,
+        ..
+    } = e
+    {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_seconds));
+    } else if e.status() == StatusCode::SERVICE_UNAVAILABLE {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
     }

@@ -31,7 +31,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::auth::{AuthError, PeerIdentity, TokenTable};
-use crate::config::{Config, KNOWN_APIS, TokenConfig};
+use crate::config::{Config, KNOWN_APIS, TokenConfig, TokenSecret};
+use crate::limit::{Limiter, MonotonicClock, Throttled};
 use crate::response::{RequestError, error_response};
 use crate::telemetry;
 use crate::upstream::Upstream;
@@ -70,6 +71,7 @@ struct Scratch {
 struct State {
     config: Config,
     tokens: TokenTable,
+    limiter: Limiter,
     upstream: Arc<Upstream>,
     pool: Mutex<Vec<Scratch>>,
 }
@@ -133,6 +135,7 @@ impl Gateway {
         })?;
         let state = Arc::new(State {
             tokens: TokenTable::new(&config.tokens),
+            limiter: Limiter::new(Arc::new(MonotonicClock::default())),
             upstream: Upstream::new(&config.upstream)?,
             pool: Mutex::new(Vec::new()),
             config,
@@ -170,6 +173,17 @@ impl Gateway {
         } = self;
         let ready = Arc::new(AtomicBool::new(true));
         let admin_task = tokio::spawn(serve_admin(admin, Arc::clone(&state), Arc::clone(&ready)));
+        let sweeper = {
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(30));
+                loop {
+                    tick.tick().await;
+                    state.limiter.sweep();
+                    metrics::gauge!(telemetry::TRACKED_TOKENS).set(state.limiter.tracked() as f64);
+                }
+            })
+        };
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(state.config.listener.max_connections));
         tokio::pin!(shutdown);
@@ -215,6 +229,7 @@ impl Gateway {
             );
         }
         admin_task.abort();
+        sweeper.abort();
         finished
     }
 }
@@ -401,6 +416,28 @@ fn presented_token(req: &Request<Incoming>) -> Option<String> {
         .map(str::to_string)
 }
 
+fn digest(token: &TokenConfig) -> &[u8; 32] {
+    let TokenSecret::Sha256(d) = &token.secret;
+    d
+}
+
+fn throttled(token: &TokenConfig, t: Throttled) -> RequestError {
+    metrics::counter!(telemetry::THROTTLED, "kind" => t.kind.as_str()).increment(1);
+    RequestError::Throttled {
+        kind: t.kind,
+        retry_after_seconds: t.retry_after_seconds(),
+        status: token.over_limit_status,
+    }
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> u64 {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Reads the body up to `limit` bytes within the body deadline.
 async fn read_body(
     state: &State,
@@ -459,6 +496,18 @@ async fn write(
     if req.method() != Method::POST {
         return Err(RequestError::MethodNotAllowed);
     }
+    // Step one, before the body is read: the request and its expected size and points, so an
+    // agent over its limit costs us almost nothing.
+    let expected_bytes = header_u64(req.headers(), "content-length");
+    let expected_points = header_u64(req.headers(), "x-points");
+    let admitted = state.limiter.admit(
+        digest(&token),
+        &token.limits,
+        expected_bytes,
+        expected_points,
+    );
+    metrics::gauge!(telemetry::TRACKED_TOKENS).set(state.limiter.tracked() as f64);
+    admitted.map_err(|t| throttled(&token, t))?;
     let precision = match req.uri().query().and_then(|q| query_param(q, "precision")) {
         None => Precision::Nanoseconds,
         Some(p) => Precision::parse(p).ok_or(RequestError::BadPrecision)?,
@@ -524,6 +573,16 @@ async fn write(
         p.push(scratch);
     }
     let (verdict, decoded_len) = verdict?;
+    // Step two: what the batch really cost beyond the estimate.
+    state
+        .limiter
+        .settle(
+            digest(&token),
+            &token.limits,
+            (decoded_len as u64).saturating_sub(expected_bytes),
+            verdict.points.saturating_sub(expected_points),
+        )
+        .map_err(|t| throttled(&token, t))?;
 
     let mut headers = forwarded_headers(&parts.headers, identity, state);
     headers.insert("x-points", HeaderValue::from(verdict.points));
@@ -565,6 +624,10 @@ async fn passthrough(
     if !token.allowed_apis.contains(api) {
         return Err(RequestError::Auth(AuthError::ApiNotAllowed));
     }
+    state
+        .limiter
+        .admit(digest(&token), &token.limits, 0, 0)
+        .map_err(|t| throttled(&token, t))?;
     let limit = if UPLOAD_APIS.contains(&api) {
         state.config.body.max_upload_bytes
     } else {
@@ -681,6 +744,8 @@ mod tests {
             identities: vec![],
             upstream_token: Some("tkn_real".into()),
             allowed_apis: Default::default(),
+            limits: Default::default(),
+            over_limit_status: StatusCode::SERVICE_UNAVAILABLE,
         };
         assert_eq!(
             upstream_query("token=tkn_agent&precision=s", &token, "tkn_agent"),

@@ -31,6 +31,10 @@ pub const UPSTREAM_REQUESTS: &str = "oneway_upstream_requests_total";
 pub const UPSTREAM_DURATION: &str = "oneway_upstream_duration_seconds";
 /// Connections refused because `listener.max_connections` were open.
 pub const CONNECTIONS_REFUSED: &str = "oneway_listener_connections_refused_total";
+/// Requests refused by a token's rate limit, by `kind` (`requests`, `decoded_bytes`, `points`).
+pub const THROTTLED: &str = "oneway_limit_throttled_total";
+/// Tokens with rate-limiter state.
+pub const TRACKED_TOKENS: &str = "oneway_limit_tracked_tokens";
 /// Seconds until a certificate expires, by `cert` (`server`, `client_ca`).
 pub const CERT_EXPIRY: &str = "oneway_tls_certificate_expiry_seconds";
 

@@ -1,0 +1,152 @@
+//! Per-token rate limits over real TLS: an agent over its limit gets 503 with the right
+//! `Retry-After` while another agent is unaffected; a token configured for 429 gets 429;
+//! random tokens leave no limiter state. Tests here run one at a time: the metrics registry is
+//! shared by every gateway in this process.
+
+use oneway_tests::{FakeUpstream, TOKEN_1, TOKEN_2, TestGateway};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const LP: &str = "cpu,host=web-1 usage=1i 1700000000000000000\n";
+
+fn headers() -> [(&'static str, &'static str); 1] {
+    [("content-type", "application/line-protocol")]
+}
+
+#[tokio::test]
+async fn agent_over_its_limit_gets_503_with_retry_after_and_others_are_unaffected() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .token_1("rate = { requests_per_second = 0.5, requests_burst = 2 }")
+        .start()
+        .await;
+    let before = gw
+        .metric("oneway_limit_throttled_total", &["kind=\"requests\""])
+        .await;
+    let uri1 = format!("/v1/write/metric?token={TOKEN_1}");
+    for _ in 0..2 {
+        assert_eq!(
+            gw.post("agent-1", &uri1, &headers(), LP.into())
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    let r = gw
+        .post("agent-1", &uri1, &headers(), LP.into())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    // 0.5 requests per second: the next slot is two seconds away (just under, as the two
+    // allowed requests took a little time).
+    let retry: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert!(
+        r.body.contains("oneway.rate_limited.requests"),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        up.received().len(),
+        2,
+        "the throttled batch was not forwarded"
+    );
+    // agent-2 has no limit and is not affected.
+    let uri2 = format!("/v1/write/metric?token={TOKEN_2}");
+    for _ in 0..5 {
+        assert_eq!(
+            gw.post("agent-2", &uri2, &headers(), LP.into())
+                .await
+                .unwrap()
+                .status,
+            200
+        );
+    }
+    assert_eq!(
+        gw.metric("oneway_limit_throttled_total", &["kind=\"requests\""])
+            .await,
+        before + 1.0
+    );
+}
+
+#[tokio::test]
+async fn a_token_configured_for_429_gets_429_and_points_are_limited_after_validation() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .token_1("rate = { points_per_second = 1, points_burst = 3, over_limit_status = 429 }")
+        .start()
+        .await;
+    let uri = format!("/v1/write/metric?token={TOKEN_1}");
+    // Three points pass (the client claims none: the real count is charged after validation).
+    let three = LP.repeat(3);
+    assert_eq!(
+        gw.post("agent-1", &uri, &headers(), three.clone().into())
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let r = gw
+        .post("agent-1", &uri, &headers(), LP.into())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 429, "{}", r.body);
+    assert!(r.body.contains("rate_limited.points"));
+    assert!(r.headers.contains_key("retry-after"));
+    // A claimed X-Points over the burst is refused before the body is read.
+    let claim = [
+        ("content-type", "application/line-protocol"),
+        ("x-points", "1000"),
+    ];
+    let r = gw.post("agent-1", &uri, &claim, LP.into()).await.unwrap();
+    assert_eq!(r.status, 429);
+    assert_eq!(up.received().len(), 1);
+}
+
+#[tokio::test]
+async fn random_tokens_leave_no_limiter_state() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .toml("[rate_limits.default]\nrequests_per_second = 1000")
+        .start()
+        .await;
+    let ok = format!("/v1/write/metric?token={TOKEN_1}");
+    assert_eq!(
+        gw.post("agent-1", &ok, &headers(), LP.into())
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let tracked = gw.metric("oneway_limit_tracked_tokens", &[]).await;
+    assert_eq!(tracked, 1.0);
+    for i in 0..200 {
+        let uri = format!("/v1/write/metric?token=tkn_random_{i:08}");
+        assert_eq!(
+            gw.post("agent-1", &uri, &headers(), LP.into())
+                .await
+                .unwrap()
+                .status,
+            401
+        );
+    }
+    assert_eq!(
+        gw.post("agent-1", &ok, &headers(), LP.into())
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        gw.metric("oneway_limit_tracked_tokens", &[]).await,
+        tracked,
+        "flat"
+    );
+}
