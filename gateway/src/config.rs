@@ -84,7 +84,16 @@ pub struct RawConfig {
     #[serde(default)]
     rate_limits: RawRateLimits,
     #[serde(default)]
+    overload: RawOverload,
+    #[serde(default)]
     tokens: Vec<RawToken>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOverload {
+    max_in_flight_requests: Option<u32>,
+    memory_budget_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -279,6 +288,8 @@ pub struct Config {
     pub validation: ValidationConfig,
     /// The header naming the agent's identity upstream, if any.
     pub identity_header: Option<http::HeaderName>,
+    /// Global overload protection.
+    pub overload: OverloadConfig,
     /// The agents' tokens.
     pub tokens: Vec<TokenConfig>,
 }
@@ -331,6 +342,20 @@ pub struct UpstreamConfig {
     /// Deadline for the upstream's response head.
     pub response_timeout: Duration,
 }
+
+/// Global overload protection.
+#[derive(Debug, Clone, Copy)]
+pub struct OverloadConfig {
+    /// Requests whose body is being read, decoded, validated or forwarded at once.
+    pub max_in_flight_requests: usize,
+    /// Bytes of bodies held and decoded at once.
+    pub memory_budget_bytes: usize,
+}
+
+/// Default in-flight cap.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// Default memory budget: 1 GiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 1 << 30;
 
 /// Body caps.
 #[derive(Debug, Clone, Copy)]
@@ -808,6 +833,28 @@ impl RawConfig {
                 },
             );
 
+        let o = &self.overload;
+        let overload = OverloadConfig {
+            max_in_flight_requests: nonzero(
+                &mut p,
+                "overload.max_in_flight_requests",
+                o.max_in_flight_requests,
+                DEFAULT_MAX_IN_FLIGHT as u32,
+            ) as usize,
+            memory_budget_bytes: usize::try_from(nonzero(
+                &mut p,
+                "overload.memory_budget_bytes",
+                o.memory_budget_bytes,
+                DEFAULT_MEMORY_BUDGET as u64,
+            ))
+            .unwrap_or(usize::MAX),
+        };
+        if overload.memory_budget_bytes < body.max_body_bytes.max(body.max_upload_bytes) {
+            p.add(
+                "overload.memory_budget_bytes",
+                "must hold at least one body of max_body_bytes and max_upload_bytes",
+            );
+        }
         let replicas = match self.rate_limits.replicas {
             Some(0) => {
                 p.add("rate_limits.replicas", "must be at least 1");
@@ -923,6 +970,7 @@ impl RawConfig {
             body,
             validation: ValidationConfig { limits, actions },
             identity_header,
+            overload,
             tokens,
         })
     }

@@ -64,6 +64,12 @@ pub enum RequestError {
         /// 503 (default) or 429 (per token).
         status: StatusCode,
     },
+    /// The gateway is at its in-flight cap or memory budget.
+    #[error("the gateway is overloaded ({reason}); retry later")]
+    Overloaded {
+        /// `in_flight` or `memory`.
+        reason: &'static str,
+    },
     /// A bug inside the gateway (a panicked task); the batch was not acknowledged.
     #[error("internal error; retry later")]
     Internal,
@@ -86,6 +92,7 @@ impl RequestError {
             RequestError::UpstreamUnavailable => "upstream_unavailable",
             RequestError::Internal => "internal",
             RequestError::Throttled { .. } => "rate_limited",
+            RequestError::Overloaded { .. } => "overloaded",
         }
     }
 
@@ -108,9 +115,9 @@ impl RequestError {
             },
             RequestError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             RequestError::BadPrecision | RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
-            RequestError::UpstreamUnavailable | RequestError::Internal => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            RequestError::UpstreamUnavailable
+            | RequestError::Internal
+            | RequestError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::Throttled { status, .. } => *status,
         }
     }
@@ -124,6 +131,7 @@ pub fn error_response(e: &RequestError) -> Response<Full<Bytes>> {
     let code = match e {
         RequestError::Invalid(r) => format!("oneway.invalid_payload.{}", r.rule.as_str()),
         RequestError::Throttled { kind, .. } => format!("oneway.rate_limited.{}", kind.as_str()),
+        RequestError::Overloaded { reason } => format!("oneway.overloaded.{reason}"),
         other => format!("oneway.{}", other.kind()),
     };
     let body = serde_json::json!({ "error_code": code, "message": e.to_string() });

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -72,6 +72,9 @@ struct State {
     config: Config,
     tokens: TokenTable,
     limiter: Limiter,
+    in_flight: Arc<Semaphore>,
+    /// The memory budget, in KiB permits.
+    memory: Arc<Semaphore>,
     upstream: Arc<Upstream>,
     pool: Mutex<Vec<Scratch>>,
 }
@@ -136,6 +139,8 @@ impl Gateway {
         let state = Arc::new(State {
             tokens: TokenTable::new(&config.tokens),
             limiter: Limiter::new(Arc::new(MonotonicClock::default())),
+            in_flight: Arc::new(Semaphore::new(config.overload.max_in_flight_requests)),
+            memory: Arc::new(Semaphore::new(kib(config.overload.memory_budget_bytes))),
             upstream: Upstream::new(&config.upstream)?,
             pool: Mutex::new(Vec::new()),
             config,
@@ -334,7 +339,7 @@ fn upstream_query(query: &str, token: &TokenConfig, presented: &str) -> String {
 }
 
 async fn handle(
-    state: &State,
+    state: &Arc<State>,
     identity: &PeerIdentity,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
@@ -378,7 +383,7 @@ async fn handle(
 }
 
 async fn process(
-    state: &State,
+    state: &Arc<State>,
     identity: &PeerIdentity,
     req: Request<Incoming>,
 ) -> (
@@ -438,36 +443,108 @@ fn header_u64(headers: &HeaderMap, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Reads the body up to `limit` bytes within the body deadline.
+/// Bytes in KiB permits, rounded up.
+fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024)
+}
+
+/// What a request holds of the global budgets; released when dropped.
+struct Held {
+    state: Arc<State>,
+    in_flight: Option<tokio::sync::OwnedSemaphorePermit>,
+    memory: Vec<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Held {
+    /// Reserves `bytes` more of the memory budget, or refuses.
+    fn reserve(&mut self, bytes: usize) -> Result<(), RequestError> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        let permits = u32::try_from(kib(bytes)).map_err(|_| overloaded("memory"))?;
+        let permit = Arc::clone(&self.state.memory)
+            .try_acquire_many_owned(permits)
+            .map_err(|_| overloaded("memory"))?;
+        self.memory.push(permit);
+        self.report();
+        Ok(())
+    }
+
+    fn report(&self) {
+        let total = kib(self.state.config.overload.memory_budget_bytes);
+        let used = total.saturating_sub(self.state.memory.available_permits());
+        metrics::gauge!(telemetry::MEMORY_USED).set((used * 1024) as f64);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.memory.clear();
+        self.in_flight = None;
+        self.report();
+    }
+}
+
+fn overloaded(reason: &'static str) -> RequestError {
+    metrics::counter!(telemetry::OVERLOAD_REFUSED, "reason" => reason).increment(1);
+    RequestError::Overloaded { reason }
+}
+
+/// Reads the body up to `limit` bytes within the body deadline, under the global budgets:
+/// the expected size is reserved from the memory budget before anything is read, and the
+/// in-flight slot is taken when the first body byte arrives (as VictoriaMetrics does), so
+/// idle or slow connections hold no slot.
 async fn read_body(
-    state: &State,
+    state: &Arc<State>,
     req: Request<Incoming>,
     limit: usize,
-) -> Result<(http::request::Parts, Bytes), RequestError> {
-    let (parts, body) = req.into_parts();
-    if let Some(len) = parts
+) -> Result<(http::request::Parts, Bytes, Held), RequestError> {
+    let (parts, mut body) = req.into_parts();
+    let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
-            return Err(RequestError::BodyTooLarge { limit });
-        }
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(RequestError::BodyTooLarge { limit });
     }
-    let collected = tokio::time::timeout(
-        state.config.listener.body_timeout,
-        Limited::new(body, limit).collect(),
-    )
-    .await
-    .map_err(|_| RequestError::BodyTimeout)?;
-    match collected {
-        Ok(c) => Ok((parts, c.to_bytes())),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(RequestError::BodyTooLarge { limit })
+    let expected = declared.map_or(limit, |len| len as usize);
+    let mut held = Held {
+        state: Arc::clone(state),
+        in_flight: None,
+        memory: Vec::new(),
+    };
+    held.reserve(expected)?;
+    let read = async {
+        let mut data = bytes::BytesMut::with_capacity(expected.min(limit));
+        let mut first = true;
+        loop {
+            let frame = body.frame().await;
+            if first {
+                first = false;
+                let slot = Arc::clone(&state.in_flight)
+                    .try_acquire_owned()
+                    .map_err(|_| overloaded("in_flight"))?;
+                held.in_flight = Some(slot);
+            }
+            match frame {
+                None => return Ok(data.freeze()),
+                Some(Err(_)) => return Err(RequestError::BodyRead),
+                Some(Ok(frame)) => {
+                    if let Ok(chunk) = frame.into_data() {
+                        if data.len() + chunk.len() > limit {
+                            return Err(RequestError::BodyTooLarge { limit });
+                        }
+                        data.extend_from_slice(&chunk);
+                    }
+                }
+            }
         }
-        Err(_) => Err(RequestError::BodyRead),
-    }
+    };
+    let body = tokio::time::timeout(state.config.listener.body_timeout, read)
+        .await
+        .map_err(|_| RequestError::BodyTimeout)??;
+    Ok((parts, body, held))
 }
 
 fn forwarded_headers(from: &HeaderMap, identity: &PeerIdentity, state: &State) -> HeaderMap {
@@ -486,7 +563,7 @@ fn forwarded_headers(from: &HeaderMap, identity: &PeerIdentity, state: &State) -
 }
 
 async fn write(
-    state: &State,
+    state: &Arc<State>,
     identity: &PeerIdentity,
     category: Category,
     req: Request<Incoming>,
@@ -523,7 +600,7 @@ async fn write(
             .map(HeaderValue::as_bytes),
     )?;
     let query = req.uri().query().unwrap_or("").to_string();
-    let (parts, body) = read_body(state, req, state.config.body.max_body_bytes).await?;
+    let (parts, body, mut held) = read_body(state, req, state.config.body.max_body_bytes).await?;
 
     let scratch = state
         .pool
@@ -535,22 +612,30 @@ async fn write(
             buffer: Vec::new(),
             validator: Validator::new(state.config.validation),
         });
-    let limits = (
-        state.config.body.max_decoded_bytes,
-        state.config.body.max_body_bytes,
-    );
-    let check = move |mut scratch: Scratch, body: Bytes| {
+    // Decoded bytes come out of the memory budget too: reserve an estimate (32× the compressed
+    // size; DataKit's batches compress 5-20×) and decode within it; a body that compresses
+    // better reserves the rest up to max_decoded_bytes and is decoded again. Memory stays
+    // within what was reserved.
+    let max_decoded = state.config.body.max_decoded_bytes;
+    let max_body = state.config.body.max_body_bytes;
+    let estimate = if encoding == Encoding::Identity {
+        0
+    } else {
+        max_decoded.min(body.len().saturating_mul(32).max(256 << 10))
+    };
+    held.reserve(estimate)?;
+    let check = move |mut scratch: Scratch, body: Bytes, limit: usize| {
         let result = (|| {
             let decoded = scratch
                 .decoder
-                .decode(encoding, &body, &mut scratch.buffer, limits.0)?;
+                .decode(encoding, &body, &mut scratch.buffer, limit)?;
             let decoded_len = decoded.len();
             let verdict = scratch
                 .validator
                 .validate(kind, category, precision, decoded)?;
             Ok::<_, RequestError>((verdict, decoded_len))
         })();
-        if scratch.buffer.capacity() > limits.1.max(4 << 20) {
+        if scratch.buffer.capacity() > max_body.max(4 << 20) {
             // Keep pooled buffers modest: a rare huge batch does not pin its memory forever.
             scratch.buffer = Vec::new();
         }
@@ -561,14 +646,37 @@ async fn write(
     // stall the other connections of this worker.
     let inline = (encoding == Encoding::Identity && body.len() <= INLINE_CHECK_BYTES)
         || body.len() <= INLINE_CHECK_BYTES / 8;
-    let (scratch, verdict) = if inline {
-        check(scratch, body.clone())
-    } else {
+    let run = |scratch: Scratch, limit: usize| {
         let body = body.clone();
-        tokio::task::spawn_blocking(move || check(scratch, body))
-            .await
-            .map_err(|_| RequestError::Internal)?
+        async move {
+            if inline {
+                Ok(check(scratch, body, limit))
+            } else {
+                tokio::task::spawn_blocking(move || check(scratch, body, limit))
+                    .await
+                    .map_err(|_| RequestError::Internal)
+            }
+        }
     };
+    let decode_limit = if encoding == Encoding::Identity {
+        max_decoded
+    } else {
+        estimate
+    };
+    let (mut scratch, mut verdict) = run(scratch, decode_limit).await?;
+    let needs_more = decode_limit < max_decoded
+        && matches!(
+            verdict,
+            Err(RequestError::Decode(
+                oneway_protocol::DecodeError::TooLarge { .. }
+            ))
+        );
+    if needs_more {
+        match held.reserve(max_decoded - estimate) {
+            Ok(()) => (scratch, verdict) = run(scratch, max_decoded).await?,
+            Err(e) => verdict = Err(e),
+        }
+    }
     if let Ok(mut p) = state.pool.lock() {
         p.push(scratch);
     }
@@ -614,7 +722,7 @@ async fn write(
 }
 
 async fn passthrough(
-    state: &State,
+    state: &Arc<State>,
     identity: &PeerIdentity,
     api: &'static str,
     req: Request<Incoming>,
@@ -638,7 +746,7 @@ async fn passthrough(
         return Err(RequestError::MethodNotAllowed);
     }
     let query = req.uri().query().unwrap_or("").to_string();
-    let (parts, body) = read_body(state, req, limit).await?;
+    let (parts, body, _held) = read_body(state, req, limit).await?;
     let presented = presented.unwrap_or_default();
     let forwarded_token = token.upstream_token.as_deref().unwrap_or(&presented);
     let uri = if api == "/v1/check/token" {

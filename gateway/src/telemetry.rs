@@ -35,6 +35,10 @@ pub const CONNECTIONS_REFUSED: &str = "oneway_listener_connections_refused_total
 pub const THROTTLED: &str = "oneway_limit_throttled_total";
 /// Tokens with rate-limiter state.
 pub const TRACKED_TOKENS: &str = "oneway_limit_tracked_tokens";
+/// Requests refused by overload protection, by `reason` (`in_flight`, `memory`).
+pub const OVERLOAD_REFUSED: &str = "oneway_overload_refused_total";
+/// Bytes of the memory budget reserved now.
+pub const MEMORY_USED: &str = "oneway_overload_memory_reserved_bytes";
 /// Seconds until a certificate expires, by `cert` (`server`, `client_ca`).
 pub const CERT_EXPIRY: &str = "oneway_tls_certificate_expiry_seconds";
 

@@ -589,3 +589,29 @@ async fn uploads_need_the_policy_and_have_their_own_cap() {
     assert!(gw.metric("oneway_decode_failures_total", &[]).await > before);
     assert_eq!(up.received().len(), 1);
 }
+
+#[tokio::test]
+async fn a_batch_compressing_far_better_than_the_estimate_is_still_accepted() {
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    let lp = LP.repeat(20_000);
+    let body = gzip(lp.as_bytes());
+    assert!(
+        lp.len() / body.len() > 64,
+        "ratio {}",
+        lp.len() / body.len()
+    );
+    let h = datakit_headers("application/line-protocol", Some("gzip"));
+    let r = gw
+        .post(
+            "agent-1",
+            &format!("/v1/write/metric?token={TOKEN_1}"),
+            &h,
+            body.clone(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(up.received()[0].headers["x-points"], "40000");
+    assert_eq!(up.received()[0].body, body);
+}

@@ -150,3 +150,101 @@ async fn random_tokens_leave_no_limiter_state() {
         "flat"
     );
 }
+
+/// A valid line-protocol body of about `bytes`.
+fn body_of(bytes: usize) -> Vec<u8> {
+    LP.repeat(bytes / LP.len()).into_bytes()
+}
+
+#[tokio::test]
+async fn memory_budget_turns_away_a_concurrent_large_body_with_503() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    up.set_mode(oneway_tests::Mode::Slow(std::time::Duration::from_millis(
+        500,
+    )));
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .toml(
+            "[limits]\nmax_body_bytes = 262144\nmax_upload_bytes = 262144\n\
+             [overload]\nmemory_budget_bytes = 307200",
+        )
+        .start()
+        .await;
+    let uri = format!("/v1/write/metric?token={TOKEN_1}");
+    let big = body_of(200_000);
+    let before = gw
+        .metric("oneway_overload_refused_total", &["reason=\"memory\""])
+        .await;
+    let h = headers();
+    let first = gw.post("agent-1", &uri, &h, big.clone());
+    let (first, second) = tokio::join!(first, async {
+        up.arrival().await;
+        gw.post("agent-1", &uri, &headers(), big.clone()).await
+    });
+    assert_eq!(first.unwrap().status, 200);
+    let second = second.unwrap();
+    assert_eq!(second.status, 503, "{}", second.body);
+    assert!(
+        second.body.contains("oneway.overloaded.memory"),
+        "{}",
+        second.body
+    );
+    assert!(second.headers.contains_key("retry-after"));
+    assert_eq!(
+        gw.metric("oneway_overload_refused_total", &["reason=\"memory\""])
+            .await,
+        before + 1.0
+    );
+    // Released when the first finished.
+    up.set_mode(oneway_tests::Mode::Status(200));
+    assert_eq!(
+        gw.post("agent-1", &uri, &headers(), big)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    assert_eq!(
+        gw.metric("oneway_overload_memory_reserved_bytes", &[])
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn in_flight_cap_refuses_the_next_request_while_one_is_being_handled() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    up.set_mode(oneway_tests::Mode::Slow(std::time::Duration::from_millis(
+        500,
+    )));
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .toml("[overload]\nmax_in_flight_requests = 1")
+        .start()
+        .await;
+    let uri = format!("/v1/write/metric?token={TOKEN_1}");
+    let h = headers();
+    let first = gw.post("agent-1", &uri, &h, LP.into());
+    let (first, second) = tokio::join!(first, async {
+        up.arrival().await;
+        gw.post("agent-1", &uri, &headers(), LP.into()).await
+    });
+    assert_eq!(first.unwrap().status, 200);
+    let second = second.unwrap();
+    assert_eq!(second.status, 503, "{}", second.body);
+    assert!(
+        second.body.contains("oneway.overloaded.in_flight"),
+        "{}",
+        second.body
+    );
+    up.set_mode(oneway_tests::Mode::Status(200));
+    assert_eq!(
+        gw.post("agent-1", &uri, &headers(), LP.into())
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+}
