@@ -551,10 +551,7 @@ fn rate(
                 if r > 0.0 && r.is_finite() && b.is_none_or(|b| b >= 1.0 && b.is_finite()) =>
             {
                 let burst = b.unwrap_or(r);
-                Some(Rate {
-                    per_second: r / share,
-                    burst: (burst / share).max(1.0),
-                })
+                Some(Rate::new(r / share, (burst / share).max(1.0)))
             }
             (None, Some(_)) => {
                 p.add(
@@ -1152,13 +1149,7 @@ duplicate_key = "ignore"
         );
         let c = load(&text).unwrap();
         let a = &c.tokens[0];
-        assert_eq!(
-            a.limits.requests,
-            Some(crate::limit::Rate {
-                per_second: 5.0,
-                burst: 5.0
-            })
-        );
+        assert_eq!(a.limits.requests, Some(crate::limit::Rate::new(5.0, 5.0)));
         assert_eq!(
             a.limits.points, None,
             "a token's own rate replaces the default"
@@ -1167,10 +1158,7 @@ duplicate_key = "ignore"
         let b = &c.tokens[1];
         assert_eq!(
             b.limits.points,
-            Some(crate::limit::Rate {
-                per_second: 500.0,
-                burst: 2000.0
-            })
+            Some(crate::limit::Rate::new(500.0, 2000.0))
         );
         assert_eq!(b.over_limit_status, 503);
         let bad =

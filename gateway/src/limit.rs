@@ -67,13 +67,30 @@ impl Clock for ManualClock {
     }
 }
 
-/// A rate and its burst.
+/// A rate and its burst, with the GCRA constants precomputed (no division per check).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rate {
     /// Sustained units per second (> 0).
     pub per_second: f64,
     /// Units that may arrive at once (≥ 1).
     pub burst: f64,
+    /// Nanoseconds per unit.
+    interval: f64,
+    /// `burst × interval`, in nanoseconds.
+    tolerance: u64,
+}
+
+impl Rate {
+    /// `per_second` units per second with bursts of `burst` units.
+    pub fn new(per_second: f64, burst: f64) -> Rate {
+        let interval = 1e9 / per_second;
+        Rate {
+            per_second,
+            burst,
+            interval,
+            tolerance: (burst * interval) as u64,
+        }
+    }
 }
 
 /// What a limit counts.
@@ -132,10 +149,10 @@ struct Cell {
 
 impl Cell {
     /// Charges `cost` units at `now` if allowed.
+    #[inline]
     fn charge(&self, rate: Rate, cost: f64, now: u64, kind: LimitKind) -> Result<(), Throttled> {
-        let interval = 1e9 / rate.per_second;
-        let tolerance = (rate.burst * interval) as u64;
-        let increment = (cost * interval) as u64;
+        let tolerance = rate.tolerance;
+        let increment = (cost * rate.interval) as u64;
         let mut tat = self.tat.load(Ordering::Relaxed);
         loop {
             let new_tat = tat.max(now).saturating_add(increment);
@@ -176,10 +193,31 @@ impl Cells {
     }
 }
 
+/// Hashes a token digest by its first eight bytes. The keys are SHA-256 digests of configured
+/// tokens (uniform, and never chosen by a peer: state exists only after authentication), so
+/// they need no further hashing.
+#[derive(Debug, Clone, Copy, Default)]
+struct DigestHasher(u64);
+
+impl std::hash::Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // `[u8; 32]` hashes as its bytes (after no length prefix for arrays).
+        for (i, b) in bytes.iter().take(8).enumerate() {
+            self.0 ^= u64::from(*b) << (8 * i);
+        }
+    }
+}
+
+type DigestMap = DashMap<[u8; 32], Cells, std::hash::BuildHasherDefault<DigestHasher>>;
+
 /// The per-token limiter.
 #[derive(Debug)]
 pub struct Limiter {
-    cells: DashMap<[u8; 32], Arc<Cells>>,
+    cells: DigestMap,
     clock: Arc<dyn Clock>,
 }
 
@@ -187,16 +225,20 @@ impl Limiter {
     /// A limiter on `clock`.
     pub fn new(clock: Arc<dyn Clock>) -> Limiter {
         Limiter {
-            cells: DashMap::new(),
+            cells: DigestMap::default(),
             clock,
         }
     }
 
-    fn cells(&self, token: &[u8; 32]) -> Arc<Cells> {
+    /// Runs `f` on the token's cells (created on first use), under the map's shard guard:
+    /// no reference count is touched on the hot path.
+    #[inline]
+    fn with_cells<R>(&self, token: &[u8; 32], f: impl FnOnce(&Cells) -> R) -> R {
         if let Some(c) = self.cells.get(token) {
-            return Arc::clone(&c);
+            return f(&c);
         }
-        Arc::clone(&self.cells.entry(*token).or_default())
+        let c = self.cells.entry(*token).or_default().downgrade();
+        f(&c)
     }
 
     /// Step one, before the body is read: one request, and the expected bytes and points.
@@ -212,49 +254,9 @@ impl Limiter {
             return Ok(());
         }
         let now = self.clock.now_ns();
-        let cells = self.cells(token);
-        // Check the size limits first without charging, so a refusal leaves no trace.
-        for (rate, cell, cost, kind) in [
-            (
-                limits.decoded_bytes,
-                &cells.decoded_bytes,
-                expected_bytes,
-                LimitKind::DecodedBytes,
-            ),
-            (
-                limits.points,
-                &cells.points,
-                expected_points,
-                LimitKind::Points,
-            ),
-        ] {
-            if let Some(rate) = rate {
-                probe(cell, rate, cost as f64, now, kind)?;
-            }
-        }
-        if let Some(rate) = limits.requests {
-            cells.requests.charge(rate, 1.0, now, LimitKind::Requests)?;
-        }
-        for (rate, cell, cost, kind) in [
-            (
-                limits.decoded_bytes,
-                &cells.decoded_bytes,
-                expected_bytes,
-                LimitKind::DecodedBytes,
-            ),
-            (
-                limits.points,
-                &cells.points,
-                expected_points,
-                LimitKind::Points,
-            ),
-        ] {
-            if let Some(rate) = rate {
-                // A concurrent request may have taken the room since the probe: refuse then.
-                cell.charge(rate, cost as f64, now, kind)?;
-            }
-        }
-        Ok(())
+        self.with_cells(token, |cells| {
+            admit(cells, limits, now, expected_bytes, expected_points)
+        })
     }
 
     /// Step two, after validation: charges what the batch really cost beyond the estimate.
@@ -266,18 +268,22 @@ impl Limiter {
         extra_points: u64,
     ) -> Result<(), Throttled> {
         let now = self.clock.now_ns();
-        let cells = self.cells(token);
-        if let (Some(rate), true) = (limits.decoded_bytes, extra_bytes > 0) {
-            cells
-                .decoded_bytes
-                .charge(rate, extra_bytes as f64, now, LimitKind::DecodedBytes)?;
-        }
-        if let (Some(rate), true) = (limits.points, extra_points > 0) {
-            cells
-                .points
-                .charge(rate, extra_points as f64, now, LimitKind::Points)?;
-        }
-        Ok(())
+        self.with_cells(token, |cells| {
+            if let (Some(rate), true) = (limits.decoded_bytes, extra_bytes > 0) {
+                cells.decoded_bytes.charge(
+                    rate,
+                    extra_bytes as f64,
+                    now,
+                    LimitKind::DecodedBytes,
+                )?;
+            }
+            if let (Some(rate), true) = (limits.points, extra_points > 0) {
+                cells
+                    .points
+                    .charge(rate, extra_points as f64, now, LimitKind::Points)?;
+            }
+            Ok(())
+        })
     }
 
     /// Tokens with limiter state.
@@ -290,6 +296,59 @@ impl Limiter {
         let now = self.clock.now_ns();
         self.cells.retain(|_, c| !c.idle(now));
     }
+}
+
+/// Step one on a token's cells; nothing is charged if any limit refuses.
+#[inline]
+fn admit(
+    cells: &Cells,
+    limits: &TokenLimits,
+    now: u64,
+    expected_bytes: u64,
+    expected_points: u64,
+) -> Result<(), Throttled> {
+    // Check the size limits first without charging, so a refusal leaves no trace.
+    for (rate, cell, cost, kind) in [
+        (
+            limits.decoded_bytes,
+            &cells.decoded_bytes,
+            expected_bytes,
+            LimitKind::DecodedBytes,
+        ),
+        (
+            limits.points,
+            &cells.points,
+            expected_points,
+            LimitKind::Points,
+        ),
+    ] {
+        if let Some(rate) = rate {
+            probe(cell, rate, cost as f64, now, kind)?;
+        }
+    }
+    if let Some(rate) = limits.requests {
+        cells.requests.charge(rate, 1.0, now, LimitKind::Requests)?;
+    }
+    for (rate, cell, cost, kind) in [
+        (
+            limits.decoded_bytes,
+            &cells.decoded_bytes,
+            expected_bytes,
+            LimitKind::DecodedBytes,
+        ),
+        (
+            limits.points,
+            &cells.points,
+            expected_points,
+            LimitKind::Points,
+        ),
+    ] {
+        if let Some(rate) = rate {
+            // A concurrent request may have taken the room since the probe: refuse then.
+            cell.charge(rate, cost as f64, now, kind)?;
+        }
+    }
+    Ok(())
 }
 
 /// Whether `cost` would be allowed now, without charging it.
@@ -326,7 +385,7 @@ mod tests {
 
     fn requests(per_second: f64, burst: f64) -> TokenLimits {
         TokenLimits {
-            requests: Some(Rate { per_second, burst }),
+            requests: Some(Rate::new(per_second, burst)),
             ..TokenLimits::default()
         }
     }
@@ -366,10 +425,7 @@ mod tests {
     fn retry_after_counts_the_cost_in_whole_seconds() {
         let (l, _) = limiter();
         let lim = TokenLimits {
-            points: Some(Rate {
-                per_second: 100.0,
-                burst: 1000.0,
-            }),
+            points: Some(Rate::new(100.0, 1000.0)),
             ..TokenLimits::default()
         };
         assert!(l.admit(&T, &lim, 0, 1000).is_ok());
@@ -393,14 +449,8 @@ mod tests {
     fn refused_admission_charges_nothing() {
         let (l, _) = limiter();
         let lim = TokenLimits {
-            requests: Some(Rate {
-                per_second: 1.0,
-                burst: 10.0,
-            }),
-            decoded_bytes: Some(Rate {
-                per_second: 1000.0,
-                burst: 1000.0,
-            }),
+            requests: Some(Rate::new(1.0, 10.0)),
+            decoded_bytes: Some(Rate::new(1000.0, 1000.0)),
             points: None,
         };
         assert!(l.admit(&T, &lim, 2000, 0).is_err(), "over the byte burst");
@@ -414,10 +464,7 @@ mod tests {
     fn settle_charges_the_real_cost_beyond_the_estimate() {
         let (l, clock) = limiter();
         let lim = TokenLimits {
-            decoded_bytes: Some(Rate {
-                per_second: 1000.0,
-                burst: 1000.0,
-            }),
+            decoded_bytes: Some(Rate::new(1000.0, 1000.0)),
             ..TokenLimits::default()
         };
         assert!(l.admit(&T, &lim, 100, 0).is_ok());
