@@ -248,3 +248,67 @@ async fn in_flight_cap_refuses_the_next_request_while_one_is_being_handled() {
         200
     );
 }
+
+/// Shutdown while an agent is still sending its body: the upload finishes and is accepted.
+/// (Here rather than in `gateway.rs` because it synchronises on the process-wide in-flight
+/// gauge, which only serialised tests can read reliably.)
+#[tokio::test]
+async fn shutdown_lets_a_slowly_sent_body_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let mut gw = TestGateway::builder().upstream(&up).start().await;
+    let stop = gw.stopper().expect("not stopped yet");
+    let base = gw.metric("oneway_http_in_flight_requests", &[]).await;
+    let stream = tokio::net::TcpStream::connect(gw.public).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost")
+        .unwrap()
+        .to_owned();
+    let mut tls = gw.tls(Some("agent-1")).connect(name, stream).await.unwrap();
+    let body = LP.repeat(100);
+    let head = format!(
+        "POST /v1/write/metric?token={TOKEN_1} HTTP/1.1\r\nhost: localhost\r\n\
+         content-type: application/line-protocol\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    tls.write_all(&body.as_bytes()[..100]).await.unwrap();
+    tls.flush().await.unwrap();
+    // Wait (bounded) until the gateway is handling the request, then stop it mid-upload.
+    for _ in 0..200 {
+        if gw.metric("oneway_http_in_flight_requests", &[]).await > base {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        gw.metric("oneway_http_in_flight_requests", &[]).await > base,
+        "request in flight"
+    );
+    let _ = stop.send(());
+    // Shutdown has begun once /ready says so; only then send the rest of the body.
+    for _ in 0..200 {
+        if gw
+            .admin("/ready")
+            .await
+            .map(|(s, _)| s == 503)
+            .unwrap_or(false)
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(gw.admin("/ready").await.unwrap().0, 503, "shutting down");
+    tls.write_all(&body.as_bytes()[100..]).await.unwrap();
+    tls.flush().await.unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        gw.join().await,
+        "in-flight request finished within the grace period"
+    );
+    assert_eq!(up.received().len(), 1);
+    assert_eq!(up.received()[0].body, body.as_bytes());
+}
