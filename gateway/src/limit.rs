@@ -307,8 +307,7 @@ fn admit(
     expected_bytes: u64,
     expected_points: u64,
 ) -> Result<(), Throttled> {
-    // Check the size limits first without charging, so a refusal leaves no trace.
-    for (rate, cell, cost, kind) in [
+    let sizes = [
         (
             limits.decoded_bytes,
             &cells.decoded_bytes,
@@ -321,7 +320,9 @@ fn admit(
             expected_points,
             LimitKind::Points,
         ),
-    ] {
+    ];
+    // Check the size limits first without charging, so a refusal leaves no trace.
+    for &(rate, cell, cost, kind) in &sizes {
         if let Some(rate) = rate {
             probe(cell, rate, cost as f64, now, kind)?;
         }
@@ -329,20 +330,7 @@ fn admit(
     if let Some(rate) = limits.requests {
         cells.requests.charge(rate, 1.0, now, LimitKind::Requests)?;
     }
-    for (rate, cell, cost, kind) in [
-        (
-            limits.decoded_bytes,
-            &cells.decoded_bytes,
-            expected_bytes,
-            LimitKind::DecodedBytes,
-        ),
-        (
-            limits.points,
-            &cells.points,
-            expected_points,
-            LimitKind::Points,
-        ),
-    ] {
+    for &(rate, cell, cost, kind) in &sizes {
         if let Some(rate) = rate {
             // A concurrent request may have taken the room since the probe: refuse then.
             cell.charge(rate, cost as f64, now, kind)?;

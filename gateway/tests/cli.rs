@@ -74,12 +74,14 @@ fn quickstart_pushes_through_mtls_and_exits_0() {
     assert!(text.contains("curl --cacert"), "{text}");
 }
 
-/// Starts `oneway run` on a quickstart-made config and returns it with its public address.
+/// Starts `oneway run` on a quickstart-made config pointed at `upstream`, with `extra` TOML
+/// appended, and returns it with its public address.
 fn start_gateway(
     dir: &std::path::Path,
     upstream: &str,
+    extra: &str,
 ) -> (std::process::Child, std::net::SocketAddr) {
-    // The quickstart writes a PKI; reuse it with our own config.
+    // The quickstart writes a PKI and a config; reuse them with our own upstream.
     let status = Command::new(ONEWAY)
         .args(["quickstart", "--dir"])
         .arg(dir)
@@ -90,7 +92,7 @@ fn start_gateway(
     let start = config.find("addresses = [").unwrap();
     let end = start + config[start..].find(']').unwrap() + 1;
     let config = format!(
-        "{}addresses = [\"{upstream}\"]{}",
+        "{}addresses = [\"{upstream}\"]\nresponse_timeout_ms = 10000{}\n{extra}\n",
         &config[..start],
         &config[end..]
     );
@@ -148,7 +150,7 @@ fn slow_upstream(delay: Duration) -> (String, std::sync::mpsc::Receiver<()>) {
 fn sigterm_lets_an_in_flight_upload_finish_then_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let (upstream, arrived) = slow_upstream(Duration::from_millis(700));
-    let (mut child, addr) = start_gateway(dir.path(), &upstream);
+    let (mut child, addr) = start_gateway(dir.path(), &upstream, "");
     let d = dir.path().to_path_buf();
     let curl = std::thread::spawn(move || {
         Command::new("curl")
@@ -303,44 +305,11 @@ fn memory_budget_bounds_peak_memory_under_a_burst_of_large_bodies() {
     const OVERHEAD: u64 = 24 << 20;
     let dir = tempfile::tempdir().unwrap();
     let upstream = slow_threaded_upstream(Duration::from_millis(1500));
-    let status = Command::new(ONEWAY)
-        .args(["quickstart", "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(status.status.success());
-    let config = std::fs::read_to_string(dir.path().join("oneway.toml")).unwrap();
-    let start = config.find("addresses = [").unwrap();
-    let end = start + config[start..].find(']').unwrap() + 1;
-    let config = format!(
-        "{}addresses = [\"{upstream}\"]\nresponse_timeout_ms = 10000{}\n[limits]\nmax_body_bytes = 8388608\nmax_upload_bytes = 8388608\n[overload]\nmemory_budget_bytes = {BUDGET}\n",
-        &config[..start],
-        &config[end..]
+    let extra = format!(
+        "[limits]\nmax_body_bytes = 8388608\nmax_upload_bytes = 8388608\n\
+         [overload]\nmemory_budget_bytes = {BUDGET}"
     );
-    std::fs::write(dir.path().join("oneway.toml"), &config).unwrap();
-    // Re-use start_gateway's launcher on the prepared directory.
-    let mut child = Command::new(ONEWAY)
-        .args(["run", "--config"])
-        .arg(dir.path().join("oneway.toml"))
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let addr: std::net::SocketAddr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("gateway started");
-        if let Some(rest) = line.split("public=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
+    let (mut child, addr) = start_gateway(dir.path(), &upstream, &extra);
     let line = "cpu,host=web-1 usage=1i 1700000000000000000\n";
     let body = line.repeat((4 << 20) / line.len());
     let file = dir.path().join("batch.lp");

@@ -151,6 +151,25 @@ async fn random_tokens_leave_no_limiter_state() {
     );
 }
 
+/// Pushes `body` twice: the second once the first is held at the (slow) upstream.
+async fn second_while_first_in_flight(
+    gw: &TestGateway,
+    up: &FakeUpstream,
+    body: Vec<u8>,
+) -> (oneway_tests::Answer, oneway_tests::Answer) {
+    let uri = format!("/v1/write/metric?token={TOKEN_1}");
+    let h = headers();
+    let first = gw.post("agent-1", &uri, &h, body.clone());
+    let (first, second) = tokio::join!(first, async {
+        up.arrival().await;
+        gw.post("agent-1", &uri, &h, body.clone()).await
+    });
+    (
+        first.expect("first request"),
+        second.expect("second request"),
+    )
+}
+
 /// A valid line-protocol body of about `bytes`.
 fn body_of(bytes: usize) -> Vec<u8> {
     LP.repeat(bytes / LP.len()).into_bytes()
@@ -176,14 +195,8 @@ async fn memory_budget_turns_away_a_concurrent_large_body_with_503() {
     let before = gw
         .metric("oneway_overload_refused_total", &["reason=\"memory\""])
         .await;
-    let h = headers();
-    let first = gw.post("agent-1", &uri, &h, big.clone());
-    let (first, second) = tokio::join!(first, async {
-        up.arrival().await;
-        gw.post("agent-1", &uri, &headers(), big.clone()).await
-    });
-    assert_eq!(first.unwrap().status, 200);
-    let second = second.unwrap();
+    let (first, second) = second_while_first_in_flight(&gw, &up, big.clone()).await;
+    assert_eq!(first.status, 200);
     assert_eq!(second.status, 503, "{}", second.body);
     assert!(
         second.body.contains("oneway.overloaded.memory"),
@@ -225,14 +238,8 @@ async fn in_flight_cap_refuses_the_next_request_while_one_is_being_handled() {
         .start()
         .await;
     let uri = format!("/v1/write/metric?token={TOKEN_1}");
-    let h = headers();
-    let first = gw.post("agent-1", &uri, &h, LP.into());
-    let (first, second) = tokio::join!(first, async {
-        up.arrival().await;
-        gw.post("agent-1", &uri, &headers(), LP.into()).await
-    });
-    assert_eq!(first.unwrap().status, 200);
-    let second = second.unwrap();
+    let (first, second) = second_while_first_in_flight(&gw, &up, LP.into()).await;
+    assert_eq!(first.status, 200);
     assert_eq!(second.status, 503, "{}", second.body);
     assert!(
         second.body.contains("oneway.overloaded.in_flight"),
