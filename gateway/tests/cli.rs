@@ -125,6 +125,38 @@ fn start_gateway(
     (child, addr)
 }
 
+/// Pushes line protocol with the quickstart's agent certificate and token through `curl`;
+/// `data` is curl's `--data-binary` argument (text, or `@file`). Returns the HTTP status.
+fn curl_push(dir: &std::path::Path, addr: std::net::SocketAddr, data: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--resolve"])
+        .arg(format!("localhost:{}:127.0.0.1", addr.port()))
+        .arg("--cacert")
+        .arg(dir.join("ca.pem"))
+        .arg("--cert")
+        .arg(dir.join("agent-1.pem"))
+        .arg("--key")
+        .arg(dir.join("agent-1.key"))
+        .args([
+            "-H",
+            "Content-Type: application/line-protocol",
+            "--data-binary",
+            data,
+        ])
+        .arg(format!(
+            "https://localhost:{}/v1/write/metric?token={}",
+            addr.port(),
+            oneway_gateway::quickstart::AGENT_TOKEN
+        ))
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    if status != "200" {
+        eprintln!("curl: {status} {}", String::from_utf8_lossy(&out.stderr));
+    }
+    status
+}
+
 /// A one-request upstream that answers 200 after `delay`, signalling when the request is in.
 fn slow_upstream(delay: Duration) -> (String, std::sync::mpsc::Receiver<()>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -152,30 +184,7 @@ fn sigterm_lets_an_in_flight_upload_finish_then_exits_0() {
     let (upstream, arrived) = slow_upstream(Duration::from_millis(700));
     let (mut child, addr) = start_gateway(dir.path(), &upstream, "");
     let d = dir.path().to_path_buf();
-    let curl = std::thread::spawn(move || {
-        Command::new("curl")
-            .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--resolve"])
-            .arg(format!("localhost:{}:127.0.0.1", addr.port()))
-            .arg("--cacert")
-            .arg(d.join("ca.pem"))
-            .arg("--cert")
-            .arg(d.join("agent-1.pem"))
-            .arg("--key")
-            .arg(d.join("agent-1.key"))
-            .args([
-                "-H",
-                "Content-Type: application/line-protocol",
-                "--data-binary",
-                "cpu,host=a v=1i",
-            ])
-            .arg(format!(
-                "https://localhost:{}/v1/write/metric?token={}",
-                addr.port(),
-                oneway_gateway::quickstart::AGENT_TOKEN
-            ))
-            .output()
-            .unwrap()
-    });
+    let curl = std::thread::spawn(move || curl_push(&d, addr, "cpu,host=a v=1i"));
     arrived
         .recv_timeout(Duration::from_secs(20))
         .expect("request reached the upstream");
@@ -187,13 +196,7 @@ fn sigterm_lets_an_in_flight_upload_finish_then_exits_0() {
             .unwrap()
             .success()
     );
-    let out = curl.join().unwrap();
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "200",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(curl.join().unwrap(), "200");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
@@ -319,31 +322,7 @@ fn memory_budget_bounds_peak_memory_under_a_burst_of_large_bodies() {
         let handles: Vec<_> = (0..16)
             .map(|_| {
                 let (d, file) = (d.clone(), file.clone());
-                s.spawn(move || {
-                    let out = Command::new("curl")
-                        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--resolve"])
-                        .arg(format!("localhost:{}:127.0.0.1", addr.port()))
-                        .arg("--cacert")
-                        .arg(d.join("ca.pem"))
-                        .arg("--cert")
-                        .arg(d.join("agent-1.pem"))
-                        .arg("--key")
-                        .arg(d.join("agent-1.key"))
-                        .args([
-                            "-H",
-                            "Content-Type: application/line-protocol",
-                            "--data-binary",
-                        ])
-                        .arg(format!("@{}", file.display()))
-                        .arg(format!(
-                            "https://localhost:{}/v1/write/metric?token={}",
-                            addr.port(),
-                            oneway_gateway::quickstart::AGENT_TOKEN
-                        ))
-                        .output()
-                        .unwrap();
-                    String::from_utf8_lossy(&out.stdout).into_owned()
-                })
+                s.spawn(move || curl_push(&d, addr, &format!("@{}", file.display())))
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()

@@ -13,6 +13,13 @@ fn headers() -> [(&'static str, &'static str); 1] {
     [("content-type", "application/line-protocol")]
 }
 
+/// Pushes line protocol as `client`.
+async fn push(gw: &TestGateway, client: &str, uri: &str, body: &str) -> oneway_tests::Answer {
+    gw.post(client, uri, &headers(), body.as_bytes().to_vec())
+        .await
+        .expect("the request completes")
+}
+
 #[tokio::test]
 async fn agent_over_its_limit_gets_503_with_retry_after_and_others_are_unaffected() {
     let _serial = SERIAL.lock().await;
@@ -27,18 +34,9 @@ async fn agent_over_its_limit_gets_503_with_retry_after_and_others_are_unaffecte
         .await;
     let uri1 = format!("/v1/write/metric?token={TOKEN_1}");
     for _ in 0..2 {
-        assert_eq!(
-            gw.post("agent-1", &uri1, &headers(), LP.into())
-                .await
-                .unwrap()
-                .status,
-            200
-        );
+        assert_eq!(push(&gw, "agent-1", &uri1, LP).await.status, 200);
     }
-    let r = gw
-        .post("agent-1", &uri1, &headers(), LP.into())
-        .await
-        .unwrap();
+    let r = push(&gw, "agent-1", &uri1, LP).await;
     assert_eq!(r.status, 503, "{}", r.body);
     // 0.5 requests per second: the next slot is two seconds away (just under, as the two
     // allowed requests took a little time).
@@ -57,13 +55,7 @@ async fn agent_over_its_limit_gets_503_with_retry_after_and_others_are_unaffecte
     // agent-2 has no limit and is not affected.
     let uri2 = format!("/v1/write/metric?token={TOKEN_2}");
     for _ in 0..5 {
-        assert_eq!(
-            gw.post("agent-2", &uri2, &headers(), LP.into())
-                .await
-                .unwrap()
-                .status,
-            200
-        );
+        assert_eq!(push(&gw, "agent-2", &uri2, LP).await.status, 200);
     }
     assert_eq!(
         gw.metric("oneway_limit_throttled_total", &["kind=\"requests\""])
@@ -84,17 +76,8 @@ async fn a_token_configured_for_429_gets_429_and_points_are_limited_after_valida
     let uri = format!("/v1/write/metric?token={TOKEN_1}");
     // Three points pass (the client claims none: the real count is charged after validation).
     let three = LP.repeat(3);
-    assert_eq!(
-        gw.post("agent-1", &uri, &headers(), three.clone().into())
-            .await
-            .unwrap()
-            .status,
-        200
-    );
-    let r = gw
-        .post("agent-1", &uri, &headers(), LP.into())
-        .await
-        .unwrap();
+    assert_eq!(push(&gw, "agent-1", &uri, &three).await.status, 200);
+    let r = push(&gw, "agent-1", &uri, LP).await;
     assert_eq!(r.status, 429, "{}", r.body);
     assert!(r.body.contains("rate_limited.points"));
     assert!(r.headers.contains_key("retry-after"));
@@ -118,32 +101,14 @@ async fn random_tokens_leave_no_limiter_state() {
         .start()
         .await;
     let ok = format!("/v1/write/metric?token={TOKEN_1}");
-    assert_eq!(
-        gw.post("agent-1", &ok, &headers(), LP.into())
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(push(&gw, "agent-1", &ok, LP).await.status, 200);
     let tracked = gw.metric("oneway_limit_tracked_tokens", &[]).await;
     assert_eq!(tracked, 1.0);
     for i in 0..200 {
         let uri = format!("/v1/write/metric?token=tkn_random_{i:08}");
-        assert_eq!(
-            gw.post("agent-1", &uri, &headers(), LP.into())
-                .await
-                .unwrap()
-                .status,
-            401
-        );
+        assert_eq!(push(&gw, "agent-1", &uri, LP).await.status, 401);
     }
-    assert_eq!(
-        gw.post("agent-1", &ok, &headers(), LP.into())
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(push(&gw, "agent-1", &ok, LP).await.status, 200);
     assert_eq!(
         gw.metric("oneway_limit_tracked_tokens", &[]).await,
         tracked,
@@ -247,13 +212,7 @@ async fn in_flight_cap_refuses_the_next_request_while_one_is_being_handled() {
         second.body
     );
     up.set_mode(oneway_tests::Mode::Status(200));
-    assert_eq!(
-        gw.post("agent-1", &uri, &headers(), LP.into())
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(push(&gw, "agent-1", &uri, LP).await.status, 200);
 }
 
 /// Shutdown while an agent is still sending its body: the upload finishes and is accepted.
