@@ -87,6 +87,19 @@ pub struct RawConfig {
     overload: RawOverload,
     #[serde(default)]
     tokens: Vec<RawToken>,
+    spool: Option<RawSpool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpool {
+    directory: Option<PathBuf>,
+    mode: Option<String>,
+    max_bytes: Option<u64>,
+    max_age_seconds: Option<u64>,
+    segment_bytes: Option<u64>,
+    replay_share: Option<f64>,
+    retry_max_backoff_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -292,6 +305,8 @@ pub struct Config {
     pub overload: OverloadConfig,
     /// The agents' tokens.
     pub tokens: Vec<TokenConfig>,
+    /// The durable spool, if configured.
+    pub spool: Option<crate::spool::SpoolConfig>,
 }
 
 /// The public listener.
@@ -590,6 +605,80 @@ fn rate(
         }
     };
     (limits, status)
+}
+
+/// Default spool high-watermark: 1 GiB.
+const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+/// Default spool segment size: 64 MiB.
+const DEFAULT_SPOOL_SEGMENT_BYTES: u64 = 64 << 20;
+
+fn spool(
+    p: &mut Problems,
+    r: &RawSpool,
+    resolve: &dyn Fn(&PathBuf) -> PathBuf,
+    max_body_bytes: usize,
+) -> Option<crate::spool::SpoolConfig> {
+    use crate::spool::SpoolMode;
+    let directory = match &r.directory {
+        Some(d) => resolve(d),
+        None => {
+            p.add("spool.directory", "is required to enable the spool");
+            PathBuf::new()
+        }
+    };
+    let mode = match r.mode.as_deref() {
+        None | Some("forward-first") => SpoolMode::ForwardFirst,
+        Some("spool-first") => SpoolMode::SpoolFirst,
+        Some(other) => {
+            p.add(
+                "spool.mode",
+                format!("{other:?} is not \"forward-first\" or \"spool-first\""),
+            );
+            SpoolMode::ForwardFirst
+        }
+    };
+    let segment_bytes = r.segment_bytes.unwrap_or(DEFAULT_SPOOL_SEGMENT_BYTES);
+    if segment_bytes < 64 << 10 {
+        p.add("spool.segment_bytes", "must be at least 65536");
+    }
+    let max_bytes = r.max_bytes.unwrap_or(DEFAULT_SPOOL_MAX_BYTES);
+    if max_bytes < (max_body_bytes as u64).saturating_mul(2).max(segment_bytes) {
+        p.add(
+            "spool.max_bytes",
+            "must hold at least one segment and two bodies of limits.max_body_bytes",
+        );
+    }
+    let replay_share = r.replay_share.unwrap_or(0.5);
+    if !(replay_share > 0.0 && replay_share <= 1.0) {
+        p.add("spool.replay_share", "must be in (0, 1]");
+    }
+    let max_age = match r.max_age_seconds {
+        Some(0) => {
+            p.add(
+                "spool.max_age_seconds",
+                "must be greater than 0 (or absent)",
+            );
+            None
+        }
+        s => s.map(Duration::from_secs),
+    };
+    let retry_max_backoff = Duration::from_millis(match r.retry_max_backoff_ms {
+        Some(0) => {
+            p.add("spool.retry_max_backoff_ms", "must be greater than 0");
+            1
+        }
+        Some(ms) => ms,
+        None => 30_000,
+    });
+    Some(crate::spool::SpoolConfig {
+        directory,
+        mode,
+        max_bytes,
+        max_age,
+        segment_bytes,
+        replay_share,
+        retry_max_backoff,
+    })
 }
 
 fn token_is_well_formed(t: &str) -> bool {
@@ -898,10 +987,10 @@ impl RawConfig {
                     None
                 }
             };
-            if let Some(TokenSecret::Sha256(h)) = &secret {
-                if !seen.insert(*h) {
-                    p.add(path.clone(), "the same token is configured twice");
-                }
+            if let Some(TokenSecret::Sha256(h)) = &secret
+                && !seen.insert(*h)
+            {
+                p.add(path.clone(), "the same token is configured twice");
             }
             if t.identities.is_empty() {
                 p.add(
@@ -919,13 +1008,13 @@ impl RawConfig {
                         .ok()
                 })
                 .collect();
-            if let Some(up) = &t.upstream_token {
-                if !token_is_well_formed(up) {
-                    p.add(
-                        format!("{path}.upstream_token"),
-                        "a token is 1-128 letters, digits, '_' or '-'",
-                    );
-                }
+            if let Some(up) = &t.upstream_token
+                && !token_is_well_formed(up)
+            {
+                p.add(
+                    format!("{path}.upstream_token"),
+                    "a token is 1-128 letters, digits, '_' or '-'",
+                );
             }
             let allowed_apis = match &t.allow_apis {
                 None => DEFAULT_ALLOWED_APIS.iter().map(|s| s.to_string()).collect(),
@@ -957,10 +1046,16 @@ impl RawConfig {
             }
         }
 
+        let spool = self
+            .spool
+            .as_ref()
+            .and_then(|sp| spool(&mut p, sp, &resolve, body.max_body_bytes));
+
         if !p.0.is_empty() {
             return Err(ConfigError::Invalid(p.0));
         }
         Ok(Config {
+            spool,
             listener,
             admin_address,
             upstream,

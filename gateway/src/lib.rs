@@ -7,6 +7,7 @@
 //! - [`auth`]: tokens bound to client-certificate identities;
 //! - [`server`]: listeners, accept loop, the request path, the admin listener;
 //! - [`upstream`]: the only outbound connections, to configured literal addresses;
+//! - [`spool`]: the durable spool (group-committed, replayed in order, crash-safe);
 //! - [`response`]: one mapping from errors to statuses and Guance-style JSON bodies;
 //! - [`telemetry`]: metric names; [`certs`]: a dev/test PKI; [`client`]: an mTLS client;
 //! - [`quickstart`]: the whole path on one machine with no setup.
@@ -19,6 +20,7 @@ pub mod limit;
 pub mod quickstart;
 pub mod response;
 pub mod server;
+pub mod spool;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -6,7 +6,8 @@
 //! - `quickstart`: the whole path with no setup (dev PKI, local upstream, a real mTLS push);
 //! - `demo`: run a generated DataKit-shaped batch through the protocol layer only.
 //!
-//! - `run`: serve (SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0).
+//! - `run`: serve (SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0; a spool
+//!   write or sync error: stop accepting, exit 74).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -92,6 +93,9 @@ enum Command {
         config: PathBuf,
     },
 }
+
+/// `EX_IOERR`: the spool could not write or sync; nothing unsynced was acknowledged.
+const EXIT_IO_ERROR: u8 = 74;
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
@@ -254,11 +258,13 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let gateway = oneway_gateway::server::Gateway::bind(config)?;
         tracing::info!(public = %gateway.public_addr(), admin = %gateway.admin_addr(), "listening");
-        let finished = gateway.serve(shutdown_signal()).await;
-        Ok(if finished {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(1)
+        Ok(match gateway.serve(shutdown_signal()).await {
+            oneway_gateway::server::Exit::Clean => ExitCode::SUCCESS,
+            oneway_gateway::server::Exit::GraceExpired => ExitCode::from(1),
+            oneway_gateway::server::Exit::SpoolFailed(why) => {
+                eprintln!("oneway: the spool failed ({why}); the next start recovers from it");
+                ExitCode::from(EXIT_IO_ERROR)
+            }
         })
     })
 }

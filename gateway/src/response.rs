@@ -70,6 +70,10 @@ pub enum RequestError {
         /// `in_flight` or `memory`.
         reason: &'static str,
     },
+    /// The upstream is unavailable and the spool cannot take the batch (full, disk full,
+    /// stopped); the batch was not acknowledged.
+    #[error("the upstream is unavailable and {0}; retry later")]
+    Spool(crate::spool::SpoolError),
     /// A bug inside the gateway (a panicked task); the batch was not acknowledged.
     #[error("internal error; retry later")]
     Internal,
@@ -91,6 +95,7 @@ impl RequestError {
             RequestError::Invalid(_) => "invalid_payload",
             RequestError::UpstreamUnavailable => "upstream_unavailable",
             RequestError::Internal => "internal",
+            RequestError::Spool(_) => "spool_unavailable",
             RequestError::Throttled { .. } => "rate_limited",
             RequestError::Overloaded { .. } => "overloaded",
         }
@@ -117,6 +122,7 @@ impl RequestError {
             RequestError::BadPrecision | RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
             RequestError::UpstreamUnavailable
             | RequestError::Internal
+            | RequestError::Spool(_)
             | RequestError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::Throttled { status, .. } => *status,
         }
@@ -132,6 +138,7 @@ pub fn error_response(e: &RequestError) -> Response<Full<Bytes>> {
         RequestError::Invalid(r) => format!("oneway.invalid_payload.{}", r.rule.as_str()),
         RequestError::Throttled { kind, .. } => format!("oneway.rate_limited.{}", kind.as_str()),
         RequestError::Overloaded { reason } => format!("oneway.overloaded.{reason}"),
+        RequestError::Spool(e) => format!("oneway.spool.{}", e.kind()),
         other => format!("oneway.{}", other.kind()),
     };
     let body = serde_json::json!({ "error_code": code, "message": e.to_string() });
@@ -155,6 +162,19 @@ pub fn error_response(e: &RequestError) -> Response<Full<Bytes>> {
     resp
 }
 
+/// The answer for a batch that is durably spooled (not yet delivered): 202.
+pub fn spooled_response() -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(
+        br#"{"message":"spooled; delivered when the upstream accepts it"}"#,
+    )));
+    *resp.status_mut() = StatusCode::ACCEPTED;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,5 +191,9 @@ mod tests {
         );
         let r = error_response(&RequestError::UpstreamUnavailable);
         assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+        let full = RequestError::Spool(crate::spool::SpoolError::Full);
+        assert_eq!(full.status(), 503);
+        assert_eq!(error_response(&full).headers()[header::RETRY_AFTER], "5");
+        assert_eq!(spooled_response().status(), 202);
     }
 }

@@ -28,12 +28,13 @@ use oneway_protocol::{BodyKind, Category, Decoder, Encoding, Precision, Validato
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::auth::{AuthError, PeerIdentity, TokenTable};
 use crate::config::{Config, KNOWN_APIS, TokenConfig, TokenSecret};
 use crate::limit::{Limiter, MonotonicClock, Throttled};
 use crate::response::{RequestError, error_response};
+use crate::spool::{Spool, SpoolMode};
 use crate::telemetry;
 use crate::upstream::Upstream;
 
@@ -76,6 +77,7 @@ struct State {
     /// The memory budget, in KiB permits.
     memory: Arc<Semaphore>,
     upstream: Arc<Upstream>,
+    spool: Option<Arc<Spool>>,
     pool: Mutex<Vec<Scratch>>,
 }
 
@@ -119,6 +121,11 @@ impl Gateway {
     pub fn bind(config: Config) -> anyhow::Result<Gateway> {
         let _ = telemetry::handle();
         let tls = crate::tls::server_config(&config.listener)?;
+        // First the spool: a directory another process holds stops us before we bind.
+        let spool = match &config.spool {
+            Some(c) => Some(Spool::open(c.clone())?),
+            None => None,
+        };
         for (name, path) in [
             ("server", &config.listener.server_cert),
             ("client_ca", &config.listener.client_ca),
@@ -142,6 +149,7 @@ impl Gateway {
             in_flight: Arc::new(Semaphore::new(config.overload.max_in_flight_requests)),
             memory: Arc::new(Semaphore::new(kib(config.overload.memory_budget_bytes))),
             upstream: Upstream::new(&config.upstream)?,
+            spool,
             pool: Mutex::new(Vec::new()),
             config,
         });
@@ -167,9 +175,10 @@ impl Gateway {
             .unwrap_or(self.state.config.admin_address)
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets in-flight requests finish
-    /// within `listener.shutdown_grace`, and returns whether they all did.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> bool {
+    /// Serves until `shutdown` completes (or the spool fails), then stops accepting, lets
+    /// in-flight requests finish within `listener.shutdown_grace`, persists the spool's
+    /// progress, and says how it ended.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> Exit {
         let Gateway {
             state,
             public,
@@ -189,6 +198,21 @@ impl Gateway {
                 }
             })
         };
+        let spool_tasks = match &state.spool {
+            Some(spool) => spool.start(Arc::clone(&state.upstream)),
+            None => Vec::new(),
+        };
+        let spool_failure = {
+            let spool = state.spool.clone();
+            async move {
+                match spool {
+                    Some(spool) => spool.failure().await,
+                    None => std::future::pending().await,
+                }
+            }
+        };
+        tokio::pin!(spool_failure);
+        let mut failure = None;
         let graceful = GracefulShutdown::new();
         let slots = Arc::new(Semaphore::new(state.config.listener.max_connections));
         tokio::pin!(shutdown);
@@ -196,6 +220,11 @@ impl Gateway {
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                why = &mut spool_failure => {
+                    error!(error = %why, "the spool failed: stopping");
+                    failure = Some(why);
+                    break;
+                }
                 accepted = public.accept() => {
                     let (stream, peer) = match accepted {
                         Ok(a) => a,
@@ -235,8 +264,29 @@ impl Gateway {
         }
         admin_task.abort();
         sweeper.abort();
-        finished
+        for task in spool_tasks {
+            task.abort();
+        }
+        if let Some(spool) = &state.spool {
+            spool.close().await;
+        }
+        match failure {
+            Some(why) => Exit::SpoolFailed(why),
+            None if finished => Exit::Clean,
+            None => Exit::GraceExpired,
+        }
     }
+}
+
+/// How [`Gateway::serve`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Exit {
+    /// Every in-flight request finished.
+    Clean,
+    /// The shutdown grace period ran out with requests in flight.
+    GraceExpired,
+    /// A spool write or sync failed (the process must exit non-zero).
+    SpoolFailed(String),
 }
 
 async fn connection(
@@ -308,10 +358,10 @@ fn route(path: &str) -> Result<Route, RequestError> {
     }) {
         return Ok(Route::Api(api));
     }
-    if let Some(segment) = path.strip_prefix("/v1/write/") {
-        if let Some(category) = Category::from_path_segment(segment) {
-            return Ok(Route::Write(category));
-        }
+    if let Some(segment) = path.strip_prefix("/v1/write/")
+        && let Some(category) = Category::from_path_segment(segment)
+    {
+        return Ok(Route::Write(category));
     }
     Err(RequestError::NotFound(path.chars().take(64).collect()))
 }
@@ -554,10 +604,10 @@ fn forwarded_headers(from: &HeaderMap, identity: &PeerIdentity, state: &State) -
             out.append(*name, value.clone());
         }
     }
-    if let Some(name) = &state.config.identity_header {
-        if let Ok(v) = HeaderValue::from_str(&identity.name()) {
-            out.insert(name.clone(), v);
-        }
+    if let Some(name) = &state.config.identity_header
+        && let Ok(v) = HeaderValue::from_str(&identity.name())
+    {
+        out.insert(name.clone(), v);
     }
     out
 }
@@ -699,24 +749,59 @@ async fn write(
         parts.uri.path(),
         upstream_query(&query, &token, presented.as_deref().unwrap_or(""))
     );
-    let mut request = Request::new(Full::new(body.clone()));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = upstream_uri
-        .parse()
-        .map_err(|_| RequestError::UpstreamUnavailable)?;
-    *request.headers_mut() = headers;
-    let answer = state
-        .upstream
-        .send(request)
-        .await
-        .map_err(|_| RequestError::UpstreamUnavailable)?;
-    if answer.status.is_success() {
+    let accepted = |outcome: &'static str| {
+        metrics::counter!(telemetry::ACCEPTED, "outcome" => outcome).increment(1);
         metrics::counter!(telemetry::POINTS, "category" => category.as_str())
             .increment(verdict.points);
         metrics::counter!(telemetry::BYTES, "category" => category.as_str(), "stage" => "compressed")
             .increment(body.len() as u64);
         metrics::counter!(telemetry::BYTES, "category" => category.as_str(), "stage" => "decoded")
             .increment(decoded_len as u64);
+    };
+    let spool_it = |spool: Arc<Spool>| {
+        let payload = crate::spool::record::Payload::new(
+            crate::spool::unix_ms(),
+            &upstream_uri,
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+            body.clone(),
+        );
+        async move {
+            let payload = payload.ok_or(RequestError::Internal)?;
+            spool.append(payload).await.map_err(RequestError::Spool)?;
+            Ok::<_, RequestError>(crate::response::spooled_response())
+        }
+    };
+    if let Some(spool) = &state.spool {
+        if spool.mode() == SpoolMode::SpoolFirst || !state.upstream.healthy() {
+            let resp = spool_it(Arc::clone(spool)).await?;
+            accepted("spooled");
+            return Ok(resp);
+        }
+        spool.note_live_request();
+    }
+    let mut request = Request::new(Full::new(body.clone()));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = upstream_uri
+        .parse()
+        .map_err(|_| RequestError::UpstreamUnavailable)?;
+    *request.headers_mut() = headers.clone();
+    let sent = state.upstream.send(request).await;
+    let answer = match (sent, &state.spool) {
+        (Ok(answer), Some(spool)) if !crate::spool::retryable_status(answer.status) => {
+            spool.note_upstream_back();
+            answer
+        }
+        (Ok(answer), None) => answer,
+        // Down, slow, 5xx, 408 or 429: the batch goes to the spool when there is one.
+        (_, Some(spool)) => {
+            let resp = spool_it(Arc::clone(spool)).await?;
+            accepted("spooled");
+            return Ok(resp);
+        }
+        (Err(_), None) => return Err(RequestError::UpstreamUnavailable),
+    };
+    if answer.status.is_success() {
+        accepted("forwarded");
     }
     Ok(relay(answer))
 }
@@ -779,6 +864,16 @@ fn relay(answer: crate::upstream::Answer) -> Response<Full<Bytes>> {
     resp
 }
 
+/// Whether a write would be accepted now: with a spool, while it has room and has not
+/// failed (an upstream outage alone keeps the gateway ready: it spools); without one, while
+/// an upstream is healthy.
+fn can_accept(state: &State) -> bool {
+    match &state.spool {
+        Some(spool) => !spool.has_failed() && !spool.is_full(),
+        None => state.upstream.healthy(),
+    }
+}
+
 async fn serve_admin(listener: TcpListener, state: Arc<State>, ready: Arc<AtomicBool>) {
     let handle = telemetry::handle();
     loop {
@@ -793,7 +888,7 @@ async fn serve_admin(listener: TcpListener, state: Arc<State>, ready: Arc<Atomic
                 let (status, body) = match req.uri().path() {
                     "/metrics" => (StatusCode::OK, handle.render()),
                     "/live" => (StatusCode::OK, "live\n".to_string()),
-                    "/ready" if ready.load(Ordering::Relaxed) && state.upstream.healthy() => {
+                    "/ready" if ready.load(Ordering::Relaxed) && can_accept(&state) => {
                         (StatusCode::OK, "ready\n".to_string())
                     }
                     "/ready" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string()),

@@ -42,6 +42,31 @@ pub const MEMORY_USED: &str = "oneway_overload_memory_reserved_bytes";
 /// Seconds until a certificate expires, by `cert` (`server`, `client_ca`).
 pub const CERT_EXPIRY: &str = "oneway_tls_certificate_expiry_seconds";
 
+/// Bytes of spool segments on disk.
+pub const SPOOL_BYTES: &str = "oneway_spool_bytes";
+/// Spooled records not yet delivered.
+pub const SPOOL_RECORDS: &str = "oneway_spool_records";
+/// Age of the oldest undelivered spooled record.
+pub const SPOOL_OLDEST_AGE: &str = "oneway_spool_oldest_record_age_seconds";
+/// Records appended (acknowledged after their sync).
+pub const SPOOL_APPENDS: &str = "oneway_spool_appends_total";
+/// Group commits (one `fdatasync` each).
+pub const SPOOL_SYNCS: &str = "oneway_spool_syncs_total";
+/// Time to write and sync one group.
+pub const SPOOL_SYNC_DURATION: &str = "oneway_spool_sync_duration_seconds";
+/// Records replayed to the upstream.
+pub const SPOOL_REPLAYED: &str = "oneway_spool_replayed_total";
+/// Records the upstream refused with a 4xx, moved to `dead/`.
+pub const SPOOL_DEAD_LETTERS: &str = "oneway_spool_dead_letters_total";
+/// Segments moved to `quarantine/`.
+pub const SPOOL_QUARANTINED: &str = "oneway_spool_quarantined_segments_total";
+/// Appends refused, by `reason` (`full`, `too_old`, `disk_full`, `stopped`, `fatal`).
+pub const SPOOL_REFUSED: &str = "oneway_spool_refused_total";
+/// 1 once the spool stopped after a write or sync error (the process then exits).
+pub const SPOOL_FAILED: &str = "oneway_spool_failed";
+/// Batches accepted by `outcome` (`forwarded`, `spooled`).
+pub const ACCEPTED: &str = "oneway_ingest_batches_total";
+
 /// The process-wide Prometheus handle.
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -82,6 +107,32 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_REFUSED,
         "Connections refused at the connection cap"
+    );
+    describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes of spool segments on disk");
+    describe_gauge!(SPOOL_RECORDS, "Spooled records not yet delivered");
+    describe_gauge!(
+        SPOOL_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest undelivered spooled record"
+    );
+    describe_counter!(SPOOL_APPENDS, "Records appended to the spool and synced");
+    describe_counter!(SPOOL_SYNCS, "Spool group commits (one fdatasync each)");
+    describe_histogram!(
+        SPOOL_SYNC_DURATION,
+        Unit::Seconds,
+        "Time to write and sync one spool group"
+    );
+    describe_counter!(SPOOL_REPLAYED, "Spooled records delivered to the upstream");
+    describe_counter!(
+        SPOOL_DEAD_LETTERS,
+        "Spooled records the upstream refused, moved to dead/"
+    );
+    describe_counter!(SPOOL_QUARANTINED, "Spool segments moved to quarantine/");
+    describe_counter!(SPOOL_REFUSED, "Spool appends refused, by reason");
+    describe_gauge!(SPOOL_FAILED, "1 once the spool stopped after an I/O error");
+    describe_counter!(
+        ACCEPTED,
+        "Batches accepted, by outcome (forwarded, spooled)"
     );
     describe_gauge!(
         CERT_EXPIRY,

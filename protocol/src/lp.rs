@@ -569,7 +569,7 @@ static BASE64: [bool; 256] = {
 
 /// The decoded length of padded standard base64, or `None` if it is not valid.
 fn base64_len(s: &[u8]) -> Option<usize> {
-    if s.len() % 4 != 0 {
+    if !s.len().is_multiple_of(4) {
         return None;
     }
     let pad = match s {

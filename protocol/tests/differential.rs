@@ -99,10 +99,10 @@ fn compare(body: &str) -> Result<(), String> {
     let a = ours(body);
     let b = iox(body);
     if a.is_ok() == b.is_ok() {
-        if let (Ok(x), Ok(y)) = (&a, &b) {
-            if x != y {
-                return Err(format!("point counts differ ({x} vs {y}) on {body:?}"));
-            }
+        if let (Ok(x), Ok(y)) = (&a, &b)
+            && x != y
+        {
+            return Err(format!("point counts differ ({x} vs {y}) on {body:?}"));
         }
         return Ok(());
     }

@@ -43,6 +43,8 @@ pub struct Received {
     pub headers: HeaderMap,
     /// Body, as received.
     pub body: Bytes,
+    /// The status it was answered with.
+    pub status: u16,
 }
 
 /// How the fake upstream answers.
@@ -67,7 +69,12 @@ pub struct FakeUpstream {
 impl FakeUpstream {
     /// Starts one answering 200.
     pub async fn start() -> FakeUpstream {
-        FakeUpstream::start_with(None).await
+        FakeUpstream::start_with(None, "127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// Starts one answering 200 on `addr` (an upstream coming back where it was).
+    pub async fn start_on(addr: SocketAddr) -> FakeUpstream {
+        FakeUpstream::start_with(None, addr).await
     }
 
     /// Starts one answering 200 over TLS with `pki`'s server certificate (`localhost`,
@@ -85,13 +92,15 @@ impl FakeUpstream {
             .with_no_client_auth()
             .with_single_cert(certs, key)
             .expect("server config");
-        FakeUpstream::start_with(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+        FakeUpstream::start_with(
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+            "127.0.0.1:0".parse().expect("addr"),
+        )
+        .await
     }
 
-    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> FakeUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>, addr: SocketAddr) -> FakeUpstream {
+        let listener = TcpListener::bind(addr).await.expect("bind loopback");
         let up = FakeUpstream {
             addr: listener.local_addr().expect("bound"),
             received: Arc::default(),
@@ -139,6 +148,7 @@ impl FakeUpstream {
                                 uri: parts.uri.to_string(),
                                 headers: parts.headers,
                                 body,
+                                status,
                             });
                             let mut resp =
                                 Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
@@ -191,6 +201,29 @@ impl FakeUpstream {
     /// What it received so far.
     pub fn received(&self) -> Vec<Received> {
         self.received.lock().expect("lock").clone()
+    }
+
+    /// What it received and answered with a 2xx.
+    pub fn delivered(&self) -> Vec<Received> {
+        let mut all = self.received();
+        all.retain(|r| (200..300).contains(&r.status));
+        all
+    }
+
+    /// Waits until at least `n` requests were answered with a 2xx, for at most `limit`;
+    /// returns them.
+    pub async fn wait_delivered(&self, n: usize, limit: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let got = self.delivered();
+            if got.len() >= n || tokio::time::Instant::now() >= deadline {
+                return got;
+            }
+            let _ = tokio::time::timeout_at(deadline, self.arrival()).await;
+            // The request is being answered: let the recording land.
+            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 
@@ -382,7 +415,7 @@ pub struct TestGateway {
     /// The admin address.
     pub admin: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<bool>,
+    task: tokio::task::JoinHandle<oneway_gateway::server::Exit>,
     /// Its PKI.
     pub pki: TestPki,
 }
@@ -487,7 +520,19 @@ impl TestGateway {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.task).await.unwrap_or(false)
+        (&mut self.task)
+            .await
+            .is_ok_and(|e| e == oneway_gateway::server::Exit::Clean)
+    }
+
+    /// Stops it (as [`Self::stop`]) and hands back its PKI, to start another gateway with the
+    /// same certificates.
+    pub async fn stop_keep_pki(mut self) -> TestPki {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.task).await;
+        self.pki
     }
 
     /// Takes the stop signal, to send it while the gateway is in use; then [`Self::join`].
@@ -497,7 +542,9 @@ impl TestGateway {
 
     /// Waits for the serve task after the [`Self::stopper`] fired.
     pub async fn join(self) -> bool {
-        self.task.await.unwrap_or(false)
+        self.task
+            .await
+            .is_ok_and(|e| e == oneway_gateway::server::Exit::Clean)
     }
 }
 
