@@ -6,11 +6,13 @@
     reason = "test helpers: a panic is the test failing"
 )]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::io::{Read, Write};
+use std::process::Command;
+use std::time::Duration;
 
-const ONEWAY: &str = env!("CARGO_BIN_EXE_oneway");
+mod common;
+
+use common::{ONEWAY, curl_push, start_gateway, threaded_upstream};
 
 #[test]
 fn check_config_lists_every_problem_and_exits_64() {
@@ -72,89 +74,6 @@ fn quickstart_pushes_through_mtls_and_exits_0() {
     assert!(text.contains("gateway answered 200"), "{text}");
     assert!(text.contains("byte-identical"), "{text}");
     assert!(text.contains("curl --cacert"), "{text}");
-}
-
-/// Starts `oneway run` on a quickstart-made config pointed at `upstream`, with `extra` TOML
-/// appended, and returns it with its public address.
-fn start_gateway(
-    dir: &std::path::Path,
-    upstream: &str,
-    extra: &str,
-) -> (std::process::Child, std::net::SocketAddr) {
-    // The quickstart writes a PKI and a config; reuse them with our own upstream.
-    let status = Command::new(ONEWAY)
-        .args(["quickstart", "--dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(status.status.success());
-    let config = std::fs::read_to_string(dir.join("oneway.toml")).unwrap();
-    let start = config.find("addresses = [").unwrap();
-    let end = start + config[start..].find(']').unwrap() + 1;
-    let config = format!(
-        "{}addresses = [\"{upstream}\"]\nresponse_timeout_ms = 10000{}\n{extra}\n",
-        &config[..start],
-        &config[end..]
-    );
-    std::fs::write(dir.join("oneway.toml"), config).unwrap();
-    let mut child = Command::new(ONEWAY)
-        .args(["run", "--config"])
-        .arg(dir.join("oneway.toml"))
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let Ok(line) = rx.recv_timeout(left) else {
-            let _ = child.kill();
-            panic!("gateway did not report its address in time");
-        };
-        if let Some(rest) = line.split("public=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
-        }
-    };
-    (child, addr)
-}
-
-/// Pushes line protocol with the quickstart's agent certificate and token through `curl`;
-/// `data` is curl's `--data-binary` argument (text, or `@file`). Returns the HTTP status.
-fn curl_push(dir: &std::path::Path, addr: std::net::SocketAddr, data: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--resolve"])
-        .arg(format!("localhost:{}:127.0.0.1", addr.port()))
-        .arg("--cacert")
-        .arg(dir.join("ca.pem"))
-        .arg("--cert")
-        .arg(dir.join("agent-1.pem"))
-        .arg("--key")
-        .arg(dir.join("agent-1.key"))
-        .args([
-            "-H",
-            "Content-Type: application/line-protocol",
-            "--data-binary",
-            data,
-        ])
-        .arg(format!(
-            "https://localhost:{}/v1/write/metric?token={}",
-            addr.port(),
-            oneway_gateway::quickstart::AGENT_TOKEN
-        ))
-        .output()
-        .unwrap();
-    let status = String::from_utf8_lossy(&out.stdout).into_owned();
-    if status != "200" {
-        eprintln!("curl: {status} {}", String::from_utf8_lossy(&out.stderr));
-    }
-    status
 }
 
 /// A one-request upstream that answers 200 after `delay`, signalling when the request is in.
@@ -244,48 +163,6 @@ fn certs_makes_clients_with_explicit_identities_and_revocations() {
     assert_eq!(bad.status.code(), Some(64));
 }
 
-/// An upstream that answers every request 200 after `delay`, one thread per connection.
-fn slow_threaded_upstream(delay: Duration) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten().take(1000) {
-            std::thread::spawn(move || {
-                let mut s = stream;
-                let mut buf = vec![0u8; 1 << 16];
-                let mut got: Vec<u8> = Vec::new();
-                let (head_end, length) = loop {
-                    let n = match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => n,
-                    };
-                    got.extend_from_slice(&buf[..n]);
-                    if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-                        let length = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        break (end + 4, length);
-                    }
-                };
-                while got.len() < head_end + length {
-                    match s.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
-                std::thread::sleep(delay);
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}",
-                );
-            });
-        }
-    });
-    addr
-}
-
 fn peak_rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: u64 = status
@@ -307,7 +184,7 @@ fn memory_budget_bounds_peak_memory_under_a_burst_of_large_bodies() {
     // burst would hold 16 × 4 MiB = 64 MiB of bodies, far over budget + overhead.
     const OVERHEAD: u64 = 24 << 20;
     let dir = tempfile::tempdir().unwrap();
-    let upstream = slow_threaded_upstream(Duration::from_millis(1500));
+    let upstream = threaded_upstream(Duration::from_millis(1500)).addr;
     let extra = format!(
         "[limits]\nmax_body_bytes = 8388608\nmax_upload_bytes = 8388608\n\
          [overload]\nmemory_budget_bytes = {BUDGET}"

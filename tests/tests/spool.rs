@@ -289,3 +289,118 @@ async fn spooled_batches_survive_a_restart_and_are_delivered_by_the_next_process
     assert_eq!(tags, vec![0, 1, 2, 3, 4]);
     assert!(gw.stop().await);
 }
+
+/// A tmpfs mounted for the test's lifetime (the test runs as root, as CI does).
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        let out = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs needs root (CI runs as root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_without_corruption_then_recovers() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mount = Tmpfs::mount(dir.path(), "384k");
+    let spool = dir.path().join("spool");
+    let up = FakeUpstream::start().await;
+    up.set_mode(Mode::Status(503));
+    // The watermark is far above the disk: the disk fills first.
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .toml("[limits]\nmax_body_bytes = 65536\n")
+        .toml(&spool_toml(
+            &spool,
+            "mode = \"spool-first\"\nmax_bytes = 104857600\nsegment_bytes = 65536",
+        ))
+        .start()
+        .await;
+    let refused = gw
+        .metric("oneway_spool_refused_total", &["reason=\"disk_full\""])
+        .await;
+    let mut acked = Vec::new();
+    let mut full = None;
+    for tag in 0..200 {
+        let body = batch(tag, 12 << 10);
+        let r = push(&gw, body.clone()).await;
+        match r.status.as_u16() {
+            202 => acked.push(body),
+            503 => {
+                full = Some(r);
+                break;
+            }
+            s => panic!("unexpected {s}: {}", r.body),
+        }
+    }
+    let full = full.expect("the disk filled");
+    assert!(
+        full.body.contains("oneway.spool.disk_full"),
+        "{}",
+        full.body
+    );
+    assert_eq!(full.headers["retry-after"], "5");
+    assert!(acked.len() >= 10, "{} batches fit", acked.len());
+    assert_eq!(
+        gw.metric("oneway_spool_refused_total", &["reason=\"disk_full\""])
+            .await
+            - refused,
+        1.0
+    );
+    // Still serving, still refusing while full; nothing is lost or torn.
+    assert_eq!(push(&gw, batch(999, 12 << 10)).await.status, 503);
+
+    // The upstream returns: the spool drains, frees its segments, and accepts again.
+    up.set_mode(Mode::Status(200));
+    let got = up.wait_delivered(acked.len(), DRAIN).await;
+    assert_eq!(got.len(), acked.len());
+    for (r, body) in got.iter().zip(&acked) {
+        assert_eq!(&r.body[..], &body[..], "in order, byte for byte");
+    }
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    let accepted = loop {
+        let r = push(&gw, batch(500, 12 << 10)).await;
+        if r.status == 202 || tokio::time::Instant::now() >= deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(accepted.status, 202, "{}", accepted.body);
+    let _ = up.wait_delivered(acked.len() + 1, DRAIN).await;
+    let pki = gw.stop_keep_pki().await;
+    drop(pki);
+    // The log on the full-then-freed disk opens clean: no torn tail, nothing quarantined.
+    let storage = oneway_gateway::spool::storage::FsStorage::new(&spool).expect("open");
+    let (_, report) =
+        oneway_gateway::spool::log::Log::open(storage, 65536).expect("the log recovers");
+    assert_eq!(report.truncated_bytes, 0, "{report:?}");
+    assert!(report.quarantined.is_empty(), "{report:?}");
+    assert_eq!(report.pending_records, 0, "{report:?}");
+    drop(mount);
+}

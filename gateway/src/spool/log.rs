@@ -136,7 +136,14 @@ impl<S: Storage> Log<S> {
                 report.delivered_unreadable = true;
                 0
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Created now, while there is room, so that a later update can always be
+                // written in place even with the disk full.
+                storage
+                    .replace_durably(DELIVERED, &encode_delivered(0))
+                    .map_err(|e| fatal("create delivered", &e))?;
+                0
+            }
             Err(e) => return Err(fatal("read delivered", &e)),
         };
         let mut firsts: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
@@ -560,6 +567,23 @@ mod tests {
             .collect();
         assert!(seqs.ends_with(&[5, 6]), "{seqs:?}");
         assert!(seqs.iter().all(|&s| s >= 1));
+    }
+
+    #[test]
+    fn with_the_disk_full_delivered_is_written_in_place_and_segments_are_freed() {
+        let disk = SimStorage::default();
+        let (mut log, _) = Log::open(disk.clone(), 100).expect("open");
+        for i in 0..6 {
+            log.append(&[&payload(i, 40)]).expect("append");
+        }
+        disk.set_space(Some(disk.used()));
+        let before = log.segments().count();
+        log.mark_delivered(5).expect("deliver");
+        assert!(log.segments().count() < before, "space is freed");
+        disk.set_space(None);
+        disk.crash(&mut |_| 0);
+        let (log, _) = Log::open(disk, 100).expect("reopen");
+        assert_eq!(log.delivered(), 5);
     }
 
     #[test]

@@ -1,0 +1,183 @@
+//! Shared by the binary tests: launching the real `oneway` binary on a quickstart-made PKI and
+//! config, pushing with curl, and a threaded upstream that records what it accepted.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub(crate) const ONEWAY: &str = env!("CARGO_BIN_EXE_oneway");
+
+/// Writes a quickstart PKI and a config pointed at `upstream`, with `extra` TOML appended.
+pub(crate) fn prepare(dir: &std::path::Path, upstream: &str, extra: &str) {
+    if !dir.join("ca.pem").exists() {
+        let status = Command::new(ONEWAY)
+            .args(["quickstart", "--dir"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(status.status.success());
+        std::fs::copy(dir.join("oneway.toml"), dir.join("quickstart.toml")).unwrap();
+    }
+    let config = std::fs::read_to_string(dir.join("quickstart.toml")).unwrap();
+    let start = config.find("addresses = [").unwrap();
+    let end = start + config[start..].find(']').unwrap() + 1;
+    let config = format!(
+        "{}addresses = [\"{upstream}\"]\nresponse_timeout_ms = 10000{}\n{extra}\n",
+        &config[..start],
+        &config[end..]
+    );
+    std::fs::write(dir.join("oneway.toml"), config).unwrap();
+}
+
+/// Runs `oneway run` on `dir`'s config; returns it with its public address once it listens.
+pub(crate) fn launch(dir: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
+    let mut child = Command::new(ONEWAY)
+        .args(["run", "--config"])
+        .arg(dir.join("oneway.toml"))
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!("gateway did not report its address in time");
+        };
+        if let Some(rest) = line.split("public=").nth(1) {
+            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        }
+    };
+    // Keep draining its log so it never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    (child, addr)
+}
+
+/// [`prepare`] then [`launch`].
+pub(crate) fn start_gateway(
+    dir: &std::path::Path,
+    upstream: &str,
+    extra: &str,
+) -> (std::process::Child, std::net::SocketAddr) {
+    prepare(dir, upstream, extra);
+    launch(dir)
+}
+
+/// Pushes line protocol with the quickstart's agent certificate and token through `curl`;
+/// `data` is curl's `--data-binary` argument (text, or `@file`). Returns the HTTP status.
+pub(crate) fn curl_push(dir: &std::path::Path, addr: std::net::SocketAddr, data: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--resolve"])
+        .arg(format!("localhost:{}:127.0.0.1", addr.port()))
+        .arg("--cacert")
+        .arg(dir.join("ca.pem"))
+        .arg("--cert")
+        .arg(dir.join("agent-1.pem"))
+        .arg("--key")
+        .arg(dir.join("agent-1.key"))
+        .args([
+            "-H",
+            "Content-Type: application/line-protocol",
+            "--data-binary",
+            data,
+        ])
+        .arg(format!(
+            "https://localhost:{}/v1/write/metric?token={}",
+            addr.port(),
+            oneway_gateway::quickstart::AGENT_TOKEN
+        ))
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    if status != "200" {
+        eprintln!("curl: {status} {}", String::from_utf8_lossy(&out.stderr));
+    }
+    status
+}
+
+/// A threaded HTTP/1.1 upstream (keep-alive): answers after `delay`, 503 for
+/// `fail_percent` % of requests (chosen by a counter, deterministic), 200 otherwise, and
+/// records the bodies it answered 200.
+#[derive(Debug, Clone)]
+pub(crate) struct Upstream {
+    pub(crate) addr: String,
+    pub(crate) accepted: Arc<Mutex<Vec<Vec<u8>>>>,
+    pub(crate) fail_percent: Arc<AtomicU32>,
+}
+
+pub(crate) fn threaded_upstream(delay: Duration) -> Upstream {
+    threaded_upstream_on("127.0.0.1:0", delay)
+}
+
+pub(crate) fn threaded_upstream_on(addr: &str, delay: Duration) -> Upstream {
+    let listener = std::net::TcpListener::bind(addr).unwrap();
+    let up = Upstream {
+        addr: listener.local_addr().unwrap().to_string(),
+        accepted: Arc::default(),
+        fail_percent: Arc::default(),
+    };
+    let (accepted, fail) = (Arc::clone(&up.accepted), Arc::clone(&up.fail_percent));
+    let counter = Arc::new(AtomicU64::new(0));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten().take(100_000) {
+            let (accepted, fail, counter) = (
+                Arc::clone(&accepted),
+                Arc::clone(&fail),
+                Arc::clone(&counter),
+            );
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut buf = vec![0u8; 1 << 16];
+                let mut got: Vec<u8> = Vec::new();
+                loop {
+                    let (head_end, length) = loop {
+                        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                            let length = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (end + 4, length);
+                        }
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    while got.len() < head_end + length {
+                        match s.read(&mut buf) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = got[head_end..head_end + length].to_vec();
+                    got.drain(..head_end + length);
+                    std::thread::sleep(delay);
+                    let n = counter.fetch_add(1, Ordering::Relaxed);
+                    let failing = (n * 37 % 100) < u64::from(fail.load(Ordering::Relaxed));
+                    let answer: &[u8] = if failing {
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 2\r\n\r\n{}"
+                    } else {
+                        accepted.lock().unwrap().push(body);
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+                    };
+                    if s.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    up
+}

@@ -1,0 +1,217 @@
+//! `kill -9` (reference/hardening.md §7, matrix row 19): a client pushes uniquely tagged
+//! batches through the real `oneway` binary and records which got a 2xx; a supervisor
+//! SIGKILLs the gateway at random moments, again and again, while the upstream fails a share
+//! of requests (forward-first rounds) or every batch goes through the spool (spool-first
+//! rounds). After a last restart and drain, every acknowledged batch must have reached the
+//! upstream at least once.
+//!
+//! `ONEWAY_CRASH_ROUNDS` sets the number of kills (default 20; `scripts/crash-test` runs more),
+//! `ONEWAY_CRASH_SEED` replays a run.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the test failing"
+)]
+
+#[expect(dead_code, reason = "each test binary uses a different part of it")]
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{launch, prepare, threaded_upstream};
+use http_body_util::Full;
+
+/// xorshift64*: enough randomness for kill moments, reproducible from the printed seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn tag_of(body: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(body).ok()?;
+    let at = text.find("tag=")? + 4;
+    text[at..].split([',', ' ']).next()?.parse().ok()
+}
+
+/// Pushes tagged batches until `stop`, from `clients` concurrent connections; returns the
+/// tags that got a 2xx.
+async fn push_until(
+    dir: std::path::PathBuf,
+    addr: SocketAddr,
+    first_tag: u64,
+    clients: u64,
+    stop: Arc<AtomicBool>,
+) -> Vec<u64> {
+    let connector = oneway_gateway::client::connector(
+        &dir.join("ca.pem"),
+        Some((&dir.join("agent-1.pem"), &dir.join("agent-1.key"))),
+    )
+    .unwrap();
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (connector, stop, acked) = (connector.clone(), Arc::clone(&stop), Arc::clone(&acked));
+        tasks.push(tokio::spawn(async move {
+            let mut tag = first_tag + c;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let body = format!(
+                    "crash,tag={tag},host=web-{c} v={tag}i 1700000000000000000\n\
+                     crash,tag={tag},host=web-{c} w=1i 1700000000000000001\n"
+                );
+                let request = http::Request::post(format!(
+                    "/v1/write/metric?token={}",
+                    oneway_gateway::quickstart::AGENT_TOKEN
+                ))
+                .header("host", "localhost")
+                .header("content-type", "application/line-protocol")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap();
+                let sent = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    oneway_gateway::client::send(&connector, addr, "localhost", request),
+                )
+                .await;
+                if let Ok(Ok(resp)) = sent {
+                    if resp.status().is_success() {
+                        acked.lock().unwrap().push(tag);
+                    }
+                } else {
+                    // The gateway is gone (killed): wait for the supervisor.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                tag += clients;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut tags = acked.lock().unwrap().clone();
+    tags.sort_unstable();
+    tags
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_batch_survives_repeated_kill_9() {
+    let rounds: u64 = std::env::var("ONEWAY_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let seed: u64 = std::env::var("ONEWAY_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                | 1
+        });
+    eprintln!("crash test: {rounds} rounds, ONEWAY_CRASH_SEED={seed}");
+    let mut rng = Rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let up = threaded_upstream(Duration::ZERO);
+    let spool = dir.path().join("spool");
+    let config = |mode: &str| {
+        format!(
+            "[spool]\ndirectory = \"{}\"\nmode = \"{mode}\"\nsegment_bytes = 65536\n\
+             retry_max_backoff_ms = 100\n",
+            spool.display()
+        )
+    };
+    let mut acked: BTreeSet<u64> = BTreeSet::new();
+    let clients = 6;
+    for round in 0..rounds {
+        let mode = if round % 2 == 0 {
+            "spool-first"
+        } else {
+            "forward-first"
+        };
+        up.fail_percent
+            .store(if round % 2 == 0 { 0 } else { 40 }, Ordering::Relaxed);
+        prepare(dir.path(), &up.addr, &config(mode));
+        let (mut child, addr) = launch(dir.path());
+        let stop = Arc::new(AtomicBool::new(false));
+        let pushing = tokio::spawn(push_until(
+            dir.path().to_path_buf(),
+            addr,
+            round * 1_000_000,
+            clients,
+            Arc::clone(&stop),
+        ));
+        let after = Duration::from_millis(50 + rng.below(450));
+        tokio::time::sleep(after).await;
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9),
+            "round {round}: killed by SIGKILL"
+        );
+        stop.store(true, Ordering::Relaxed);
+        let got = pushing.await.unwrap();
+        eprintln!(
+            "round {round} ({mode}): killed after {} ms, {} acknowledged",
+            after.as_millis(),
+            got.len()
+        );
+        acked.extend(got);
+    }
+    assert!(
+        acked.len() as u64 >= rounds,
+        "the client got acknowledgements ({})",
+        acked.len()
+    );
+
+    // The last start: the upstream is healthy; the spool drains.
+    up.fail_percent.store(0, Ordering::Relaxed);
+    prepare(dir.path(), &up.addr, &config("forward-first"));
+    let (mut child, _addr) = launch(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let missing = loop {
+        let delivered: BTreeSet<u64> = up
+            .accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|b| tag_of(b))
+            .collect();
+        let missing: Vec<u64> = acked.difference(&delivered).copied().collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let total = up.accepted.lock().unwrap().len();
+    eprintln!(
+        "acknowledged {}, delivered {total} (duplicates allowed), missing {}",
+        acked.len(),
+        missing.len()
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged but never delivered (seed {seed}), first: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    assert_eq!(status.code(), Some(0), "clean exit after the drain");
+}
