@@ -5,7 +5,8 @@ Every input starts with one selector byte, then the body:
 
 - line_protocol, protobuf, json: the category is ``Category::ALL[byte % 14]``
   (0 = metric, 3 = object, 5 = custom_object, 6 = logging, 7 = tracing, ...);
-- decode: the encoding is ``byte % 4`` (0 identity, 1 gzip, 2 deflate/zlib, 3 zstd).
+- decode: the encoding is ``byte % 4`` (0 identity, 1 gzip, 2 deflate/zlib, 3 zstd);
+- spool_record: no selector; the input is a spool segment file (docs/spool.md).
 
 Usage: ``python3 fuzz/make_corpus.py`` (from anywhere). Existing seeds are rewritten in place;
 seeds this script no longer produces are removed. Output is deterministic (gzip MTIME is 0).
@@ -388,6 +389,76 @@ DECODE = {
 }
 
 
+# --------------------------------------------------------------------------------------------
+# Spool segments (no selector byte: the whole input is a segment file)
+# --------------------------------------------------------------------------------------------
+
+
+def _crc32c_table():
+    table = []
+    for n in range(256):
+        c = n
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+CRC32C = _crc32c_table()
+
+
+def crc32c(data, crc=0):
+    crc ^= 0xFFFFFFFF
+    for b in data:
+        crc = CRC32C[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def spool_payload(path=b"/v1/write/metric?token=tkn_x", headers=((b"x-points", b"1"),), body=b"m f=1i 1\n"):
+    out = struct.pack("<Q", 1700000000000) + struct.pack("<H", len(path)) + path
+    out += struct.pack("<H", len(headers))
+    for name, value in headers:
+        out += struct.pack("<H", len(name)) + name + struct.pack("<H", len(value)) + value
+    return out + body
+
+
+def spool_frame(seq, payload):
+    head = struct.pack("<I", len(payload))
+    crc = crc32c(head + struct.pack("<Q", seq) + payload)
+    return head + struct.pack("<I", crc) + struct.pack("<Q", seq) + payload
+
+
+def spool_segment(first, payloads):
+    out = b"OWSPOOL1" + struct.pack("<Q", first)
+    for i, p in enumerate(payloads):
+        out += spool_frame(first + i, p)
+    return out
+
+
+THREE = spool_segment(1, [spool_payload(body=b"m f=%di 1\n" % i) for i in range(3)])
+FIRST_END = 16 + len(spool_frame(1, spool_payload(body=b"m f=0i 1\n")))
+
+
+def flip(data, at):
+    return data[:at] + bytes([data[at] ^ 0x10]) + data[at + 1:]
+
+
+SPOOL = {
+    "three_records.seg": THREE,
+    "header_only.seg": spool_segment(42, []),
+    "torn_tail.seg": THREE[:-5],
+    "torn_header.seg": THREE[:10],
+    "flipped_bit_middle.seg": flip(THREE, FIRST_END + 20),
+    "foreign_header.seg": b"NOTSPOOL" + THREE[8:],
+    "out_of_sequence.seg": spool_segment(1, [spool_payload()]) + spool_frame(9, spool_payload()),
+    "huge_length.seg": THREE[:FIRST_END] + b"\xff\xff\xff\x7f" + THREE[FIRST_END + 4:],
+    "bad_payload_good_crc.seg": spool_segment(5, [b"\x00" * 8 + b"\xff\xff" + b"short"]),
+    "zero_fill_after_records.seg": THREE + b"\x00" * 64,
+    "many_headers.seg": spool_segment(7, [spool_payload(headers=tuple((b"h%d" % i, b"v" * i) for i in range(20)))]),
+    "empty_body.seg": spool_segment(3, [spool_payload(body=b"")]),
+}
+
+
 def write(target, seeds):
     if not 10 <= len(seeds) <= 25:
         sys.exit(f"{target}: {len(seeds)} seeds, want 10 to 25")
@@ -409,6 +480,7 @@ def main():
     write("protobuf", PB)
     write("json", JSON)
     write("decode", DECODE)
+    write("spool_record", SPOOL)
 
 
 if __name__ == "__main__":

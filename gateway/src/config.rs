@@ -1167,10 +1167,49 @@ duplicate_key = "ignore"
     }
 
     #[test]
+    fn spool_settings_are_checked_with_their_key_paths() {
+        let text = format!(
+            "{MINIMAL}\n[spool]\nmode = \"later\"\nmax_bytes = 10\nsegment_bytes = 100\n\
+             replay_share = 0.0\nmax_age_seconds = 0\nretry_max_backoff_ms = 0\n"
+        );
+        let Err(ConfigError::Invalid(problems)) = load(&text) else {
+            panic!("invalid spool accepted");
+        };
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        for key in [
+            "spool.directory",
+            "spool.mode",
+            "spool.max_bytes",
+            "spool.segment_bytes",
+            "spool.replay_share",
+            "spool.max_age_seconds",
+            "spool.retry_max_backoff_ms",
+        ] {
+            assert!(paths.contains(&key), "{key} missing from {paths:?}");
+        }
+        let ok = format!("{MINIMAL}\n[spool]\ndirectory = \"spool\"\nmode = \"spool-first\"\n");
+        let c = load(&ok).unwrap();
+        let spool = c.spool.unwrap();
+        assert_eq!(
+            spool.directory,
+            Path::new("/etc/oneway/spool"),
+            "relative to the config"
+        );
+        assert_eq!(spool.mode, crate::spool::SpoolMode::SpoolFirst);
+        assert!(
+            load(MINIMAL).unwrap().spool.is_none(),
+            "off unless configured"
+        );
+    }
+
+    #[test]
     fn the_documented_example_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/oneway.example.toml");
         let c = Config::load(&path).unwrap();
         assert_eq!(c.tokens.len(), 2);
+        let spool = c.spool.as_ref().unwrap();
+        assert_eq!(spool.mode, crate::spool::SpoolMode::ForwardFirst);
+        assert_eq!(spool.max_age, Some(Duration::from_secs(43200)));
         assert_eq!(
             c.tokens[0].upstream_token.as_deref(),
             Some("tkn_workspace_0123456789abcdef0123")

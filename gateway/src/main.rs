@@ -4,7 +4,8 @@
 //! - `check-config`: validate a config file, listing every problem with its key path (exit 64);
 //! - `validate`: run a body file through the decoding and validation a push gets;
 //! - `quickstart`: the whole path with no setup (dev PKI, local upstream, a real mTLS push);
-//! - `demo`: run a generated DataKit-shaped batch through the protocol layer only.
+//! - `demo`: run a generated DataKit-shaped batch through the protocol layer only;
+//! - `spool`: inspect a spool, export or replay dead letters and quarantined segments.
 //!
 //! - `run`: serve (SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0; a spool
 //!   write or sync error: stop accepting, exit 74).
@@ -86,6 +87,11 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         valid_days: i64,
     },
+    /// Inspect a spool, or export or replay its dead letters and quarantined segments.
+    Spool {
+        #[command(subcommand)]
+        action: SpoolAction,
+    },
     /// Run the gateway.
     Run {
         /// The config file.
@@ -96,6 +102,32 @@ enum Command {
 
 /// `EX_IOERR`: the spool could not write or sync; nothing unsynced was acknowledged.
 const EXIT_IO_ERROR: u8 = 74;
+
+#[derive(Debug, Subcommand)]
+enum SpoolAction {
+    /// Summarise a spool directory, or list the records of one segment file (tokens redacted).
+    Inspect {
+        /// A spool directory, or a segment file (`*.seg`, also in `dead/` or `quarantine/`).
+        path: PathBuf,
+    },
+    /// Write each valid record of a segment file as `<seq>.body` and `<seq>.json`.
+    Export {
+        /// The segment file.
+        file: PathBuf,
+        /// The output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Send each valid record of a segment file to the config's upstream, in order
+    /// (exit 0 only if every record was accepted).
+    Replay {
+        /// The segment file (a dead-letter or quarantined segment).
+        file: PathBuf,
+        /// The gateway's config (its `[upstream]` is used).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
@@ -234,6 +266,53 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run { config } => serve(&config),
+        Command::Spool { action } => spool(action),
+    }
+}
+
+fn spool(action: SpoolAction) -> anyhow::Result<ExitCode> {
+    use oneway_gateway::spool::tool;
+    match action {
+        SpoolAction::Inspect { path } => {
+            print!(
+                "{}",
+                tool::inspect(&path).with_context(|| path.display().to_string())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        SpoolAction::Export { file, out } => {
+            let n = tool::export(&file, &out).with_context(|| file.display().to_string())?;
+            println!("exported {n} records to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        SpoolAction::Replay { file, config } => {
+            let config = match oneway_gateway::config::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("oneway: {e}");
+                    return Ok(ExitCode::from(64));
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = runtime.block_on(async {
+                let upstream = oneway_gateway::upstream::Upstream::new(&config.upstream)?;
+                anyhow::Ok(tool::replay(&file, &upstream).await?)
+            })?;
+            println!(
+                "replayed {}: {} delivered, {} refused by the upstream, {} failed",
+                file.display(),
+                report.delivered,
+                report.refused,
+                report.failed
+            );
+            Ok(if report.refused + report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
     }
 }
 

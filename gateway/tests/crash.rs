@@ -47,6 +47,51 @@ fn tag_of(body: &[u8]) -> Option<u64> {
     text[at..].split([',', ' ']).next()?.parse().ok()
 }
 
+fn connector(dir: &std::path::Path) -> tokio_rustls::TlsConnector {
+    oneway_gateway::client::connector(
+        &dir.join("ca.pem"),
+        Some((&dir.join("agent-1.pem"), &dir.join("agent-1.key"))),
+    )
+    .unwrap()
+}
+
+/// Pushes one batch tagged `tag`, padded with `pad` extra bytes; the status, or `None` if
+/// the gateway did not answer.
+async fn push_one(
+    connector: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    tag: u64,
+    pad: usize,
+) -> Option<u16> {
+    let padding = "x".repeat(pad.min(1000));
+    let mut body = format!(
+        "crash,tag={tag},host=web-1 v={tag}i 1700000000000000000\n\
+         crash,tag={tag},host=web-1 w=1i 1700000000000000001\n"
+    );
+    for _ in 0..pad / 1000 {
+        body.push_str(&format!(
+            "crash,tag={tag},pad={padding} w=1i 1700000000000000002\n"
+        ));
+    }
+    let request = http::Request::post(format!(
+        "/v1/write/metric?token={}",
+        oneway_gateway::quickstart::AGENT_TOKEN
+    ))
+    .header("host", "localhost")
+    .header("content-type", "application/line-protocol")
+    .body(Full::new(Bytes::from(body)))
+    .unwrap();
+    let sent = tokio::time::timeout(
+        Duration::from_secs(5),
+        oneway_gateway::client::send(connector, addr, "localhost", request),
+    )
+    .await;
+    match sent {
+        Ok(Ok(resp)) => Some(resp.status().as_u16()),
+        _ => None,
+    }
+}
+
 /// Pushes tagged batches until `stop`, from `clients` concurrent connections; returns the
 /// tags that got a 2xx.
 async fn push_until(
@@ -56,11 +101,7 @@ async fn push_until(
     clients: u64,
     stop: Arc<AtomicBool>,
 ) -> Vec<u64> {
-    let connector = oneway_gateway::client::connector(
-        &dir.join("ca.pem"),
-        Some((&dir.join("agent-1.pem"), &dir.join("agent-1.key"))),
-    )
-    .unwrap();
+    let connector = connector(&dir);
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut tasks = Vec::new();
     for c in 0..clients {
@@ -69,30 +110,11 @@ async fn push_until(
             let mut tag = first_tag + c;
             let deadline = Instant::now() + Duration::from_secs(30);
             while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let body = format!(
-                    "crash,tag={tag},host=web-{c} v={tag}i 1700000000000000000\n\
-                     crash,tag={tag},host=web-{c} w=1i 1700000000000000001\n"
-                );
-                let request = http::Request::post(format!(
-                    "/v1/write/metric?token={}",
-                    oneway_gateway::quickstart::AGENT_TOKEN
-                ))
-                .header("host", "localhost")
-                .header("content-type", "application/line-protocol")
-                .body(Full::new(Bytes::from(body)))
-                .unwrap();
-                let sent = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    oneway_gateway::client::send(&connector, addr, "localhost", request),
-                )
-                .await;
-                if let Ok(Ok(resp)) = sent {
-                    if resp.status().is_success() {
-                        acked.lock().unwrap().push(tag);
-                    }
-                } else {
+                match push_one(&connector, addr, tag, 0).await {
+                    Some(s) if (200..300).contains(&s) => acked.lock().unwrap().push(tag),
+                    Some(_) => {}
                     // The gateway is gone (killed): wait for the supervisor.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    None => tokio::time::sleep(Duration::from_millis(20)).await,
                 }
                 tag += clients;
             }
@@ -214,4 +236,103 @@ async fn every_acknowledged_batch_survives_repeated_kill_9() {
         &missing[..missing.len().min(20)]
     );
     assert_eq!(status.code(), Some(0), "clean exit after the drain");
+}
+
+/// Runs `chattr` (ext4 and friends; the test directory is under the target directory).
+fn chattr(flag: &str, path: &std::path::Path) {
+    let ok = std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(path)
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "chattr {flag} needs root and a filesystem that supports it"
+    );
+}
+
+/// A write error that is not "disk full" (here: the spool directory made immutable, so the
+/// next segment cannot be created) is fatal: the gateway stops accepting and exits 74, and
+/// the next start delivers everything it had acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_write_error_stops_the_gateway_with_exit_74_and_the_next_start_recovers() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let up = threaded_upstream(Duration::ZERO);
+    up.fail_percent.store(100, Ordering::Relaxed);
+    let spool = dir.path().join("spool");
+    let config = format!(
+        "[spool]\ndirectory = \"{}\"\nsegment_bytes = 65536\nretry_max_backoff_ms = 100\n",
+        spool.display()
+    );
+    prepare(dir.path(), &up.addr, &config);
+    let (mut child, addr) = launch(dir.path());
+    let connector = connector(dir.path());
+    let mut acked = Vec::new();
+    for tag in 0..3 {
+        assert_eq!(push_one(&connector, addr, tag, 0).await, Some(202));
+        acked.push(tag);
+    }
+    chattr("+i", &spool);
+    // Fill the active segment: the next one cannot be created.
+    let mut refused = None;
+    for tag in 3..40 {
+        match push_one(&connector, addr, tag, 8000).await {
+            Some(202) => acked.push(tag),
+            other => {
+                refused = Some(other);
+                break;
+            }
+        }
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    chattr("-i", &spool);
+    assert!(
+        matches!(refused, Some(Some(503) | None)),
+        "the failing append was not acknowledged: {refused:?}"
+    );
+    eprintln!(
+        "acknowledged {} batches before the failure: {refused:?}",
+        acked.len()
+    );
+    let status = status.expect("the gateway exited by itself");
+    assert_eq!(status.code(), Some(74), "{status:?}");
+
+    up.fail_percent.store(0, Ordering::Relaxed);
+    let (mut child, _) = launch(dir.path());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let missing = loop {
+        let delivered: BTreeSet<u64> = up
+            .accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|b| tag_of(b))
+            .collect();
+        let missing: Vec<u64> = acked
+            .iter()
+            .filter(|t| !delivered.contains(t))
+            .copied()
+            .collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(missing.is_empty(), "lost after the failure: {missing:?}");
 }

@@ -63,3 +63,20 @@ pub fn decode(data: &[u8]) {
         assert!(decoded.len() <= LIMIT);
     }
 }
+
+/// Spool segment parsing: scanning, salvage and record decoding (matrix row 26).
+pub fn spool_record(data: &[u8]) {
+    use crate::spool_record::{check_frame, decode_frame, salvage, scan_segment};
+    if let Ok(scan) = scan_segment(data) {
+        assert!(scan.valid_len <= data.len());
+        for &(_, at, len) in &scan.records {
+            assert!(check_frame(&data[at..at + len]).is_ok());
+        }
+    }
+    let (frames, _) = salvage(data);
+    for f in &frames {
+        assert!(check_frame(f).is_ok());
+        let _ = decode_frame(f);
+    }
+    let _ = decode_frame(&bytes::Bytes::copy_from_slice(data));
+}

@@ -1,6 +1,6 @@
 //! Replays the committed fuzz corpora on stable Rust, without cargo-fuzz or libFuzzer.
 //!
-//! For each fuzz target (`line_protocol`, `protobuf`, `json`, `decode`) every seed under
+//! For each fuzz target (`line_protocol`, `protobuf`, `json`, `decode`, `spool_record`) every seed under
 //! `fuzz/corpus/<target>/` is fed to the matching `oneway_protocol::fuzzing` entry point, and so
 //! are a handful of prefix truncations and single-bit-flipped variants of it (deterministic, no
 //! randomness). Crash reproducers that `cargo fuzz` leaves under `fuzz/artifacts/<target>/`
@@ -166,6 +166,11 @@ fn json_corpus_and_mutations_never_panic() {
 #[test]
 fn decode_corpus_and_mutations_never_panic() {
     replay("decode", fuzzing::decode);
+}
+
+#[test]
+fn spool_record_corpus_and_mutations_never_panic() {
+    replay("spool_record", fuzzing::spool_record);
 }
 
 #[test]

@@ -237,6 +237,16 @@ async fn upstream_4xx_dead_letters_the_batch_once_and_the_rest_continue() {
     assert_eq!(records.len(), 1);
     let record = oneway_gateway::spool::record::decode_frame(&records[0]).expect("valid");
     assert_eq!(tag_of(&record.body), 1);
+    // The operator fixes the cause and replays the dead letter with `oneway spool replay`.
+    let config = oneway_gateway::config::Config::load(&gw.pki.path("oneway.toml")).expect("config");
+    let upstream = oneway_gateway::upstream::Upstream::new(&config.upstream).expect("upstream");
+    let dead_file = dead_files[0].as_ref().expect("entry").path();
+    let report = oneway_gateway::spool::tool::replay(&dead_file, &upstream)
+        .await
+        .expect("replay");
+    assert_eq!(report.delivered, 1, "{report:?}");
+    let last = up.delivered().pop().expect("delivered");
+    assert_eq!(tag_of(&last.body), 1);
     assert!(gw.stop().await);
 }
 

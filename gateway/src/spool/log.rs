@@ -50,7 +50,8 @@ fn encode_delivered(seq: u64) -> [u8; 16] {
     out
 }
 
-fn decode_delivered(bytes: &[u8]) -> Option<u64> {
+/// The sequence number in a "delivered" file, if it is valid.
+pub fn decode_delivered(bytes: &[u8]) -> Option<u64> {
     if bytes.len() != 16 || &bytes[..4] != DELIVERED_MAGIC {
         return None;
     }

@@ -22,8 +22,9 @@
 //! which at-least-once allows.
 
 pub mod log;
-pub mod record;
+pub use oneway_protocol::spool_record as record;
 pub mod storage;
+pub mod tool;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -301,6 +302,12 @@ impl Spool {
         if self.shared.pending.load(Ordering::Relaxed) > 0 {
             self.shared.upstream_back.notify_one();
         }
+    }
+
+    /// Records that everything up to `seq` was delivered by other means (tools and
+    /// benchmarks that run no replayer); segments it completes are unlinked.
+    pub fn mark_delivered(&self, seq: u64) {
+        let _ = self.commands.send(Command::Delivered(seq));
     }
 
     /// Records waiting for the upstream.
