@@ -105,6 +105,32 @@ async fn failing_upstream_spools_then_drains_in_order_byte_for_byte() {
 }
 
 #[tokio::test]
+async fn an_upstream_slower_than_its_timeout_spools_the_batch() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = FakeUpstream::start().await;
+    // The harness's upstream.response_timeout_ms is 2000.
+    up.set_mode(Mode::Slow(Duration::from_millis(3500)));
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .toml(&spool_toml(dir.path(), ""))
+        .start()
+        .await;
+    let replayed = gw.metric("oneway_spool_replayed_total", &[]).await;
+    let r = push(&gw, batch(7, 100)).await;
+    assert_eq!(r.status, 202, "spooled after the timeout: {}", r.body);
+    up.set_mode(Mode::Status(200));
+    // The replayer delivers it.
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    while gw.metric("oneway_spool_replayed_total", &[]).await - replayed < 1.0 {
+        assert!(tokio::time::Instant::now() < deadline, "not replayed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(up.delivered().iter().any(|r| tag_of(&r.body) == 7));
+    assert!(gw.stop().await);
+}
+
+#[tokio::test]
 async fn unreachable_upstream_spools_to_the_watermark_then_503_then_full_drain() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().expect("tempdir");

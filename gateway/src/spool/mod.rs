@@ -563,23 +563,29 @@ struct Share {
 }
 
 impl Share {
-    async fn wait(&mut self, shared: &Shared) {
+    /// Whether one more replayed request fits the share at `now`, given the live requests
+    /// counted so far; counts it if so. Windows of one second.
+    fn try_take(&mut self, live_now: u64, now: Instant) -> bool {
         if self.share >= 1.0 {
-            return;
+            return true;
         }
-        loop {
-            let live_now = shared.live_requests.load(Ordering::Relaxed);
-            if self.window_start.elapsed() >= Duration::from_secs(1) {
-                self.window_start = Instant::now();
-                self.live_at_start = live_now;
-                self.replayed = 0;
-            }
-            let live = live_now - self.live_at_start;
-            let allowed = self.share / (1.0 - self.share) * live as f64 + 1.0;
-            if live == 0 || (self.replayed as f64) < allowed {
-                self.replayed += 1;
-                return;
-            }
+        if now.duration_since(self.window_start) >= Duration::from_secs(1) {
+            self.window_start = now;
+            self.live_at_start = live_now;
+            self.replayed = 0;
+        }
+        let live = live_now.saturating_sub(self.live_at_start);
+        let allowed = self.share / (1.0 - self.share) * live as f64 + 1.0;
+        if live == 0 || (self.replayed as f64) < allowed {
+            self.replayed += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    async fn wait(&mut self, shared: &Shared) {
+        while !self.try_take(shared.live_requests.load(Ordering::Relaxed), Instant::now()) {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -685,9 +691,13 @@ async fn replay_loop(
                     break;
                 }
                 ReplayOutcome::Refused(status) => {
+                    // An audit line: the audit trail (issue 6) routes this target to its sink.
                     warn!(
+                        target: "oneway::audit",
+                        event = "spool_dead_letter",
                         seq = record.seq,
-                        status, "upstream refused a spooled batch: dead-lettered"
+                        status,
+                        "upstream refused a spooled batch: moved to dead/"
                     );
                     metrics::counter!(telemetry::SPOOL_DEAD_LETTERS).increment(1);
                     let _ = commands.send(Command::DeadLetter(frame.clone(), record.seq));
@@ -717,4 +727,66 @@ fn quarantine(commands: &mpsc::Sender<Command>, first: u64, why: &str) {
     error!(segment = %log::segment_name(first), reason = %why, "spool segment quarantined while replaying");
     metrics::counter!(telemetry::SPOOL_QUARANTINED).increment(1);
     let _ = commands.send(Command::Quarantine(first));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn share(share: f64, now: Instant) -> Share {
+        Share {
+            share,
+            window_start: now,
+            live_at_start: 0,
+            replayed: 0,
+        }
+    }
+
+    #[test]
+    fn replay_is_unlimited_without_live_traffic() {
+        let now = Instant::now();
+        let mut s = share(0.2, now);
+        assert!((0..1000).all(|_| s.try_take(0, now)));
+    }
+
+    #[test]
+    fn replay_takes_at_most_its_share_while_live_traffic_flows() {
+        let now = Instant::now();
+        let mut s = share(0.5, now);
+        // 10 live requests in this window: replay may send as many (plus one).
+        let taken = (0..100).filter(|_| s.try_take(10, now)).count();
+        assert_eq!(taken, 11);
+        let mut s = share(0.2, now);
+        let taken = (0..100).filter(|_| s.try_take(40, now)).count();
+        assert_eq!(taken, 11, "0.2 / 0.8 × 40 + 1");
+        // A new window starts counting again.
+        let later = now + Duration::from_secs(1);
+        assert!(s.try_take(40, later));
+    }
+
+    #[test]
+    fn a_share_of_one_never_waits() {
+        let now = Instant::now();
+        let mut s = share(1.0, now);
+        assert!((0..1000).all(|_| s.try_take(1_000_000, now)));
+    }
+
+    #[test]
+    fn retryable_statuses_are_5xx_408_and_429() {
+        for (code, retry) in [
+            (500, true),
+            (503, true),
+            (429, true),
+            (408, true),
+            (400, false),
+            (404, false),
+            (301, false),
+        ] {
+            assert_eq!(
+                retryable_status(http::StatusCode::from_u16(code).expect("status")),
+                retry,
+                "{code}"
+            );
+        }
+    }
 }
