@@ -6,7 +6,8 @@ Every input starts with one selector byte, then the body:
 - line_protocol, protobuf, json: the category is ``Category::ALL[byte % 14]``
   (0 = metric, 3 = object, 5 = custom_object, 6 = logging, 7 = tracing, ...);
 - decode: the encoding is ``byte % 4`` (0 identity, 1 gzip, 2 deflate/zlib, 3 zstd);
-- spool_record: no selector; the input is a spool segment file (docs/spool.md).
+- spool_record: no selector; the input is a spool segment file (docs/spool.md);
+- proxy_header: no selector; the input is what a load balancer sends first (PROXY v1 or v2).
 
 Usage: ``python3 fuzz/make_corpus.py`` (from anywhere). Existing seeds are rewritten in place;
 seeds this script no longer produces are removed. Output is deterministic (gzip MTIME is 0).
@@ -459,6 +460,44 @@ SPOOL = {
 }
 
 
+# --------------------------------------------------------------------------------------------
+# PROXY protocol headers (no selector byte)
+# --------------------------------------------------------------------------------------------
+
+V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+
+
+def v2(command, family, block, tlvs=b""):
+    return V2_SIG + bytes([0x20 | command, family]) + struct.pack(">H", len(block) + len(tlvs)) + block + tlvs
+
+
+IPV4_BLOCK = bytes([203, 0, 113, 7, 10, 0, 0, 1]) + struct.pack(">HH", 51234, 443)
+IPV6_BLOCK = bytes(15) + b"\x01" + bytes(15) + b"\x02" + struct.pack(">HH", 4000, 443)
+AWS_TLV = b"\xea" + struct.pack(">H", 23) + b"\x01" + b"vpce-0123456789abcdef0"
+ALI_TLV = b"\xe1" + struct.pack(">H", 12) + b"vpc-abcdefgh"
+CLIENT_HELLO = b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4\x03\x03"
+
+PROXY = {
+    "v1_tcp4.txt": b"PROXY TCP4 198.51.100.22 10.0.0.1 35646 443\r\n" + CLIENT_HELLO,
+    "v1_tcp6.txt": b"PROXY TCP6 2001:db8::1 2001:db8::2 4000 443\r\n",
+    "v1_unknown.txt": b"PROXY UNKNOWN\r\n",
+    "v1_truncated.txt": b"PROXY TCP4 198.51.100.22 10.0",
+    "v1_too_long.txt": b"PROXY TCP4 " + b"1" * 120 + b"\r\n",
+    "v1_bad_address.txt": b"PROXY TCP4 999.1.1.1 10.0.0.1 1 2\r\n",
+    "v1_doubled.txt": b"PROXY UNKNOWN\r\nPROXY UNKNOWN\r\n",
+    "v1_non_ascii_cr.txt": b"PROXY PROXY \xc5\xaf\r\xc5\xaf\r%P%\r\nI",
+    "v2_local.bin": v2(0, 0x00, b""),
+    "v2_ipv4_aws_tlv.bin": v2(1, 0x11, IPV4_BLOCK, AWS_TLV) + CLIENT_HELLO,
+    "v2_ipv4_alibaba_tlv.bin": v2(1, 0x11, IPV4_BLOCK, ALI_TLV),
+    "v2_ipv6.bin": v2(1, 0x21, IPV6_BLOCK),
+    "v2_udp.bin": v2(1, 0x12, IPV4_BLOCK),
+    "v2_oversized_length.bin": V2_SIG + b"\x21\x11\xff\xff",
+    "v2_bad_tlv.bin": v2(1, 0x11, IPV4_BLOCK, b"\xea\x00\x40\x01"),
+    "v2_version_3.bin": V2_SIG + b"\x31\x11\x00\x0c" + IPV4_BLOCK,
+    "tls_without_header.bin": CLIENT_HELLO,
+}
+
+
 def write(target, seeds):
     if not 10 <= len(seeds) <= 25:
         sys.exit(f"{target}: {len(seeds)} seeds, want 10 to 25")
@@ -481,6 +520,7 @@ def main():
     write("json", JSON)
     write("decode", DECODE)
     write("spool_record", SPOOL)
+    write("proxy_header", PROXY)
 
 
 if __name__ == "__main__":

@@ -150,6 +150,31 @@ struct RawListener {
     max_connections: usize,
     #[serde(default = "default_shutdown_grace_ms")]
     shutdown_grace_ms: u64,
+    #[serde(default = "default_keepalive_timeout_ms")]
+    keepalive_timeout_ms: u64,
+    #[serde(default = "default_max_connection_age_ms")]
+    max_connection_age_ms: u64,
+    #[serde(default = "default_body_min_rate")]
+    body_min_rate_bytes_per_second: u64,
+    #[serde(default = "default_body_min_rate_grace_ms")]
+    body_min_rate_grace_ms: u64,
+    #[serde(default = "default_max_connections_per_ip")]
+    max_connections_per_ip: usize,
+    #[serde(default = "default_max_connections_per_identity")]
+    max_connections_per_identity: usize,
+    #[serde(default = "default_max_header_bytes")]
+    max_header_bytes: usize,
+    #[serde(default = "default_max_headers")]
+    max_headers: usize,
+    proxy_protocol: Option<RawProxyProtocol>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxyProtocol {
+    trusted_cidrs: Vec<String>,
+    #[serde(default = "default_proxy_header_timeout_ms")]
+    header_timeout_ms: u64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +261,33 @@ fn default_body_timeout_ms() -> u64 {
 }
 fn default_max_connections() -> usize {
     10_000
+}
+fn default_keepalive_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_connection_age_ms() -> u64 {
+    3_600_000
+}
+fn default_body_min_rate() -> u64 {
+    16 << 10
+}
+fn default_body_min_rate_grace_ms() -> u64 {
+    5_000
+}
+fn default_max_connections_per_ip() -> usize {
+    1_024
+}
+fn default_max_connections_per_identity() -> usize {
+    256
+}
+fn default_max_header_bytes() -> usize {
+    16 << 10
+}
+fn default_max_headers() -> usize {
+    64
+}
+fn default_proxy_header_timeout_ms() -> u64 {
+    5_000
 }
 fn default_shutdown_grace_ms() -> u64 {
     30_000
@@ -334,6 +386,33 @@ pub struct ListenerConfig {
     pub max_connections: usize,
     /// How long in-flight requests may take after SIGTERM.
     pub shutdown_grace: Duration,
+    /// How long a connection may sit idle between requests.
+    pub keepalive_timeout: Duration,
+    /// Connections older than this are closed gracefully (after the request in progress).
+    pub max_connection_age: Duration,
+    /// Bodies slower than this on average (after the grace period) are cut off; 0: no floor.
+    pub body_min_rate_bytes_per_second: u64,
+    /// How long a body may take before the minimum rate applies.
+    pub body_min_rate_grace: Duration,
+    /// Concurrent connections per source address (the PROXY-derived one when there is one).
+    pub max_connections_per_ip: usize,
+    /// Concurrent connections per client-certificate identity.
+    pub max_connections_per_identity: usize,
+    /// Largest request head (request line and headers), bytes; over it: 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request; over it: 431.
+    pub max_headers: usize,
+    /// PROXY protocol (v1 or v2) from the load balancer, when configured.
+    pub proxy_protocol: Option<ProxyProtocolConfig>,
+}
+
+/// `[listener.proxy_protocol]`: every connection must start with exactly one PROXY header.
+#[derive(Debug, Clone)]
+pub struct ProxyProtocolConfig {
+    /// Only peers inside these networks (the load balancers) may connect.
+    pub trusted: Vec<Cidr>,
+    /// The header must arrive within this.
+    pub header_timeout: Duration,
 }
 
 /// TLS to the upstream.
@@ -479,10 +558,10 @@ impl Cidr {
         Ok(Cidr { network, prefix })
     }
 
-    /// Whether `ip` is inside the network.
+    /// Whether `ip` is inside the network (an IPv4-mapped IPv6 address counts as IPv4).
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
         use std::net::IpAddr;
-        let (a, b, bits) = match (self.network, ip) {
+        let (a, b, bits) = match (self.network, ip.to_canonical()) {
             (IpAddr::V4(n), IpAddr::V4(i)) => {
                 (u128::from(u32::from(n)), u128::from(u32::from(i)), 32)
             }
@@ -503,6 +582,13 @@ impl Problems {
             message: message.into(),
         });
     }
+}
+
+fn positive(p: &mut Problems, path: &str, n: usize) -> usize {
+    if n == 0 {
+        p.add(path, "must be greater than 0");
+    }
+    n.max(1)
 }
 
 fn duration(p: &mut Problems, path: &str, ms: u64) -> Duration {
@@ -730,7 +816,66 @@ impl RawConfig {
             body_timeout: duration(&mut p, "listener.body_timeout_ms", l.body_timeout_ms),
             max_connections: l.max_connections,
             shutdown_grace: duration(&mut p, "listener.shutdown_grace_ms", l.shutdown_grace_ms),
+            keepalive_timeout: duration(
+                &mut p,
+                "listener.keepalive_timeout_ms",
+                l.keepalive_timeout_ms,
+            ),
+            max_connection_age: duration(
+                &mut p,
+                "listener.max_connection_age_ms",
+                l.max_connection_age_ms,
+            ),
+            body_min_rate_bytes_per_second: l.body_min_rate_bytes_per_second,
+            body_min_rate_grace: Duration::from_millis(l.body_min_rate_grace_ms),
+            max_connections_per_ip: positive(
+                &mut p,
+                "listener.max_connections_per_ip",
+                l.max_connections_per_ip,
+            ),
+            max_connections_per_identity: positive(
+                &mut p,
+                "listener.max_connections_per_identity",
+                l.max_connections_per_identity,
+            ),
+            max_header_bytes: l.max_header_bytes,
+            max_headers: positive(&mut p, "listener.max_headers", l.max_headers),
+            proxy_protocol: l.proxy_protocol.as_ref().map(|pp| ProxyProtocolConfig {
+                trusted: pp
+                    .trusted_cidrs
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, c)| {
+                        Cidr::parse(c)
+                            .map_err(|m| {
+                                p.add(format!("listener.proxy_protocol.trusted_cidrs[{i}]"), m)
+                            })
+                            .ok()
+                    })
+                    .collect(),
+                header_timeout: duration(
+                    &mut p,
+                    "listener.proxy_protocol.header_timeout_ms",
+                    pp.header_timeout_ms,
+                ),
+            }),
         };
+        if !(1024..=(1 << 20)).contains(&listener.max_header_bytes) {
+            p.add(
+                "listener.max_header_bytes",
+                "must be between 1024 and 1048576",
+            );
+        }
+        if listener
+            .proxy_protocol
+            .as_ref()
+            .is_some_and(|pp| pp.trusted.is_empty())
+        {
+            p.add(
+                "listener.proxy_protocol.trusted_cidrs",
+                "name the load balancers' networks: PROXY headers from anyone else are refused",
+            );
+        }
         let admin_address = address(&mut p, "admin.address", &self.admin.address);
         if admin_address == listener.address && admin_address.port() != 0 {
             p.add(

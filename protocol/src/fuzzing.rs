@@ -80,3 +80,29 @@ pub fn spool_record(data: &[u8]) {
     }
     let _ = decode_frame(&bytes::Bytes::copy_from_slice(data));
 }
+
+/// PROXY protocol headers, fed as the gateway feeds them: growing prefixes, each step asking
+/// for more bytes than it has, never past the cap.
+pub fn proxy_header(data: &[u8]) {
+    use crate::proxy_header::{MAX_V2, Progress, parse};
+    let mut have = 0usize;
+    loop {
+        match parse(&data[..have]) {
+            Ok(Progress::Need(n)) => {
+                assert!(n > have && n <= MAX_V2, "need {n} with {have}");
+                if n > data.len() {
+                    return;
+                }
+                have = n;
+            }
+            Ok(Progress::Done(h)) => {
+                assert!(h.len <= have && h.len <= MAX_V2);
+                return;
+            }
+            Err(e) => {
+                let _ = e.kind();
+                return;
+            }
+        }
+    }
+}

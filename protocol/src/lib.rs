@@ -8,6 +8,7 @@
 //! - [`Validator`]: validates a decoded batch (protobuf `PBPoints`, line protocol, JSON)
 //!   against the Guance point model and the category's rules. A batch is all-or-nothing: a
 //!   [`Verdict`] with the point count, or a [`Rejection`] naming the first bad point.
+//! - [`proxy_header`]: the PROXY protocol header a load balancer sends before TLS.
 //! - [`spool_record`]: the gateway's spool format (records read back from disk after a crash).
 //! - [`fuzzing`]: entry points for the fuzz targets, so each target is one line and the
 //!   committed corpora are replayed by ordinary tests.
@@ -26,6 +27,7 @@ mod json;
 mod lp;
 mod pb;
 mod point;
+pub mod proxy_header;
 pub mod spool_record;
 mod swar;
 pub mod verdict;

@@ -1,6 +1,6 @@
 //! Replays the committed fuzz corpora on stable Rust, without cargo-fuzz or libFuzzer.
 //!
-//! For each fuzz target (`line_protocol`, `protobuf`, `json`, `decode`, `spool_record`) every seed under
+//! For each fuzz target (`line_protocol`, `protobuf`, `json`, `decode`, `spool_record`, `proxy_header`) every seed under
 //! `fuzz/corpus/<target>/` is fed to the matching `oneway_protocol::fuzzing` entry point, and so
 //! are a handful of prefix truncations and single-bit-flipped variants of it (deterministic, no
 //! randomness). Crash reproducers that `cargo fuzz` leaves under `fuzz/artifacts/<target>/`
@@ -171,6 +171,11 @@ fn decode_corpus_and_mutations_never_panic() {
 #[test]
 fn spool_record_corpus_and_mutations_never_panic() {
     replay("spool_record", fuzzing::spool_record);
+}
+
+#[test]
+fn proxy_header_corpus_and_mutations_never_panic() {
+    replay("proxy_header", fuzzing::proxy_header);
 }
 
 #[test]
