@@ -146,6 +146,15 @@ mod tests {
             body_timeout: Duration::from_secs(1),
             max_connections: 10,
             shutdown_grace: Duration::from_secs(1),
+            keepalive_timeout: Duration::from_secs(1),
+            max_connection_age: Duration::from_secs(60),
+            body_min_rate_bytes_per_second: 0,
+            body_min_rate_grace: Duration::from_secs(1),
+            max_connections_per_ip: 10,
+            max_connections_per_identity: 10,
+            max_header_bytes: 16 << 10,
+            max_headers: 64,
+            proxy_protocol: None,
         }
     }
 
