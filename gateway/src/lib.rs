@@ -6,6 +6,7 @@
 //! - [`tls`]: rustls with required client certificates, CRLs, no resumption;
 //! - [`auth`]: tokens bound to client-certificate identities;
 //! - [`server`]: listeners, accept loop, the request path, the admin listener;
+//! - [`edge`]: PROXY header, per-address and per-identity caps, connection phase deadlines;
 //! - [`upstream`]: the only outbound connections, to configured literal addresses;
 //! - [`spool`]: the durable spool (group-committed, replayed in order, crash-safe);
 //! - [`response`]: one mapping from errors to statuses and Guance-style JSON bodies;
@@ -16,6 +17,7 @@ pub mod auth;
 pub mod certs;
 pub mod client;
 pub mod config;
+pub mod edge;
 pub mod limit;
 pub mod quickstart;
 pub mod response;

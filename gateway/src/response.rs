@@ -35,6 +35,12 @@ pub enum RequestError {
     /// The body did not arrive in time.
     #[error("the body did not arrive within the deadline")]
     BodyTimeout,
+    /// Both `Content-Length` and `Transfer-Encoding` (a request-smuggling shape).
+    #[error("the request gives its body length twice (Content-Length and Transfer-Encoding)")]
+    BadFraming,
+    /// The body arrived slower than `listener.body_min_rate_bytes_per_second`.
+    #[error("the body arrived too slowly")]
+    BodyTooSlow,
     /// The connection failed while reading the body.
     #[error("the body could not be read")]
     BodyRead,
@@ -88,6 +94,8 @@ impl RequestError {
             RequestError::Auth(e) => e.kind(),
             RequestError::BodyTooLarge { .. } => "body_too_large",
             RequestError::BodyTimeout => "body_timeout",
+            RequestError::BodyTooSlow => "body_too_slow",
+            RequestError::BadFraming => "bad_framing",
             RequestError::BodyRead => "body_read",
             RequestError::Decode(e) => e.kind(),
             RequestError::ContentType(_) => "unsupported_content_type",
@@ -111,7 +119,7 @@ impl RequestError {
             }
             RequestError::Auth(_) => StatusCode::FORBIDDEN,
             RequestError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            RequestError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            RequestError::BodyTimeout | RequestError::BodyTooSlow => StatusCode::REQUEST_TIMEOUT,
             RequestError::BodyRead => StatusCode::BAD_REQUEST,
             RequestError::Decode(e) => match e.class() {
                 DecodeErrorClass::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -119,7 +127,9 @@ impl RequestError {
                 DecodeErrorClass::Unsupported => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             },
             RequestError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            RequestError::BadPrecision | RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
+            RequestError::BadPrecision | RequestError::Invalid(_) | RequestError::BadFraming => {
+                StatusCode::BAD_REQUEST
+            }
             RequestError::UpstreamUnavailable
             | RequestError::Internal
             | RequestError::Spool(_)

@@ -15,7 +15,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
@@ -23,7 +23,6 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use oneway_protocol::{BodyKind, Category, Decoder, Encoding, Precision, Validator};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -32,6 +31,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::auth::{AuthError, PeerIdentity, TokenTable};
 use crate::config::{Config, KNOWN_APIS, TokenConfig, TokenSecret};
+use crate::edge::{Counter, Expiry, Phase, Tracked, client_address, ip_key, read_proxy_header};
 use crate::limit::{Limiter, MonotonicClock, Throttled};
 use crate::response::{RequestError, error_response};
 use crate::spool::{Spool, SpoolMode};
@@ -79,6 +79,8 @@ struct State {
     upstream: Arc<Upstream>,
     spool: Option<Arc<Spool>>,
     pool: Mutex<Vec<Scratch>>,
+    per_ip: Counter<std::net::IpAddr>,
+    per_identity: Counter<String>,
 }
 
 /// A bound gateway, not yet serving.
@@ -151,6 +153,8 @@ impl Gateway {
             upstream: Upstream::new(&config.upstream)?,
             spool,
             pool: Mutex::new(Vec::new()),
+            per_ip: Counter::default(),
+            per_identity: Counter::default(),
             config,
         });
         Ok(Gateway {
@@ -213,7 +217,7 @@ impl Gateway {
         };
         tokio::pin!(spool_failure);
         let mut failure = None;
-        let graceful = GracefulShutdown::new();
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
         let slots = Arc::new(Semaphore::new(state.config.listener.max_connections));
         tokio::pin!(shutdown);
         info!(address = %public.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
@@ -235,16 +239,17 @@ impl Gateway {
                         }
                     };
                     let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                        metrics::counter!(telemetry::CONNECTIONS_REFUSED).increment(1);
+                        metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "max_connections")
+                            .increment(1);
                         drop(stream);
                         continue;
                     };
                     let state = Arc::clone(&state);
                     let acceptor = acceptor.clone();
-                    let watcher = graceful.watcher();
+                    let closing = closing_rx.clone();
                     tokio::spawn(async move {
                         let _permit = permit;
-                        connection(state, acceptor, stream, peer, watcher).await;
+                        connection(state, acceptor, stream, peer, closing).await;
                     });
                 }
             }
@@ -253,7 +258,10 @@ impl Gateway {
         drop(public);
         info!("shutting down: no new connections; waiting for in-flight requests");
         let grace = state.config.listener.shutdown_grace;
-        let finished = tokio::time::timeout(grace, graceful.shutdown())
+        closing.send_replace(true);
+        // Every connection holds a slot until it ends: all slots back means all ended.
+        let all = u32::try_from(state.config.listener.max_connections).unwrap_or(u32::MAX);
+        let finished = tokio::time::timeout(grace, slots.acquire_many(all))
             .await
             .is_ok();
         if !finished {
@@ -292,18 +300,47 @@ pub enum Exit {
 async fn connection(
     state: Arc<State>,
     acceptor: TlsAcceptor,
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
-    watcher: hyper_util::server::graceful::Watcher,
+    mut closing: tokio::sync::watch::Receiver<bool>,
 ) {
-    let handshake_timeout = state.config.listener.handshake_timeout;
-    let header_timeout = state.config.listener.header_timeout;
-    let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+    let listener = &state.config.listener;
+    // PROXY header first (only from the load balancers), so that the per-IP cap and the logs
+    // see the client's address; then the per-IP cap, before any TLS work.
+    let mut proxy = None;
+    if let Some(pp) = &listener.proxy_protocol {
+        if !pp.trusted.iter().any(|c| c.contains(peer.ip())) {
+            metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "proxy_untrusted")
+                .increment(1);
+            debug!(%peer, "connection refused: not from a trusted load balancer");
+            return;
+        }
+        match read_proxy_header(&mut stream, pp.header_timeout).await {
+            Ok(header) => proxy = Some(header),
+            Err(e) => {
+                metrics::counter!(telemetry::PROXY_FAILURES, "kind" => e.kind()).increment(1);
+                debug!(%peer, kind = e.kind(), "PROXY header refused");
+                return;
+            }
+        }
+    }
+    let client = client_address(peer, proxy.as_ref());
+    let endpoint = proxy.as_ref().and_then(|h| h.endpoint_id.clone());
+    let Some(_per_ip) = state
+        .per_ip
+        .try_acquire(ip_key(client), listener.max_connections_per_ip)
+    else {
+        metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "per_ip").increment(1);
+        debug!(%client, "connection refused: per-address cap");
+        return;
+    };
+    let tls = match tokio::time::timeout(listener.handshake_timeout, acceptor.accept(stream)).await
+    {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             let kind = tls_failure_kind(&e);
             metrics::counter!(telemetry::TLS_FAILURES, "kind" => kind).increment(1);
-            debug!(%peer, kind, "TLS handshake failed");
+            debug!(%client, kind, "TLS handshake failed");
             return;
         }
         Err(_) => {
@@ -319,19 +356,104 @@ async fn connection(
         metrics::counter!(telemetry::TLS_FAILURES, "kind" => "bad_certificate").increment(1);
         return;
     };
+    let Some(_per_identity) = state
+        .per_identity
+        .try_acquire(identity.name(), listener.max_connections_per_identity)
+    else {
+        metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "per_identity").increment(1);
+        debug!(%client, identity = %identity.name(), "connection refused: per-identity cap");
+        return;
+    };
+    debug!(%client, identity = %identity.name(), endpoint = endpoint.as_deref().unwrap_or(""), "connection");
     let identity = Arc::new(identity);
-    let service = service_fn(move |req| {
-        let state = Arc::clone(&state);
-        let identity = Arc::clone(&identity);
-        async move { Ok::<_, Infallible>(handle(&state, &identity, req).await) }
-    });
+    let phase = Phase::new();
+    let service = {
+        let (state, phase) = (Arc::clone(&state), Arc::clone(&phase));
+        service_fn(move |req| {
+            let (state, identity, phase) = (
+                Arc::clone(&state),
+                Arc::clone(&identity),
+                Arc::clone(&phase),
+            );
+            async move {
+                let ambiguous = phase.busy();
+                let response = handle(&state, &identity, req, ambiguous).await;
+                phase.idle();
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout)
-        .max_buf_size(64 << 10)
-        .serve_connection(TokioIo::new(tls), service);
-    if let Err(e) = watcher.watch(conn).await {
-        debug!(%peer, error = %e, "connection ended with an error");
+        // A backstop only: the phase deadlines below are the real ones.
+        .header_read_timeout(listener.keepalive_timeout + listener.header_timeout)
+        .max_headers(listener.max_headers)
+        .max_header_size(listener.max_header_bytes)
+        .max_buf_size((64 << 10).max(listener.max_header_bytes + (8 << 10)))
+        .serve_connection(
+            TokioIo::new(Tracked::new(
+                tls,
+                Arc::clone(&phase),
+                listener.max_header_bytes,
+            )),
+            service,
+        );
+    tokio::pin!(conn);
+    let age_limit = Instant::now() + listener.max_connection_age;
+    // Once a graceful close has begun: when to give up on it.
+    let mut draining: Option<Instant> = None;
+    loop {
+        let (deadline, why) = match draining {
+            Some(hard) => (hard, None),
+            None => match phase.deadline(listener.keepalive_timeout, listener.header_timeout) {
+                Some((at, expiry)) if at < age_limit => (at, Some(Some(expiry))),
+                _ => (age_limit, Some(None)),
+            },
+        };
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    debug!(%client, error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = closing.changed(), if draining.is_none() => {
+                conn.as_mut().graceful_shutdown();
+                draining = Some(Instant::now() + listener.shutdown_grace);
+            }
+            () = phase.changed() => {}
+            () = tokio::time::sleep_until(deadline.into()) => match why {
+                // The graceful close ran out of time: drop the connection.
+                None => {
+                    metrics::counter!(telemetry::CONNECTIONS_CLOSED, "reason" => "drain_timeout")
+                        .increment(1);
+                    break;
+                }
+                Some(None) => {
+                    // Maximum age: finish the request in progress, then close. This bounds how
+                    // long a certificate revoked since the handshake keeps a connection.
+                    metrics::counter!(telemetry::CONNECTIONS_CLOSED, "reason" => "max_age")
+                        .increment(1);
+                    conn.as_mut().graceful_shutdown();
+                    draining = Some(Instant::now() + listener.shutdown_grace);
+                }
+                Some(Some(expiry)) => {
+                    let still = phase
+                        .deadline(listener.keepalive_timeout, listener.header_timeout)
+                        .is_some_and(|(at, e)| e == expiry && at <= Instant::now());
+                    if still {
+                        let reason = match expiry {
+                            Expiry::Idle => "idle",
+                            Expiry::Head => "head_timeout",
+                        };
+                        metrics::counter!(telemetry::CONNECTIONS_CLOSED, "reason" => reason)
+                            .increment(1);
+                        debug!(%client, reason, "connection closed at its deadline");
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -392,9 +514,17 @@ async fn handle(
     state: &Arc<State>,
     identity: &PeerIdentity,
     req: Request<Incoming>,
+    ambiguous: bool,
 ) -> Response<Full<Bytes>> {
     metrics::gauge!(telemetry::IN_FLIGHT).increment(1.0);
-    let (route_label, category_label, result) = process(state, identity, req).await;
+    // Framing hyper tolerates but a proxy must not (request smuggling): a body length given
+    // twice over (seen in the raw head by `edge::Tracked`). Refused before anything else,
+    // and the connection is closed.
+    let (route_label, category_label, result) = if ambiguous {
+        ("unknown", "none", Err(RequestError::BadFraming))
+    } else {
+        process(state, identity, req).await
+    };
     metrics::gauge!(telemetry::IN_FLIGHT).decrement(1.0);
     let response = match result {
         Ok(r) => r,
@@ -421,6 +551,13 @@ async fn handle(
             error_response(&e)
         }
     };
+    let mut response = response;
+    if response.status() == StatusCode::BAD_REQUEST {
+        // After a malformed request nothing more is read from this connection.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let class = match response.status().as_u16() {
         200..=299 => "2xx",
         400..=499 => "4xx",
@@ -565,11 +702,24 @@ async fn read_body(
         memory: Vec::new(),
     };
     held.reserve(expected)?;
+    let started = Instant::now();
+    let min_rate = state.config.listener.body_min_rate_bytes_per_second;
+    let grace = state.config.listener.body_min_rate_grace;
     let read = async {
         let mut data = bytes::BytesMut::with_capacity(expected.min(limit));
         let mut first = true;
         loop {
-            let frame = body.frame().await;
+            // After the grace period the body must keep up an average of `min_rate`: the next
+            // bytes are due by the time the bytes so far would have taken at that rate.
+            let frame = if min_rate == 0 {
+                body.frame().await
+            } else {
+                let due =
+                    started + grace + Duration::from_secs_f64(data.len() as f64 / min_rate as f64);
+                tokio::time::timeout_at(due.into(), body.frame())
+                    .await
+                    .map_err(|_| RequestError::BodyTooSlow)?
+            };
             if first {
                 first = false;
                 let slot = Arc::clone(&state.in_flight)

@@ -29,8 +29,15 @@ pub const AUTH_FAILURES: &str = "oneway_auth_failures_total";
 pub const UPSTREAM_REQUESTS: &str = "oneway_upstream_requests_total";
 /// Upstream response time.
 pub const UPSTREAM_DURATION: &str = "oneway_upstream_duration_seconds";
-/// Connections refused because `listener.max_connections` were open.
+/// Connections refused, by `reason` (`max_connections`, `per_ip`, `per_identity`,
+/// `proxy_untrusted`).
 pub const CONNECTIONS_REFUSED: &str = "oneway_listener_connections_refused_total";
+/// Connections the gateway closed, by `reason` (`idle`, `head_timeout`, `max_age`,
+/// `drain_timeout`).
+pub const CONNECTIONS_CLOSED: &str = "oneway_listener_connections_closed_total";
+/// PROXY headers refused, by `kind` (`timeout`, `closed`, `missing`, `too_long`, `malformed`,
+/// `unsupported`).
+pub const PROXY_FAILURES: &str = "oneway_listener_proxy_header_failures_total";
 /// Requests refused by a token's rate limit, by `kind` (`requests`, `decoded_bytes`, `points`).
 pub const THROTTLED: &str = "oneway_limit_throttled_total";
 /// Tokens with rate-limiter state.
@@ -104,10 +111,12 @@ fn describe() {
     describe_counter!(AUTH_FAILURES, "Requests refused at authentication, by kind");
     describe_counter!(UPSTREAM_REQUESTS, "Upstream requests by outcome");
     describe_histogram!(UPSTREAM_DURATION, Unit::Seconds, "Upstream response time");
+    describe_counter!(CONNECTIONS_REFUSED, "Connections refused, by reason");
     describe_counter!(
-        CONNECTIONS_REFUSED,
-        "Connections refused at the connection cap"
+        CONNECTIONS_CLOSED,
+        "Connections closed by the gateway, by reason"
     );
+    describe_counter!(PROXY_FAILURES, "PROXY headers refused, by kind");
     describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes of spool segments on disk");
     describe_gauge!(SPOOL_RECORDS, "Spooled records not yet delivered");
     describe_gauge!(

@@ -295,6 +295,7 @@ pub struct Builder {
     upstream_extra: String,
     extra: String,
     token_extra: String,
+    listener: Vec<(String, String)>,
 }
 
 impl Builder {
@@ -330,6 +331,14 @@ impl Builder {
         self
     }
 
+    /// Sets a `[listener]` key (replacing the harness's value for it), e.g.
+    /// `.listener("handshake_timeout_ms", "300")`; `value` is raw TOML.
+    pub fn listener(mut self, key: &str, value: &str) -> Builder {
+        self.listener.retain(|(k, _)| k != key);
+        self.listener.push((key.to_string(), value.to_string()));
+        self
+    }
+
     /// Appends raw TOML to agent-1's `[[tokens]]` entry.
     pub fn token_1(mut self, extra: &str) -> Builder {
         self.token_extra.push_str(extra);
@@ -349,10 +358,7 @@ server_cert = "server.pem"
 server_key = "server.key"
 client_ca = "ca.pem"
 crls = ["ca.crl"]
-handshake_timeout_ms = 2000
-header_timeout_ms = 2000
-body_timeout_ms = 5000
-shutdown_grace_ms = 5000
+{listener}
 
 [admin]
 address = "127.0.0.2:0"
@@ -379,6 +385,22 @@ identities = ["dns:agent-2"]
 {extra}
 "#,
             upstreams = upstreams.join(", "),
+            listener = {
+                let mut keys: Vec<(String, String)> = [
+                    ("handshake_timeout_ms", "2000"),
+                    ("header_timeout_ms", "2000"),
+                    ("body_timeout_ms", "5000"),
+                    ("shutdown_grace_ms", "5000"),
+                ]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+                keys.retain(|(k, _)| !self.listener.iter().any(|(o, _)| o == k));
+                keys.extend(self.listener.iter().cloned());
+                keys.iter()
+                    .map(|(k, v)| format!("{k} = {v}\n"))
+                    .collect::<String>()
+            },
             upstream_extra = self.upstream_extra,
             token_extra = self.token_extra,
             hash2 = hex(&oneway_gateway::auth::sha256(TOKEN_2.as_bytes())),
@@ -460,6 +482,69 @@ impl TestGateway {
         tokio::spawn(conn);
         let mut req = Request::builder()
             .method(method)
+            .uri(uri)
+            .header("host", "localhost");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = sender
+            .send_request(req.body(Full::new(Bytes::from(body)))?)
+            .await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok(Answer {
+            status,
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+        })
+    }
+
+    /// A TLS connection presenting `client`'s certificate (`None`: none), after `prefix` was
+    /// written on the TCP connection (a PROXY header), from `source` (`None`: any).
+    pub async fn connect_tls(
+        &self,
+        client: Option<&str>,
+        prefix: &[u8],
+        source: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let mut stream = self.connect_tcp(source).await?;
+        if !prefix.is_empty() {
+            tokio::io::AsyncWriteExt::write_all(&mut stream, prefix).await?;
+        }
+        Ok(self
+            .tls(client)
+            .connect(ServerName::try_from("localhost")?.to_owned(), stream)
+            .await?)
+    }
+
+    /// A plain TCP connection to the public port, from `source` (`None`: any loopback).
+    pub async fn connect_tcp(
+        &self,
+        source: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<tokio::net::TcpStream> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        if let Some(ip) = source {
+            socket.bind(SocketAddr::new(ip, 0))?;
+        }
+        Ok(socket.connect(self.public).await?)
+    }
+
+    /// Sends one request over an established stream (HTTP/1.1 via hyper).
+    pub async fn request_on<S>(
+        stream: S,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<Answer>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method("POST")
             .uri(uri)
             .header("host", "localhost");
         for (k, v) in headers {

@@ -1,0 +1,382 @@
+//! Connection-level defences (reference/hardening.md §1, §5): the PROXY header read under a
+//! deadline and a byte cap, per-source-address and per-identity connection caps, and the
+//! phase tracking behind the keep-alive, request-head and connection-age deadlines.
+//!
+//! hyper's own header timer runs from the moment a connection waits for a request head,
+//! idle or not, so it cannot tell "idle between requests" (60 s is fine) from "a head
+//! arriving one byte a second" (10 s is plenty). [`Tracked`] watches the bytes: a connection
+//! is *idle* until the first byte of a request arrives, then *reading a head* until the
+//! service is called, then *busy* until the response is handed back.
+
+use std::hash::Hash;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use oneway_protocol::proxy_header::{self, PREFIX, Progress, ProxyError, ProxyHeader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Counts open connections per key, refusing past a cap. Entries go when their count does.
+#[derive(Debug)]
+pub struct Counter<K: Eq + Hash + Clone> {
+    counts: Arc<DashMap<K, usize>>,
+}
+
+impl<K: Eq + Hash + Clone> Default for Counter<K> {
+    fn default() -> Self {
+        Counter {
+            counts: Arc::new(DashMap::new()),
+        }
+    }
+}
+
+/// One counted connection; dropping it gives the place back.
+#[derive(Debug)]
+pub struct Counted<K: Eq + Hash + Clone> {
+    counts: Arc<DashMap<K, usize>>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone> Counter<K> {
+    /// Counts a connection for `key` unless `cap` are open.
+    pub fn try_acquire(&self, key: K, cap: usize) -> Option<Counted<K>> {
+        let mut entry = self.counts.entry(key.clone()).or_insert(0);
+        if *entry >= cap {
+            return None;
+        }
+        *entry += 1;
+        drop(entry);
+        Some(Counted {
+            counts: Arc::clone(&self.counts),
+            key,
+        })
+    }
+
+    /// Keys with open connections (bounded by the open connections).
+    pub fn tracked(&self) -> usize {
+        self.counts.len()
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for Counted<K> {
+    fn drop(&mut self) {
+        self.counts.remove_if_mut(&self.key, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
+}
+
+/// Why the PROXY header was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyFailure {
+    /// Not within the deadline.
+    Timeout,
+    /// The peer closed or the read failed.
+    Closed,
+    /// Bad bytes.
+    Invalid(ProxyError),
+}
+
+impl ProxyFailure {
+    /// A stable label for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyFailure::Timeout => "timeout",
+            ProxyFailure::Closed => "closed",
+            ProxyFailure::Invalid(e) => e.kind(),
+        }
+    }
+}
+
+/// Reads exactly one PROXY header from `stream` within `deadline`, never a byte past it
+/// (what follows is the TLS handshake) and never more than [`proxy_header::MAX_V2`].
+pub async fn read_proxy_header(
+    stream: &mut TcpStream,
+    deadline: Duration,
+) -> Result<ProxyHeader, ProxyFailure> {
+    let read = async {
+        let mut buf = Vec::with_capacity(64);
+        let mut need = PREFIX;
+        loop {
+            let have = buf.len();
+            buf.resize(need, 0);
+            stream
+                .read_exact(&mut buf[have..need])
+                .await
+                .map_err(|_| ProxyFailure::Closed)?;
+            match proxy_header::parse(&buf).map_err(ProxyFailure::Invalid)? {
+                Progress::Done(header) => return Ok(header),
+                Progress::Need(n) => need = n,
+            }
+        }
+    };
+    tokio::time::timeout(deadline, read)
+        .await
+        .map_err(|_| ProxyFailure::Timeout)?
+}
+
+/// The client address a connection is accounted to: the PROXY header's source when there is
+/// one, else the TCP peer.
+pub fn client_address(peer: SocketAddr, header: Option<&ProxyHeader>) -> SocketAddr {
+    header.and_then(|h| h.source).unwrap_or(peer)
+}
+
+/// Canonical form of an address for per-IP accounting (IPv4-mapped IPv6 is IPv4).
+pub fn ip_key(addr: SocketAddr) -> IpAddr {
+    addr.ip().to_canonical()
+}
+
+const IDLE: u8 = 0;
+const HEAD: u8 = 1;
+const BUSY: u8 = 2;
+
+/// Where a connection is in its request cycle, and since when.
+#[derive(Debug)]
+pub struct Phase {
+    /// The head now being read names both Content-Length and Transfer-Encoding.
+    ambiguous: std::sync::atomic::AtomicBool,
+    state: AtomicU8,
+    since_ms: AtomicU64,
+    epoch: Instant,
+    changed: tokio::sync::Notify,
+}
+
+/// What a connection's phase says about its deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Idle longer than the keep-alive timeout.
+    Idle,
+    /// A request head slower than the head deadline.
+    Head,
+}
+
+impl Phase {
+    /// A connection that just became idle (before its first request).
+    pub fn new() -> Arc<Phase> {
+        Arc::new(Phase {
+            ambiguous: std::sync::atomic::AtomicBool::new(false),
+            state: AtomicU8::new(IDLE),
+            since_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            changed: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn set(&self, state: u8) {
+        self.since_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.state.store(state, Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// Completes after the phase changed (a stored notification counts).
+    pub async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    /// The service was called: the head is in. Returns whether that head gave its body
+    /// length twice over (Content-Length and Transfer-Encoding), which hyper resolves
+    /// silently and a proxy must refuse.
+    pub fn busy(&self) -> bool {
+        self.set(BUSY);
+        self.ambiguous.swap(false, Ordering::AcqRel)
+    }
+
+    /// The response was handed back: waiting for the next request.
+    pub fn idle(&self) {
+        self.set(IDLE);
+    }
+
+    /// A read brought bytes; returns whether they start a new request head.
+    fn first_byte(&self) -> bool {
+        // The phase's start is written before the phase, so a reader never pairs the head
+        // deadline with the idle start.
+        if self.state.load(Ordering::Acquire) == IDLE {
+            self.since_ms.store(self.now_ms(), Ordering::Relaxed);
+            self.ambiguous.store(false, Ordering::Relaxed);
+            self.state.store(HEAD, Ordering::Release);
+            self.changed.notify_one();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// When the current phase's deadline passes (`None` while busy: the body and upstream
+    /// have their own deadlines), and which one it is.
+    pub fn deadline(&self, keepalive: Duration, head: Duration) -> Option<(Instant, Expiry)> {
+        let since = self.epoch + Duration::from_millis(self.since_ms.load(Ordering::Relaxed));
+        match self.state.load(Ordering::Acquire) {
+            IDLE => Some((since + keepalive, Expiry::Idle)),
+            HEAD => Some((since + head, Expiry::Head)),
+            _ => None,
+        }
+    }
+}
+
+/// An I/O stream that reports the first byte of each request to its [`Phase`], and scans
+/// each request head for a body length given twice (the one framing check hyper does not
+/// report: it drops Content-Length in favour of Transfer-Encoding).
+#[derive(Debug)]
+pub struct Tracked<S> {
+    inner: S,
+    phase: Arc<Phase>,
+    head: Vec<u8>,
+    scanning: bool,
+    max_head: usize,
+}
+
+impl<S> Tracked<S> {
+    /// Wraps `inner`; heads longer than `max_head` are not scanned (hyper refuses them).
+    pub fn new(inner: S, phase: Arc<Phase>, max_head: usize) -> Tracked<S> {
+        Tracked {
+            inner,
+            phase,
+            head: Vec::new(),
+            scanning: false,
+            max_head,
+        }
+    }
+
+    fn scan(&mut self, bytes: &[u8]) {
+        let from = self.head.len().saturating_sub(3);
+        let room = self.max_head.saturating_sub(self.head.len());
+        self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        if let Some(end) = self.head[from..].windows(4).position(|w| w == b"\r\n\r\n") {
+            if names_both_lengths(&self.head[..from + end]) {
+                self.phase.ambiguous.store(true, Ordering::Release);
+            }
+            self.scanning = false;
+            self.head.clear();
+        } else if self.head.len() >= self.max_head {
+            self.scanning = false;
+            self.head.clear();
+        }
+    }
+}
+
+/// Whether a request head has both a Content-Length and a Transfer-Encoding field.
+fn names_both_lengths(head: &[u8]) -> bool {
+    let has = |name: &[u8]| {
+        head.split(|&b| b == b'\n').any(|line| {
+            line.len() > name.len()
+                && line[..name.len()].eq_ignore_ascii_case(name)
+                && line[name.len()] == b':'
+        })
+    };
+    has(b"content-length") && has(b"transfer-encoding")
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            if self.phase.first_byte() {
+                self.head.clear();
+                self.scanning = true;
+            }
+            if self.scanning {
+                self.scan(&buf.filled()[before..]);
+            }
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counter_caps_per_key_and_forgets_empty_keys() {
+        let c: Counter<IpAddr> = Counter::default();
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let b: IpAddr = "192.0.2.2".parse().expect("ip");
+        let g1 = c.try_acquire(a, 2).expect("first");
+        let g2 = c.try_acquire(a, 2).expect("second");
+        assert!(c.try_acquire(a, 2).is_none(), "third refused");
+        let g3 = c.try_acquire(b, 2).expect("another key");
+        assert_eq!(c.tracked(), 2);
+        drop(g1);
+        let g4 = c.try_acquire(a, 2).expect("room again");
+        drop((g2, g3, g4));
+        assert_eq!(c.tracked(), 0, "no state left behind");
+    }
+
+    #[test]
+    fn phase_deadlines_follow_the_request_cycle() {
+        let p = Phase::new();
+        let keep = Duration::from_secs(60);
+        let head = Duration::from_secs(10);
+        let (at, kind) = p.deadline(keep, head).expect("idle");
+        assert_eq!(kind, Expiry::Idle);
+        assert!(at > Instant::now() + Duration::from_secs(50));
+        p.first_byte();
+        assert_eq!(p.deadline(keep, head).expect("head").1, Expiry::Head);
+        p.first_byte(); // more bytes of the same head do not move it
+        p.busy();
+        assert!(p.deadline(keep, head).is_none());
+        p.idle();
+        assert_eq!(p.deadline(keep, head).expect("idle").1, Expiry::Idle);
+    }
+
+    #[test]
+    fn heads_with_both_body_lengths_are_spotted() {
+        assert!(names_both_lengths(
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked"
+        ));
+        assert!(names_both_lengths(
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 4"
+        ));
+        assert!(!names_both_lengths(
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nX-Transfer-Encoding: chunked"
+        ));
+        assert!(!names_both_lengths(b"POST / HTTP/1.1\r\nContent-Length: 4"));
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_count_as_ipv4() {
+        let mapped: SocketAddr = "[::ffff:192.0.2.1]:4000".parse().expect("addr");
+        assert_eq!(ip_key(mapped), "192.0.2.1".parse::<IpAddr>().expect("ip"));
+    }
+}

@@ -1,0 +1,704 @@
+//! The edge, row by row (reference/hardening.md §8 rows 1–8): deadlines close slow and idle
+//! peers while a well-behaved client is served; caps refuse excess connections before any TLS
+//! work; PROXY headers are accepted only from the load balancers, exactly once, within their
+//! deadline; smuggling attempts get 400 and a closed connection with nothing forwarded; header
+//! bombs get 431. Tests here run one at a time: they read the shared metrics registry.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use oneway_tests::{FakeUpstream, TOKEN_1, TestGateway};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const LP: &str = "cpu,host=web-1 usage=1i 1700000000000000000\n";
+/// Slack on top of a deadline for the gateway's timer and the scheduler.
+const MARGIN: Duration = Duration::from_millis(1500);
+
+fn outside() -> IpAddr {
+    "127.0.0.2".parse().expect("ip")
+}
+
+fn uri() -> String {
+    format!("/v1/write/metric?token={TOKEN_1}")
+}
+
+fn lp_headers() -> [(&'static str, &'static str); 1] {
+    [("content-type", "application/line-protocol")]
+}
+
+/// Reads until the peer closes (or `limit` passes); returns how long that took and the bytes.
+async fn until_closed<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+) -> (Duration, Vec<u8>) {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (started.elapsed(), out),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) => return (started.elapsed(), out),
+        }
+    }
+}
+
+async fn served(gw: &TestGateway) {
+    let r = gw
+        .post(
+            "agent-2",
+            &format!("/v1/write/metric?token={}", oneway_tests::TOKEN_2),
+            &lp_headers(),
+            LP.as_bytes().to_vec(),
+        )
+        .await
+        .expect("a well-behaved client completes");
+    assert_eq!(r.status, 200, "a well-behaved client is served: {}", r.body);
+}
+
+// ------------------------------------------------------------------ row 1: no ClientHello ---
+
+#[tokio::test]
+async fn row1_tcp_without_client_hello_is_closed_at_the_handshake_deadline() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .listener("handshake_timeout_ms", "400")
+        .start()
+        .await;
+    let before = gw
+        .metric("oneway_tls_handshake_failures_total", &["kind=\"timeout\""])
+        .await;
+    let mut silent = gw.connect_tcp(None).await.expect("connect");
+    let (waited, _) = tokio::join!(
+        until_closed(&mut silent, Duration::from_secs(10)),
+        served(&gw)
+    )
+    .0;
+    assert!(
+        waited >= Duration::from_millis(350) && waited < Duration::from_millis(400) + MARGIN,
+        "closed after {waited:?}"
+    );
+    assert_eq!(
+        gw.metric("oneway_tls_handshake_failures_total", &["kind=\"timeout\""])
+            .await
+            - before,
+        1.0
+    );
+    assert!(gw.stop().await);
+}
+
+// ------------------------------------------------------ row 5: slowloris, slow body, idle ---
+
+#[tokio::test]
+async fn row5_slow_head_is_closed_at_the_head_deadline_while_others_are_served() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .listener("header_timeout_ms", "500")
+        .start()
+        .await;
+    let before = gw
+        .metric(
+            "oneway_listener_connections_closed_total",
+            &["reason=\"head_timeout\""],
+        )
+        .await;
+    let mut tls = gw
+        .connect_tls(Some("agent-1"), b"", None)
+        .await
+        .expect("tls");
+    let drip = async {
+        tls.write_all(b"POST /v1/write/metric HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .expect("write");
+        let started = Instant::now();
+        // One header byte every 100 ms: forever, unless the gateway closes.
+        for _ in 0..100 {
+            if tls.write_all(b"X").await.is_err() || tls.flush().await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut probe = [0u8; 1];
+            if let Ok(Ok(0)) =
+                tokio::time::timeout(Duration::from_millis(1), tls.read(&mut probe)).await
+            {
+                break;
+            }
+        }
+        started.elapsed()
+    };
+    let (elapsed, ()) = tokio::join!(drip, served(&gw));
+    assert!(
+        elapsed < Duration::from_millis(500) + MARGIN,
+        "head dripped for {elapsed:?}"
+    );
+    assert_eq!(
+        gw.metric(
+            "oneway_listener_connections_closed_total",
+            &["reason=\"head_timeout\""]
+        )
+        .await
+            - before,
+        1.0
+    );
+    assert!(
+        up.received()
+            .iter()
+            .all(|r| r.headers["x-oneway-agent"] != "dns:agent-1"),
+        "the slow head was not forwarded"
+    );
+    assert!(gw.stop().await);
+}
+
+#[tokio::test]
+async fn row5_slow_body_gets_408_after_the_grace_period() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .listener("body_min_rate_bytes_per_second", "16384")
+        .listener("body_min_rate_grace_ms", "500")
+        .start()
+        .await;
+    let mut tls = gw
+        .connect_tls(Some("agent-1"), b"", None)
+        .await
+        .expect("tls");
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: 100000\r\n\r\n",
+        uri()
+    );
+    tls.write_all(head.as_bytes()).await.expect("head");
+    let started = Instant::now();
+    let writer = async {
+        // 200 bytes every 100 ms: 2 KB/s, far below 16 KiB/s.
+        for _ in 0..100 {
+            if tls.write_all(&[b'x'; 200]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let mut buf = [0u8; 256];
+            match tokio::time::timeout(Duration::from_millis(1), tls.read(&mut buf)).await {
+                Ok(Ok(n)) if n > 0 => return String::from_utf8_lossy(&buf[..n]).into_owned(),
+                Ok(_) => return String::new(),
+                Err(_) => {}
+            }
+        }
+        String::new()
+    };
+    let (answer, ()) = tokio::join!(writer, served(&gw));
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(answer.contains("oneway.body_too_slow"), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_millis(600) + MARGIN);
+    assert!(
+        up.received()
+            .iter()
+            .all(|r| r.headers["x-oneway-agent"] != "dns:agent-1"),
+        "the slow body was not forwarded"
+    );
+    assert!(gw.stop().await);
+}
+
+#[tokio::test]
+async fn row5_idle_keep_alive_is_closed_at_the_keepalive_deadline() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .listener("keepalive_timeout_ms", "600")
+        .listener("header_timeout_ms", "200")
+        .start()
+        .await;
+    let before = gw
+        .metric(
+            "oneway_listener_connections_closed_total",
+            &["reason=\"idle\""],
+        )
+        .await;
+    let mut tls = gw
+        .connect_tls(Some("agent-1"), b"", None)
+        .await
+        .expect("tls");
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: {}\r\n\r\n{LP}",
+        uri(),
+        LP.len()
+    );
+    // Idle longer than the head deadline but shorter than keep-alive: still open.
+    tls.write_all(request.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = tls.read(&mut buf).await.expect("response");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    tls.write_all(request.as_bytes())
+        .await
+        .expect("second request on the idle connection");
+    let n = tls.read(&mut buf).await.expect("second response");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "idle < keep-alive: kept"
+    );
+    let (waited, _) = until_closed(&mut tls, Duration::from_secs(10)).await;
+    assert!(
+        waited >= Duration::from_millis(550) && waited < Duration::from_millis(600) + MARGIN,
+        "idle connection closed after {waited:?}"
+    );
+    assert_eq!(
+        gw.metric(
+            "oneway_listener_connections_closed_total",
+            &["reason=\"idle\""]
+        )
+        .await
+            - before,
+        1.0
+    );
+    assert!(gw.stop().await);
+}
+
+#[tokio::test]
+async fn max_connection_age_closes_gracefully_after_the_request_in_progress() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .listener("max_connection_age_ms", "700")
+        .start()
+        .await;
+    let mut tls = gw
+        .connect_tls(Some("agent-1"), b"", None)
+        .await
+        .expect("tls");
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: {}\r\n\r\n{LP}",
+        uri(),
+        LP.len()
+    );
+    let started = Instant::now();
+    let mut answered = 0;
+    let mut buf = vec![0u8; 4096];
+    while started.elapsed() < Duration::from_secs(5) {
+        if tls.write_all(request.as_bytes()).await.is_err() {
+            break;
+        }
+        match tls.read(&mut buf).await {
+            Ok(n) if n > 0 && buf[..n].starts_with(b"HTTP/1.1 200") => answered += 1,
+            _ => break,
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let age = started.elapsed();
+    assert!(
+        answered >= 3,
+        "requests were served until the age limit: {answered}"
+    );
+    assert!(
+        age < Duration::from_millis(700) + MARGIN,
+        "closed after {age:?}"
+    );
+    assert_eq!(
+        up.received().len(),
+        answered,
+        "every answered request was forwarded"
+    );
+    assert!(gw.stop().await);
+}
+
+// ------------------------------------------------------------------- row 6: caps ---
+
+#[tokio::test]
+async fn row6_connection_caps_refuse_excess_fast_without_tls() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .listener("max_connections", "12")
+        .listener("max_connections_per_ip", "8")
+        .listener("max_connections_per_identity", "2")
+        .listener("handshake_timeout_ms", "5000")
+        .start()
+        .await;
+    let per_ip = gw
+        .metric(
+            "oneway_listener_connections_refused_total",
+            &["reason=\"per_ip\""],
+        )
+        .await;
+    let global = gw
+        .metric(
+            "oneway_listener_connections_refused_total",
+            &["reason=\"max_connections\""],
+        )
+        .await;
+    // 8 silent connections from 127.0.0.1 fill its per-IP cap; the 9th is closed at once.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(gw.connect_tcp(None).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut ninth = gw.connect_tcp(None).await.expect("connect");
+    let (waited, bytes) = until_closed(&mut ninth, Duration::from_secs(3)).await;
+    assert!(
+        waited < Duration::from_millis(500),
+        "refused fast: {waited:?}"
+    );
+    assert!(bytes.is_empty(), "no TLS bytes were sent");
+    assert_eq!(
+        gw.metric(
+            "oneway_listener_connections_refused_total",
+            &["reason=\"per_ip\""]
+        )
+        .await
+            - per_ip,
+        1.0
+    );
+    // Another address still gets in, up to the global cap of 12.
+    for _ in 0..4 {
+        held.push(gw.connect_tcp(Some(outside())).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut over = gw.connect_tcp(Some(outside())).await.expect("connect");
+    let (waited, _) = until_closed(&mut over, Duration::from_secs(3)).await;
+    assert!(
+        waited < Duration::from_millis(500),
+        "refused fast: {waited:?}"
+    );
+    assert_eq!(
+        gw.metric(
+            "oneway_listener_connections_refused_total",
+            &["reason=\"max_connections\""]
+        )
+        .await
+            - global,
+        1.0
+    );
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Per identity: agent-1 may hold two connections; a third ends right after the handshake.
+    let per_id = gw
+        .metric(
+            "oneway_listener_connections_refused_total",
+            &["reason=\"per_identity\""],
+        )
+        .await;
+    let a = gw
+        .connect_tls(Some("agent-1"), b"", None)
+        .await
+        .expect("first");
+    let b = gw
+        .connect_tls(Some("agent-1"), b"", None)
+        .await
+        .expect("second");
+    let third = gw.connect_tls(Some("agent-1"), b"", None).await;
+    if let Ok(stream) = third {
+        let r =
+            TestGateway::request_on(stream, &uri(), &lp_headers(), LP.as_bytes().to_vec()).await;
+        assert!(r.is_err(), "the third connection is closed: {r:?}");
+    }
+    assert_eq!(
+        gw.metric(
+            "oneway_listener_connections_refused_total",
+            &["reason=\"per_identity\""]
+        )
+        .await
+            - per_id,
+        1.0
+    );
+    served(&gw).await; // agent-2 is another identity
+    drop((a, b));
+    assert!(gw.stop().await);
+}
+
+// ------------------------------------------------------------- rows 2–4: PROXY protocol ---
+
+fn proxy_builder(up: &FakeUpstream) -> oneway_tests::Builder {
+    TestGateway::builder()
+        .upstream(up)
+        .listener(
+            "proxy_protocol",
+            "{ trusted_cidrs = [\"127.0.0.1/32\"], header_timeout_ms = 400 }",
+        )
+        .listener("max_connections_per_ip", "1")
+}
+
+fn v2_local() -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x20, 0x00, 0, 0]);
+    h
+}
+
+fn v2_proxy(source: [u8; 4], port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12 + 27]);
+    h.extend_from_slice(&source);
+    h.extend_from_slice(&[10, 0, 0, 1]);
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&443u16.to_be_bytes());
+    // AWS's TLV: subtype 1, the VPC endpoint id.
+    h.extend_from_slice(&[0xEA, 0, 24, 0x01]);
+    h.extend_from_slice(b"vpce-0123456789abcdef01");
+    h
+}
+
+#[tokio::test]
+async fn row2_to_4_proxy_headers_exactly_once_from_the_load_balancer() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = proxy_builder(&up).start().await;
+    let failures = |kind: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.metric(
+                "oneway_listener_proxy_header_failures_total",
+                &[&format!("kind=\"{kind}\"")],
+            )
+            .await
+        }
+    };
+
+    // Valid v1 and v2 headers, then mTLS: served. Row 4: LOCAL (a health check) too.
+    for prefix in [
+        b"PROXY TCP4 198.51.100.7 10.0.0.1 40000 443\r\n".to_vec(),
+        v2_proxy([198, 51, 100, 8], 40001),
+        v2_local(),
+    ] {
+        let tls = gw
+            .connect_tls(Some("agent-1"), &prefix, None)
+            .await
+            .expect("tls after PROXY");
+        let r = TestGateway::request_on(tls, &uri(), &lp_headers(), LP.as_bytes().to_vec())
+            .await
+            .expect("request");
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+
+    // Row 2: missing (TLS straight away), partial, dripped, oversized, doubled, bad version.
+    let missing = failures("missing").await;
+    assert!(
+        gw.connect_tls(Some("agent-1"), b"", None).await.is_err(),
+        "TLS without a PROXY header fails"
+    );
+    assert_eq!(
+        failures("missing").await - missing,
+        1.0,
+        "a ClientHello is not a PROXY header"
+    );
+
+    let timeout = failures("timeout").await;
+    let mut partial = gw.connect_tcp(None).await.expect("connect");
+    partial
+        .write_all(b"PROXY TCP4 198.51.100.9")
+        .await
+        .expect("write");
+    let (waited, _) = until_closed(&mut partial, Duration::from_secs(5)).await;
+    assert!(
+        waited < Duration::from_millis(400) + MARGIN,
+        "partial header: {waited:?}"
+    );
+
+    let mut dripped = gw.connect_tcp(None).await.expect("connect");
+    let started = Instant::now();
+    for b in b"PROXY TCP4 198.51.100.10 10.0.0.1 40002 443\r\n" {
+        if dripped.write_all(&[*b]).await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, _) = until_closed(&mut dripped, Duration::from_secs(5)).await;
+    assert!(started.elapsed() < Duration::from_millis(400) + MARGIN + Duration::from_millis(300));
+    assert_eq!(
+        failures("timeout").await - timeout,
+        2.0,
+        "partial and dripped"
+    );
+
+    let too_long = failures("too_long").await;
+    let mut oversized = gw.connect_tcp(None).await.expect("connect");
+    let mut long = b"PROXY TCP4 ".to_vec();
+    long.extend(std::iter::repeat_n(b'1', 200));
+    let _ = oversized.write_all(&long).await;
+    let (waited, _) = until_closed(&mut oversized, Duration::from_secs(5)).await;
+    assert!(
+        waited < Duration::from_millis(300),
+        "refused without waiting: {waited:?}"
+    );
+    assert_eq!(failures("too_long").await - too_long, 1.0);
+
+    let doubled = b"PROXY UNKNOWN\r\nPROXY UNKNOWN\r\n";
+    let tls = gw.connect_tls(Some("agent-1"), doubled, None).await;
+    assert!(tls.is_err(), "a second header is not a TLS handshake");
+
+    let unsupported = failures("unsupported").await;
+    let mut v3 = v2_proxy([198, 51, 100, 11], 40003);
+    v3[12] = 0x31;
+    let mut bad = gw.connect_tcp(None).await.expect("connect");
+    let _ = bad.write_all(&v3).await;
+    let _ = until_closed(&mut bad, Duration::from_secs(5)).await;
+    assert_eq!(failures("unsupported").await - unsupported, 1.0);
+
+    // Row 3: a valid header from outside the load balancers' CIDRs is refused.
+    let untrusted = gw
+        .metric(
+            "oneway_listener_connections_refused_total",
+            &["reason=\"proxy_untrusted\""],
+        )
+        .await;
+    let tls = gw
+        .connect_tls(
+            Some("agent-1"),
+            b"PROXY TCP4 198.51.100.12 10.0.0.1 40004 443\r\n",
+            Some(outside()),
+        )
+        .await;
+    assert!(tls.is_err(), "refused before TLS");
+    assert_eq!(
+        gw.metric(
+            "oneway_listener_connections_refused_total",
+            &["reason=\"proxy_untrusted\""]
+        )
+        .await
+            - untrusted,
+        1.0
+    );
+    assert!(gw.stop().await);
+}
+
+#[tokio::test]
+async fn per_ip_cap_counts_the_proxy_derived_address() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = proxy_builder(&up).start().await;
+    // Cap 1 per client address: two clients behind the same load balancer both get in…
+    let a = gw
+        .connect_tls(Some("agent-1"), &v2_proxy([198, 51, 100, 20], 1), None)
+        .await
+        .expect("first client");
+    let b = gw
+        .connect_tls(Some("agent-2"), &v2_proxy([198, 51, 100, 21], 2), None)
+        .await
+        .expect("second client, same load balancer");
+    // …and a second connection of the first client is refused.
+    let again = gw
+        .connect_tls(Some("agent-1"), &v2_proxy([198, 51, 100, 20], 3), None)
+        .await;
+    assert!(again.is_err(), "per-address cap on the PROXY source");
+    drop((a, b));
+    assert!(gw.stop().await);
+}
+
+// ------------------------------------------------------------ rows 7–8: HTTP framing ---
+
+async fn raw_exchange(gw: &TestGateway, request: &[u8]) -> (String, bool) {
+    let mut tls = gw
+        .connect_tls(Some("agent-1"), b"", None)
+        .await
+        .expect("tls");
+    tls.write_all(request).await.expect("write");
+    let (_, bytes) = until_closed(&mut tls, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    // Closed: until_closed returned on EOF within its limit (the response said so too).
+    (text, true)
+}
+
+#[tokio::test]
+async fn row7_smuggling_attempts_get_400_and_close_and_nothing_is_forwarded() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    let path = uri();
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "CL+TE",
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n"
+            ),
+        ),
+        (
+            "duplicate CL",
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: 5\r\nContent-Length: 44\r\n\r\n{LP}"
+            ),
+        ),
+        (
+            "TE chunked, identity",
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nTransfer-Encoding: chunked, identity\r\n\r\n2c\r\n{LP}\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "obs-fold",
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nX-Folded: a\r\n b\r\nContent-Length: {}\r\n\r\n{LP}",
+                LP.len()
+            ),
+        ),
+        (
+            "huge chunk size",
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffffff\r\n{LP}\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "bad chunk size",
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{LP}\r\n0\r\n\r\n"
+            ),
+        ),
+    ];
+    for (name, request) in cases {
+        let (answer, _) = raw_exchange(&gw, request.as_bytes()).await;
+        let status = answer.get(..12).unwrap_or("");
+        assert!(
+            status == "HTTP/1.1 400" || answer.is_empty(),
+            "{name}: answered {answer:?}"
+        );
+        assert!(
+            !answer.contains("HTTP/1.1 200"),
+            "{name}: nothing accepted: {answer:?}"
+        );
+    }
+    assert!(up.received().is_empty(), "nothing reached the upstream");
+    served(&gw).await;
+    assert!(gw.stop().await);
+}
+
+#[tokio::test]
+async fn row8_header_bombs_get_431() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    let path = uri();
+    let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big = format!("X-Big: {}\r\n", "a".repeat(20_000));
+    for (name, extra) in [("100 fields", many), ("20 KB header", big)] {
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\n{extra}Content-Type: application/line-protocol\r\nContent-Length: {}\r\n\r\n{LP}",
+            LP.len()
+        );
+        let (answer, _) = raw_exchange(&gw, request.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431"), "{name}: {answer:?}");
+    }
+    // 60 fields of normal size pass.
+    let fine: Vec<(String, String)> = (0..55)
+        .map(|i| (format!("x-h{i}"), "v".to_string()))
+        .collect();
+    let mut headers: Vec<(&str, &str)> =
+        fine.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    headers.push(("content-type", "application/line-protocol"));
+    let r = gw
+        .post("agent-1", &path, &headers, LP.as_bytes().to_vec())
+        .await
+        .expect("request");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(up.received().len(), 1);
+    assert!(gw.stop().await);
+}
