@@ -48,15 +48,18 @@ fn bench(c: &mut Criterion) {
         .build()
         .expect("runtime");
     let spool = runtime.block_on(async {
-        Spool::open(SpoolConfig {
-            directory: root.path().join("spool"),
-            mode: SpoolMode::SpoolFirst,
-            max_bytes: u64::MAX,
-            max_age: None,
-            segment_bytes: 64 << 20,
-            replay_share: 1.0,
-            retry_max_backoff: std::time::Duration::from_secs(1),
-        })
+        Spool::open(
+            SpoolConfig {
+                directory: root.path().join("spool"),
+                mode: SpoolMode::SpoolFirst,
+                max_bytes: u64::MAX,
+                max_age: None,
+                segment_bytes: 64 << 20,
+                replay_share: 1.0,
+                retry_max_backoff: std::time::Duration::from_secs(1),
+            },
+            Arc::new(oneway_gateway::audit::Audit::off()),
+        )
         .expect("spool")
     });
 

@@ -46,6 +46,8 @@ pub struct ClientSpec {
 pub struct Pki {
     /// The CA certificate.
     pub ca_pem: String,
+    /// The CA key (to revoke or issue later: [`revoke`], [`reissue_server`]).
+    pub ca_key_pem: String,
     /// The server certificate.
     pub server_pem: String,
     /// The server key.
@@ -79,6 +81,7 @@ pub fn generate(spec: &PkiSpec) -> anyhow::Result<Pki> {
     ca.not_before = not_before;
     ca.not_after = not_after;
     let ca_cert = ca.self_signed(&ca_key).map_err(err)?;
+    let ca_key_pem = ca_key.serialize_pem();
     let issuer = Issuer::new(ca, ca_key);
 
     let server_key = KeyPair::generate().map_err(err)?;
@@ -146,6 +149,7 @@ pub fn generate(spec: &PkiSpec) -> anyhow::Result<Pki> {
 
     Ok(Pki {
         ca_pem: ca_cert.pem(),
+        ca_key_pem,
         server_pem: server_cert.pem(),
         server_key_pem: server_key.serialize_pem(),
         clients,
@@ -169,11 +173,12 @@ fn write_file(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
 }
 
 impl Pki {
-    /// Writes `ca.pem`, `server.pem`, `server.key`, `<client>.pem`, `<client>.key`, `ca.crl`
+    /// Writes `ca.pem`, `ca.key`, `server.pem`, `server.key`, `<client>.pem`, `<client>.key`, `ca.crl`
     /// into `dir` (created if missing).
     pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)?;
         write_file(&dir.join("ca.pem"), &self.ca_pem, false)?;
+        write_file(&dir.join("ca.key"), &self.ca_key_pem, true)?;
         write_file(&dir.join("server.pem"), &self.server_pem, false)?;
         write_file(&dir.join("server.key"), &self.server_key_pem, true)?;
         write_file(&dir.join("ca.crl"), &self.crl_pem, false)?;
@@ -183,6 +188,74 @@ impl Pki {
         }
         Ok(())
     }
+}
+
+/// Writes `contents` to `path` atomically (a temp file renamed over it), as a rotation does.
+fn replace_file(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp-rotate");
+    write_file(&tmp, contents, secret)?;
+    std::fs::rename(&tmp, path)
+        .map_err(|e| anyhow::anyhow!("cannot replace {}: {e}", path.display()))
+}
+
+fn issuer_in(dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
+    let ca_pem = std::fs::read_to_string(dir.join("ca.pem"))?;
+    let key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key"))?).map_err(err)?;
+    Issuer::from_ca_cert_pem(&ca_pem, key).map_err(err)
+}
+
+/// Replaces `dir/ca.crl` with a CRL (number `crl_number`, which must grow) revoking the
+/// client certificates `dir/<name>.pem` for each of `names`, signed by `dir/ca.pem`/`ca.key`.
+pub fn revoke(dir: &Path, names: &[&str], crl_number: u64) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
+    let mut revoked = Vec::new();
+    for name in names {
+        let pem = std::fs::read(dir.join(format!("{name}.pem")))?;
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(&pem)
+            .map(|d: rustls_pki_types::CertificateDer<'_>| d.to_vec())
+            .map_err(|e| anyhow::anyhow!("{name}.pem: {e}"))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| anyhow::anyhow!("{name}.pem: {e}"))?;
+        revoked.push(RevokedCertParams {
+            serial_number: SerialNumber::from_slice(cert.raw_serial()),
+            revocation_time: now - Duration::minutes(1),
+            reason_code: None,
+            invalidity_date: None,
+        });
+    }
+    let crl = CertificateRevocationListParams {
+        this_update: now - Duration::minutes(2),
+        next_update: now + Duration::days(30),
+        crl_number: SerialNumber::from(crl_number),
+        issuing_distribution_point: None,
+        revoked_certs: revoked,
+        key_identifier_method: KeyIdMethod::Sha256,
+    }
+    .signed_by(&issuer_in(dir)?)
+    .map_err(err)?;
+    replace_file(&dir.join("ca.crl"), &crl.pem().map_err(err)?, false)
+}
+
+/// Issues a new server certificate and key for `names`, signed by `dir/ca.pem`/`ca.key`, and
+/// returns them as PEM (certificate, key) without writing anything.
+pub fn reissue_server(dir: &Path, names: &[&str]) -> anyhow::Result<(String, String)> {
+    let now = OffsetDateTime::now_utc();
+    let key = KeyPair::generate().map_err(err)?;
+    let mut server = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+    server
+        .distinguished_name
+        .push(DnType::CommonName, "oneway gateway");
+    for name in names {
+        server.subject_alt_names.push(match name.parse::<IpAddr>() {
+            Ok(ip) => SanType::IpAddress(ip),
+            Err(_) => SanType::DnsName(name.to_string().try_into().map_err(err)?),
+        });
+    }
+    server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    server.not_before = now - Duration::hours(1);
+    server.not_after = now + Duration::days(30);
+    let cert = server.signed_by(&key, &issuer_in(dir)?).map_err(err)?;
+    Ok((cert.pem(), key.serialize_pem()))
 }
 
 #[cfg(test)]

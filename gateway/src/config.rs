@@ -88,6 +88,24 @@ pub struct RawConfig {
     #[serde(default)]
     tokens: Vec<RawToken>,
     spool: Option<RawSpool>,
+    #[serde(default)]
+    audit: RawAudit,
+    #[serde(default)]
+    reload: RawReload,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    output: Option<String>,
+    interval_seconds: Option<u64>,
+    workspace_token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReload {
+    watch_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -359,6 +377,14 @@ pub struct Config {
     pub tokens: Vec<TokenConfig>,
     /// The durable spool, if configured.
     pub spool: Option<crate::spool::SpoolConfig>,
+    /// The audit trail.
+    pub audit: crate::audit::AuditConfig,
+    /// How often watched files are checked for changes (`None`: only SIGHUP reloads).
+    pub watch_interval: Option<Duration>,
+    /// The file this was loaded from (for reloads).
+    pub source: Option<PathBuf>,
+    /// SHA-256 of the file's bytes, hex (for the audit trail).
+    pub sha256: String,
 }
 
 /// The public listener.
@@ -1195,12 +1221,44 @@ impl RawConfig {
             .spool
             .as_ref()
             .and_then(|sp| spool(&mut p, sp, &resolve, body.max_body_bytes));
+        let audit = crate::audit::AuditConfig {
+            output: match self.audit.output.as_deref() {
+                None | Some("stdout") => crate::audit::AuditOutput::Stdout,
+                Some("off") => crate::audit::AuditOutput::Off,
+                Some(path) => crate::audit::AuditOutput::File(resolve(&PathBuf::from(path))),
+            },
+            interval: Duration::from_secs(match self.audit.interval_seconds {
+                Some(0) => {
+                    p.add("audit.interval_seconds", "must be greater than 0");
+                    10
+                }
+                Some(s) => s,
+                None => 10,
+            }),
+            workspace_token: self.audit.workspace_token.clone().inspect(|t| {
+                if !token_is_well_formed(t) {
+                    p.add(
+                        "audit.workspace_token",
+                        "a token is 1-128 letters, digits, '_' or '-'",
+                    );
+                }
+            }),
+        };
+        let watch_interval = match self.reload.watch_interval_ms {
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => Some(Duration::from_secs(1)),
+        };
 
         if !p.0.is_empty() {
             return Err(ConfigError::Invalid(p.0));
         }
         Ok(Config {
             spool,
+            audit,
+            watch_interval,
+            source: None,
+            sha256: String::new(),
             listener,
             admin_address,
             upstream,
@@ -1221,7 +1279,10 @@ impl Config {
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        RawConfig::parse(&text, path)?.validate(base)
+        let mut config = RawConfig::parse(&text, path)?.validate(base)?;
+        config.source = Some(path.to_path_buf());
+        config.sha256 = hex::encode(crate::auth::sha256(text.as_bytes()));
+        Ok(config)
     }
 }
 

@@ -4,15 +4,17 @@
 //!
 //! - [`config`]: TOML into validated types, every problem reported with its key path;
 //! - [`tls`]: rustls with required client certificates, CRLs, no resumption;
-//! - [`auth`]: tokens bound to client-certificate identities;
+//! - [`auth`]: tokens bound to client-certificate identities; [`audit`]: security events;
 //! - [`server`]: listeners, accept loop, the request path, the admin listener;
 //! - [`edge`]: PROXY header, per-address and per-identity caps, connection phase deadlines;
 //! - [`upstream`]: the only outbound connections, to configured literal addresses;
 //! - [`spool`]: the durable spool (group-committed, replayed in order, crash-safe);
 //! - [`response`]: one mapping from errors to statuses and Guance-style JSON bodies;
 //! - [`telemetry`]: metric names; [`certs`]: a dev/test PKI; [`client`]: an mTLS client;
+//! - [`reload`]: SIGHUP and file-watch reloads of certificates, CRLs, tokens and limits;
 //! - [`quickstart`]: the whole path on one machine with no setup.
 
+pub mod audit;
 pub mod auth;
 pub mod certs;
 pub mod client;
@@ -20,6 +22,7 @@ pub mod config;
 pub mod edge;
 pub mod limit;
 pub mod quickstart;
+pub mod reload;
 pub mod response;
 pub mod server;
 pub mod spool;

@@ -7,7 +7,8 @@
 //! - `demo`: run a generated DataKit-shaped batch through the protocol layer only;
 //! - `spool`: inspect a spool, export or replay dead letters and quarantined segments.
 //!
-//! - `run`: serve (SIGTERM/SIGINT: stop accepting, finish in-flight requests, exit 0; a spool
+//! - `run`: serve (SIGHUP or a changed file: reload; SIGTERM/SIGINT: stop accepting, finish
+//!   in-flight requests, exit 0; a spool
 //!   write or sync error: stop accepting, exit 74).
 
 use std::io::Write;
@@ -337,6 +338,16 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let gateway = oneway_gateway::server::Gateway::bind(config)?;
         tracing::info!(public = %gateway.public_addr(), admin = %gateway.admin_addr(), "listening");
+        let reloader = gateway.reloader();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let _ = reloader.reload("sighup").await;
+            }
+        });
         Ok(match gateway.serve(shutdown_signal()).await {
             oneway_gateway::server::Exit::Clean => ExitCode::SUCCESS,
             oneway_gateway::server::Exit::GraceExpired => ExitCode::from(1),

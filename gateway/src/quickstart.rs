@@ -125,6 +125,9 @@ crls = ["ca.crl"]
 [admin]
 address = "127.0.0.1:0"
 
+[audit]
+output = "audit.jsonl"   # security events as JSON lines (the quickstart prints to stdout)
+
 [upstream]
 addresses = ["{upstream}"]
 

@@ -29,6 +29,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, error, info, warn};
 
+use crate::audit::Audit;
 use crate::auth::{AuthError, PeerIdentity, TokenTable};
 use crate::config::{Config, KNOWN_APIS, TokenConfig, TokenSecret};
 use crate::edge::{Counter, Expiry, Phase, Tracked, client_address, ip_key, read_proxy_header};
@@ -66,12 +67,22 @@ struct Scratch {
     decoder: Decoder,
     buffer: Vec<u8>,
     validator: Validator,
+    /// The [`Live::generation`] whose validation limits `validator` has.
+    generation: u64,
+}
+
+/// What a reload replaces: the config, the tokens and their bindings, the TLS material.
+/// A request or connection takes one snapshot and uses it to the end.
+pub(crate) struct Live {
+    pub(crate) config: Arc<Config>,
+    pub(crate) tokens: TokenTable,
+    pub(crate) acceptor: TlsAcceptor,
+    pub(crate) generation: u64,
 }
 
 /// Everything a connection needs.
-struct State {
-    config: Config,
-    tokens: TokenTable,
+pub(crate) struct State {
+    live: std::sync::RwLock<Arc<Live>>,
     limiter: Limiter,
     in_flight: Arc<Semaphore>,
     /// The memory budget, in KiB permits.
@@ -81,6 +92,29 @@ struct State {
     pool: Mutex<Vec<Scratch>>,
     per_ip: Counter<std::net::IpAddr>,
     per_identity: Counter<String>,
+    pub(crate) audit: Arc<Audit>,
+}
+
+impl State {
+    /// The current config, tokens and TLS material.
+    pub(crate) fn live(&self) -> Arc<Live> {
+        match self.live.read() {
+            Ok(l) => Arc::clone(&l),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Installs a reloaded snapshot.
+    pub(crate) fn set_live(&self, live: Live) {
+        let live = Arc::new(live);
+        match self.live.write() {
+            Ok(mut l) => *l = live,
+            Err(poisoned) => *poisoned.into_inner() = live,
+        }
+        if let Ok(mut pool) = self.pool.lock() {
+            pool.clear();
+        }
+    }
 }
 
 /// A bound gateway, not yet serving.
@@ -88,7 +122,6 @@ pub struct Gateway {
     state: Arc<State>,
     public: TcpListener,
     admin: TcpListener,
-    acceptor: TlsAcceptor,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -123,19 +156,16 @@ impl Gateway {
     pub fn bind(config: Config) -> anyhow::Result<Gateway> {
         let _ = telemetry::handle();
         let tls = crate::tls::server_config(&config.listener)?;
+        let audit = Arc::new(
+            Audit::open(&config.audit)
+                .map_err(|e| anyhow::anyhow!("cannot open the audit output: {e}"))?,
+        );
         // First the spool: a directory another process holds stops us before we bind.
         let spool = match &config.spool {
-            Some(c) => Some(Spool::open(c.clone())?),
+            Some(c) => Some(Spool::open(c.clone(), Arc::clone(&audit))?),
             None => None,
         };
-        for (name, path) in [
-            ("server", &config.listener.server_cert),
-            ("client_ca", &config.listener.client_ca),
-        ] {
-            if let Ok(s) = crate::tls::expiry_seconds(path) {
-                metrics::gauge!(telemetry::CERT_EXPIRY, "cert" => name).set(s);
-            }
-        }
+        crate::reload::export_expiry(&config);
         let public = bind(config.listener.address, config.listener.backlog).map_err(|e| {
             anyhow::anyhow!(
                 "cannot bind listener.address {}: {e}",
@@ -145,8 +175,14 @@ impl Gateway {
         let admin = bind(config.admin_address, 128).map_err(|e| {
             anyhow::anyhow!("cannot bind admin.address {}: {e}", config.admin_address)
         })?;
-        let state = Arc::new(State {
+        let live = Live {
             tokens: TokenTable::new(&config.tokens),
+            acceptor: TlsAcceptor::from(tls),
+            generation: 0,
+            config: Arc::new(config.clone()),
+        };
+        let state = Arc::new(State {
+            live: std::sync::RwLock::new(Arc::new(live)),
             limiter: Limiter::new(Arc::new(MonotonicClock::default())),
             in_flight: Arc::new(Semaphore::new(config.overload.max_in_flight_requests)),
             memory: Arc::new(Semaphore::new(kib(config.overload.memory_budget_bytes))),
@@ -155,28 +191,34 @@ impl Gateway {
             pool: Mutex::new(Vec::new()),
             per_ip: Counter::default(),
             per_identity: Counter::default(),
-            config,
+            audit,
         });
         Ok(Gateway {
             state,
             public,
             admin,
-            acceptor: TlsAcceptor::from(tls),
         })
+    }
+
+    /// A handle that reloads the config, certificates, CRLs and tokens (SIGHUP does this).
+    pub fn reloader(&self) -> crate::reload::Reloader {
+        crate::reload::Reloader {
+            state: Arc::clone(&self.state),
+        }
     }
 
     /// The public listener's address.
     pub fn public_addr(&self) -> SocketAddr {
         self.public
             .local_addr()
-            .unwrap_or_else(|_| self.state.config.listener.address)
+            .unwrap_or_else(|_| self.state.live().config.listener.address)
     }
 
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin
             .local_addr()
-            .unwrap_or(self.state.config.admin_address)
+            .unwrap_or(self.state.live().config.admin_address)
     }
 
     /// Serves until `shutdown` completes (or the spool fails), then stops accepting, lets
@@ -187,8 +229,35 @@ impl Gateway {
             state,
             public,
             admin,
-            acceptor,
         } = self;
+        let start = state.live().config.clone();
+        let reloader = crate::reload::Reloader {
+            state: Arc::clone(&state),
+        };
+        let watcher = start
+            .watch_interval
+            .map(|interval| tokio::spawn(crate::reload::watch(reloader, interval)));
+        state.audit.emit(
+            "start",
+            serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "config_sha256": start.sha256,
+                "listener": start.listener.address.to_string(),
+                "sandbox": "off",
+            }),
+        );
+        let auditor = {
+            let state = Arc::clone(&state);
+            let interval = start.audit.interval;
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    flush_audit(&state).await;
+                }
+            })
+        };
         let ready = Arc::new(AtomicBool::new(true));
         let admin_task = tokio::spawn(serve_admin(admin, Arc::clone(&state), Arc::clone(&ready)));
         let sweeper = {
@@ -218,7 +287,7 @@ impl Gateway {
         tokio::pin!(spool_failure);
         let mut failure = None;
         let (closing, closing_rx) = tokio::sync::watch::channel(false);
-        let slots = Arc::new(Semaphore::new(state.config.listener.max_connections));
+        let slots = Arc::new(Semaphore::new(start.listener.max_connections));
         tokio::pin!(shutdown);
         info!(address = %public.local_addr().map(|a| a.to_string()).unwrap_or_default(), "serving");
         loop {
@@ -245,11 +314,10 @@ impl Gateway {
                         continue;
                     };
                     let state = Arc::clone(&state);
-                    let acceptor = acceptor.clone();
                     let closing = closing_rx.clone();
                     tokio::spawn(async move {
                         let _permit = permit;
-                        connection(state, acceptor, stream, peer, closing).await;
+                        connection(state, stream, peer, closing).await;
                     });
                 }
             }
@@ -257,10 +325,10 @@ impl Gateway {
         ready.store(false, Ordering::Relaxed);
         drop(public);
         info!("shutting down: no new connections; waiting for in-flight requests");
-        let grace = state.config.listener.shutdown_grace;
+        let grace = start.listener.shutdown_grace;
         closing.send_replace(true);
         // Every connection holds a slot until it ends: all slots back means all ended.
-        let all = u32::try_from(state.config.listener.max_connections).unwrap_or(u32::MAX);
+        let all = u32::try_from(start.listener.max_connections).unwrap_or(u32::MAX);
         let finished = tokio::time::timeout(grace, slots.acquire_many(all))
             .await
             .is_ok();
@@ -272,6 +340,19 @@ impl Gateway {
         }
         admin_task.abort();
         sweeper.abort();
+        auditor.abort();
+        if let Some(w) = watcher {
+            w.abort();
+        }
+        let reason = match (&failure, finished) {
+            (Some(_), _) => "spool_failure",
+            (None, true) => "shutdown",
+            (None, false) => "shutdown_grace_expired",
+        };
+        state
+            .audit
+            .emit("stop", serde_json::json!({ "reason": reason }));
+        flush_audit(&state).await;
         for task in spool_tasks {
             task.abort();
         }
@@ -299,12 +380,14 @@ pub enum Exit {
 
 async fn connection(
     state: Arc<State>,
-    acceptor: TlsAcceptor,
     mut stream: TcpStream,
     peer: SocketAddr,
     mut closing: tokio::sync::watch::Receiver<bool>,
 ) {
-    let listener = &state.config.listener;
+    // The TLS material and deadlines of this moment: a reload applies to new connections.
+    let live = state.live();
+    let listener = &live.config.listener;
+    let acceptor = live.acceptor.clone();
     // PROXY header first (only from the load balancers), so that the per-IP cap and the logs
     // see the client's address; then the per-IP cap, before any TLS work.
     let mut proxy = None;
@@ -341,6 +424,12 @@ async fn connection(
             let kind = tls_failure_kind(&e);
             metrics::counter!(telemetry::TLS_FAILURES, "kind" => kind).increment(1);
             debug!(%client, kind, "TLS handshake failed");
+            if kind != "other" {
+                let ip = ip_key(client).to_string();
+                state
+                    .audit
+                    .count("auth_failure", &[("kind", kind), ("client", &ip)]);
+            }
             return;
         }
         Err(_) => {
@@ -354,6 +443,11 @@ async fn connection(
     };
     let Ok(identity) = identity else {
         metrics::counter!(telemetry::TLS_FAILURES, "kind" => "bad_certificate").increment(1);
+        let ip = ip_key(client).to_string();
+        state.audit.count(
+            "auth_failure",
+            &[("kind", "no_usable_identity"), ("client", &ip)],
+        );
         return;
     };
     let Some(_per_identity) = state
@@ -532,6 +626,25 @@ async fn handle(
             match &e {
                 RequestError::Auth(a) => {
                     metrics::counter!(telemetry::AUTH_FAILURES, "kind" => a.kind()).increment(1);
+                    let event = if matches!(a, AuthError::ApiNotAllowed) {
+                        "api_refused"
+                    } else {
+                        "auth_failure"
+                    };
+                    state.audit.count(
+                        event,
+                        &[
+                            ("kind", a.kind()),
+                            ("identity", &identity.name()),
+                            ("route", route_label),
+                        ],
+                    );
+                }
+                RequestError::Throttled { kind, .. } => {
+                    state.audit.count(
+                        "rate_limited",
+                        &[("kind", kind.as_str()), ("identity", &identity.name())],
+                    );
                 }
                 RequestError::Invalid(r) => {
                     metrics::counter!(telemetry::VALIDATION_FAILURES, "rule" => r.rule.as_str())
@@ -658,7 +771,7 @@ impl Held {
     }
 
     fn report(&self) {
-        let total = kib(self.state.config.overload.memory_budget_bytes);
+        let total = kib(self.state.live().config.overload.memory_budget_bytes);
         let used = total.saturating_sub(self.state.memory.available_permits());
         metrics::gauge!(telemetry::MEMORY_USED).set((used * 1024) as f64);
     }
@@ -703,8 +816,9 @@ async fn read_body(
     };
     held.reserve(expected)?;
     let started = Instant::now();
-    let min_rate = state.config.listener.body_min_rate_bytes_per_second;
-    let grace = state.config.listener.body_min_rate_grace;
+    let live = state.live();
+    let min_rate = live.config.listener.body_min_rate_bytes_per_second;
+    let grace = live.config.listener.body_min_rate_grace;
     let read = async {
         let mut data = bytes::BytesMut::with_capacity(expected.min(limit));
         let mut first = true;
@@ -741,20 +855,20 @@ async fn read_body(
             }
         }
     };
-    let body = tokio::time::timeout(state.config.listener.body_timeout, read)
+    let body = tokio::time::timeout(live.config.listener.body_timeout, read)
         .await
         .map_err(|_| RequestError::BodyTimeout)??;
     Ok((parts, body, held))
 }
 
-fn forwarded_headers(from: &HeaderMap, identity: &PeerIdentity, state: &State) -> HeaderMap {
+fn forwarded_headers(from: &HeaderMap, identity: &PeerIdentity, config: &Config) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in FORWARDED_HEADERS {
         for value in from.get_all(*name) {
             out.append(*name, value.clone());
         }
     }
-    if let Some(name) = &state.config.identity_header
+    if let Some(name) = &config.identity_header
         && let Ok(v) = HeaderValue::from_str(&identity.name())
     {
         out.insert(name.clone(), v);
@@ -768,8 +882,9 @@ async fn write(
     category: Category,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, RequestError> {
+    let live = state.live();
     let presented = presented_token(&req);
-    let token = state.tokens.authorize(presented.as_deref(), identity)?;
+    let token = live.tokens.authorize(presented.as_deref(), identity)?;
     if req.method() != Method::POST {
         return Err(RequestError::MethodNotAllowed);
     }
@@ -800,24 +915,26 @@ async fn write(
             .map(HeaderValue::as_bytes),
     )?;
     let query = req.uri().query().unwrap_or("").to_string();
-    let (parts, body, mut held) = read_body(state, req, state.config.body.max_body_bytes).await?;
+    let (parts, body, mut held) = read_body(state, req, live.config.body.max_body_bytes).await?;
 
     let scratch = state
         .pool
         .lock()
         .ok()
         .and_then(|mut p| p.pop())
+        .filter(|s| s.generation == live.generation)
         .unwrap_or_else(|| Scratch {
             decoder: Decoder::new(),
             buffer: Vec::new(),
-            validator: Validator::new(state.config.validation),
+            validator: Validator::new(live.config.validation),
+            generation: live.generation,
         });
     // Decoded bytes come out of the memory budget too: reserve an estimate (32× the compressed
     // size; DataKit's batches compress 5-20×) and decode within it; a body that compresses
     // better reserves the rest up to max_decoded_bytes and is decoded again. Memory stays
     // within what was reserved.
-    let max_decoded = state.config.body.max_decoded_bytes;
-    let max_body = state.config.body.max_body_bytes;
+    let max_decoded = live.config.body.max_decoded_bytes;
+    let max_body = live.config.body.max_body_bytes;
     let estimate = if encoding == Encoding::Identity {
         0
     } else {
@@ -892,7 +1009,7 @@ async fn write(
         )
         .map_err(|t| throttled(&token, t))?;
 
-    let mut headers = forwarded_headers(&parts.headers, identity, state);
+    let mut headers = forwarded_headers(&parts.headers, identity, &live.config);
     headers.insert("x-points", HeaderValue::from(verdict.points));
     let upstream_uri = format!(
         "{}?{}",
@@ -962,8 +1079,9 @@ async fn passthrough(
     api: &'static str,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, RequestError> {
+    let live = state.live();
     let presented = presented_token(&req);
-    let token = state.tokens.authorize(presented.as_deref(), identity)?;
+    let token = live.tokens.authorize(presented.as_deref(), identity)?;
     if !token.allowed_apis.contains(api) {
         return Err(RequestError::Auth(AuthError::ApiNotAllowed));
     }
@@ -972,9 +1090,9 @@ async fn passthrough(
         .admit(digest(&token), &token.limits, 0, 0)
         .map_err(|t| throttled(&token, t))?;
     let limit = if UPLOAD_APIS.contains(&api) {
-        state.config.body.max_upload_bytes
+        live.config.body.max_upload_bytes
     } else {
-        state.config.body.max_body_bytes
+        live.config.body.max_body_bytes
     };
     let method = req.method().clone();
     if !matches!(method, Method::GET | Method::POST | Method::DELETE) {
@@ -996,7 +1114,7 @@ async fn passthrough(
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = method;
     *request.uri_mut() = uri.parse().map_err(|_| RequestError::UpstreamUnavailable)?;
-    *request.headers_mut() = forwarded_headers(&parts.headers, identity, state);
+    *request.headers_mut() = forwarded_headers(&parts.headers, identity, &live.config);
     let answer = state
         .upstream
         .send(request)
@@ -1012,6 +1130,55 @@ fn relay(answer: crate::upstream::Answer) -> Response<Full<Bytes>> {
         resp.headers_mut().insert(header::CONTENT_TYPE, ct);
     }
     resp
+}
+
+/// Writes the aggregated audit events, and pushes the audit lines to the audit workspace
+/// when one is configured (through the spool when there is one: durable; else straight to
+/// the upstream, best effort).
+async fn flush_audit(state: &Arc<State>) {
+    state.audit.flush();
+    let live = state.live();
+    let Some(token) = live.config.audit.workspace_token.clone() else {
+        return;
+    };
+    let lines = state.audit.take_outbox();
+    if lines.is_empty() {
+        return;
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let body = Bytes::from(crate::audit::as_logging_points(&lines, nanos));
+    let path = format!("/v1/write/logging?token={token}");
+    let points = lines.len().to_string();
+    let headers = [
+        ("content-type", &b"application/line-protocol"[..]),
+        ("x-points", points.as_bytes()),
+    ];
+    if let Some(spool) = &state.spool {
+        let payload =
+            crate::spool::record::Payload::new(crate::spool::unix_ms(), &path, headers, body);
+        if let Some(Err(e)) = match payload {
+            Some(p) => Some(spool.append(p).await),
+            None => None,
+        } {
+            warn!(error = %e, lines = lines.len(), "audit lines not spooled");
+        }
+        return;
+    }
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = Method::POST;
+    if let Ok(uri) = path.parse() {
+        *request.uri_mut() = uri;
+    }
+    for (name, value) in headers {
+        if let Ok(v) = HeaderValue::from_bytes(value) {
+            request.headers_mut().insert(name, v);
+        }
+    }
+    if let Err(e) = state.upstream.send(request).await {
+        warn!(error = %e, lines = lines.len(), "audit lines not delivered to the audit workspace");
+    }
 }
 
 /// Whether a write would be accepted now: with a spool, while it has room and has not

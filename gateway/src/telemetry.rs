@@ -74,6 +74,11 @@ pub const SPOOL_FAILED: &str = "oneway_spool_failed";
 /// Batches accepted by `outcome` (`forwarded`, `spooled`).
 pub const ACCEPTED: &str = "oneway_ingest_batches_total";
 
+/// Reloads by `outcome` (`ok`, `config`, `tls`, `no_source`, `internal`).
+pub const RELOADS: &str = "oneway_reload_total";
+/// Unix time of the last successful reload.
+pub const RELOAD_LAST_SUCCESS: &str = "oneway_reload_last_success_timestamp_seconds";
+
 /// The process-wide Prometheus handle.
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -142,6 +147,12 @@ fn describe() {
     describe_counter!(
         ACCEPTED,
         "Batches accepted, by outcome (forwarded, spooled)"
+    );
+    describe_counter!(RELOADS, "Config reloads, by outcome");
+    describe_gauge!(
+        RELOAD_LAST_SUCCESS,
+        Unit::Seconds,
+        "Unix time of the last successful reload"
     );
     describe_gauge!(
         CERT_EXPIRY,

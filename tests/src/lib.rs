@@ -354,11 +354,13 @@ impl Builder {
             r#"
 [listener]
 address = "127.0.0.1:0"
-server_cert = "server.pem"
-server_key = "server.key"
-client_ca = "ca.pem"
-crls = ["ca.crl"]
 {listener}
+[audit]
+output = "audit.jsonl"
+interval_seconds = 1
+
+[reload]
+watch_interval_ms = 200
 
 [admin]
 address = "127.0.0.2:0"
@@ -387,6 +389,10 @@ identities = ["dns:agent-2"]
             upstreams = upstreams.join(", "),
             listener = {
                 let mut keys: Vec<(String, String)> = [
+                    ("server_cert", "\"server.pem\""),
+                    ("server_key", "\"server.key\""),
+                    ("client_ca", "\"ca.pem\""),
+                    ("crls", "[\"ca.crl\"]"),
                     ("handshake_timeout_ms", "2000"),
                     ("header_timeout_ms", "2000"),
                     ("body_timeout_ms", "5000"),
@@ -411,6 +417,7 @@ identities = ["dns:agent-2"]
         let config = oneway_gateway::config::Config::load(&path).expect("valid test config");
         let gateway = oneway_gateway::server::Gateway::bind(config).expect("bind");
         let (public, admin) = (gateway.public_addr(), gateway.admin_addr());
+        let reloader = gateway.reloader();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(gateway.serve(async {
             let _ = stopped.await;
@@ -421,6 +428,7 @@ identities = ["dns:agent-2"]
             stop: Some(stop),
             task,
             pki,
+            reloader,
         }
     }
 }
@@ -440,6 +448,7 @@ pub struct TestGateway {
     task: tokio::task::JoinHandle<oneway_gateway::server::Exit>,
     /// Its PKI.
     pub pki: TestPki,
+    reloader: oneway_gateway::reload::Reloader,
 }
 
 /// A response as the client saw it.
@@ -498,6 +507,20 @@ impl TestGateway {
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
         })
+    }
+
+    /// Reloads its config and TLS material now (as SIGHUP does).
+    pub async fn reload(&self) -> Result<(), oneway_gateway::reload::ReloadError> {
+        self.reloader.reload("test").await
+    }
+
+    /// The audit lines written so far, parsed.
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.pki.path("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("each audit line is one JSON object"))
+            .collect()
     }
 
     /// A TLS connection presenting `client`'s certificate (`None`: none), after `prefix` was

@@ -140,6 +140,7 @@ struct Shared {
     upstream_back: Notify,
     /// An append was refused at the watermark and no room was made since.
     at_watermark: AtomicBool,
+    audit: Arc<crate::audit::Audit>,
 }
 
 /// The spool service.
@@ -184,7 +185,10 @@ pub fn lock(directory: &Path) -> Result<std::fs::File, SpoolError> {
 
 impl Spool {
     /// Locks the directory, recovers the log and starts the writer thread.
-    pub fn open(config: SpoolConfig) -> Result<Arc<Spool>, SpoolError> {
+    pub fn open(
+        config: SpoolConfig,
+        audit: Arc<crate::audit::Audit>,
+    ) -> Result<Arc<Spool>, SpoolError> {
         let lock = lock(&config.directory)?;
         let storage = FsStorage::new(&config.directory)
             .map_err(|e| SpoolError::Fatal(format!("{}: {e}", config.directory.display())))?;
@@ -216,6 +220,7 @@ impl Spool {
             live_requests: AtomicU64::new(0),
             upstream_back: Notify::new(),
             at_watermark: AtomicBool::new(false),
+            audit,
         });
         publish(&log, &shared);
         metrics::gauge!(telemetry::SPOOL_FAILED).set(0.0);
@@ -698,6 +703,10 @@ async fn replay_loop(
                         seq = record.seq,
                         status,
                         "upstream refused a spooled batch: moved to dead/"
+                    );
+                    shared.audit.emit(
+                        "spool_dead_letter",
+                        serde_json::json!({"seq": record.seq, "status": status}),
                     );
                     metrics::counter!(telemetry::SPOOL_DEAD_LETTERS).increment(1);
                     let _ = commands.send(Command::DeadLetter(frame.clone(), record.seq));
