@@ -26,8 +26,20 @@ pub struct PkiSpec {
     pub valid_days: i64,
 }
 
+/// Which extended key usages a client certificate carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClientEku {
+    /// `clientAuth` (what agents need).
+    #[default]
+    ClientAuth,
+    /// `serverAuth` only (refused for clients; tests).
+    ServerAuthOnly,
+    /// No EKU extension at all (accepted: the EKU is checked only when present).
+    None,
+}
+
 /// One client certificate.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ClientSpec {
     /// File stem and common name.
     pub name: String,
@@ -39,6 +51,10 @@ pub struct ClientSpec {
     pub revoked: bool,
     /// Whether it expired yesterday (for tests).
     pub expired: bool,
+    /// Whether it becomes valid only tomorrow (for tests).
+    pub not_yet_valid: bool,
+    /// Its extended key usages.
+    pub eku: ClientEku,
 }
 
 /// A generated PKI, as PEM.
@@ -115,10 +131,17 @@ pub fn generate(spec: &PkiSpec) -> anyhow::Result<Pki> {
             p.subject_alt_names
                 .push(SanType::URI(u.clone().try_into().map_err(err)?));
         }
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        p.extended_key_usages = match c.eku {
+            ClientEku::ClientAuth => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            ClientEku::ServerAuthOnly => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            ClientEku::None => vec![],
+        };
         if c.expired {
             p.not_before = now - Duration::days(10);
             p.not_after = now - Duration::days(1);
+        } else if c.not_yet_valid {
+            p.not_before = now + Duration::days(1);
+            p.not_after = now + Duration::days(10);
         } else {
             p.not_before = not_before;
             p.not_after = not_after;
@@ -275,6 +298,7 @@ mod tests {
                     uris: vec![],
                     revoked: false,
                     expired: false,
+                    ..ClientSpec::default()
                 },
                 ClientSpec {
                     name: "agent-2".into(),
@@ -282,6 +306,7 @@ mod tests {
                     uris: vec!["spiffe://dev/agent-2".into()],
                     revoked: true,
                     expired: false,
+                    ..ClientSpec::default()
                 },
             ],
             valid_days: 30,

@@ -227,6 +227,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     uris: vec![],
                     revoked: revoked.iter().any(|r| r == name),
                     expired: false,
+                    ..ClientSpec::default()
                 };
                 if identities.is_empty() {
                     spec.dns.push(name.to_string());

@@ -152,6 +152,7 @@ pub async fn run(dir: &Path, serve: bool) -> anyhow::Result<bool> {
             uris: vec![],
             revoked: false,
             expired: false,
+            ..ClientSpec::default()
         }],
         valid_days: 30,
     })?

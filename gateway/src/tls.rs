@@ -167,6 +167,7 @@ mod tests {
                 uris: vec![],
                 revoked: false,
                 expired: false,
+                ..ClientSpec::default()
             }],
             valid_days: 10,
         })
@@ -181,6 +182,7 @@ mod tests {
         pki(dir.path());
         let c = server_config(&listener(dir.path())).unwrap();
         assert_eq!(c.send_tls13_tickets, 0);
+        assert_eq!(c.max_early_data_size, 0, "no 0-RTT");
         assert_eq!(c.alpn_protocols, vec![b"http/1.1".to_vec()]);
         let days = expiry_seconds(&dir.path().join("server.pem")).unwrap() / 86_400.0;
         assert!((9.0..=10.1).contains(&days), "{days}");

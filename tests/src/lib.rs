@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use oneway_gateway::certs::{ClientSpec, PkiSpec, generate};
+use oneway_gateway::certs::{ClientEku, ClientSpec, PkiSpec, generate};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpListener;
@@ -227,8 +227,10 @@ impl FakeUpstream {
     }
 }
 
-/// A PKI on disk: `ca.pem`, `server.pem/.key`, `ca.crl`, and clients `agent-1`, `agent-2`,
-/// `revoked`, `expired`; plus a second, unrelated CA's client `stranger`.
+/// A PKI on disk: `ca.pem`, `ca.key`, `server.pem/.key`, `ca.crl`, and clients `agent-1`,
+/// `agent-2`, `revoked`, `expired`, `future` (not yet valid), `server-eku` (EKU serverAuth
+/// only), `no-eku` (no EKU extension), `two-sans` (DNS `two-sans` and `agent-1`); plus a
+/// second, unrelated CA's client `stranger`.
 #[derive(Debug)]
 pub struct TestPki {
     dir: tempfile::TempDir,
@@ -244,6 +246,7 @@ impl TestPki {
             uris: vec![],
             revoked,
             expired,
+            ..ClientSpec::default()
         };
         generate(&PkiSpec {
             server_names: vec!["localhost".into(), "127.0.0.1".into()],
@@ -252,6 +255,22 @@ impl TestPki {
                 client("agent-2", false, false),
                 client("revoked", true, false),
                 client("expired", false, true),
+                ClientSpec {
+                    not_yet_valid: true,
+                    ..client("future", false, false)
+                },
+                ClientSpec {
+                    eku: ClientEku::ServerAuthOnly,
+                    ..client("server-eku", false, false)
+                },
+                ClientSpec {
+                    eku: ClientEku::None,
+                    ..client("no-eku", false, false)
+                },
+                ClientSpec {
+                    dns: vec!["two-sans".into(), "agent-1".into()],
+                    ..client("two-sans", false, false)
+                },
             ],
             valid_days: 30,
         })

@@ -702,3 +702,124 @@ async fn row8_header_bombs_get_431() {
     assert_eq!(up.received().len(), 1);
     assert!(gw.stop().await);
 }
+
+// --------------------------------------------------------- rows 11–12: TLS and certificates ---
+
+/// Runs `openssl s_client` against the gateway with agent-1's certificate; returns its output.
+fn s_client(gw: &TestGateway, args: &[&str], stdin: &[u8]) -> String {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let dir = gw.pki.dir();
+    let mut child = Command::new("openssl")
+        .arg("s_client")
+        .arg("-connect")
+        .arg(gw.public.to_string())
+        .args(args)
+        .arg("-cert")
+        .arg(dir.join("agent-1.pem"))
+        .arg("-key")
+        .arg(dir.join("agent-1.key"))
+        .arg("-CAfile")
+        .arg(dir.join("ca.pem"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("openssl is installed (.ci/run installs it)");
+    let mut input = child.stdin.take().expect("stdin");
+    input.write_all(stdin).expect("write");
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(input);
+    let out = child
+        .wait_with_output()
+        .expect("openssl ends when stdin closes");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row11_tls_1_1_and_renegotiation_are_refused() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    // The client is allowed TLS 1.1 (security level 0), so only the server can refuse it.
+    let old = tokio::task::block_in_place(|| {
+        s_client(&gw, &["-tls1_1", "-cipher", "DEFAULT@SECLEVEL=0"], b"")
+    });
+    assert!(old.contains("Cipher is (NONE)"), "TLS 1.1 refused: {old}");
+    assert!(old.contains("alert"), "{old}");
+    // TLS 1.2 works, and a renegotiation request is refused.
+    let reneg = tokio::task::block_in_place(|| s_client(&gw, &["-tls1_2"], b"R\n"));
+    assert!(
+        reneg.contains("Cipher is ECDHE"),
+        "TLS 1.2 handshake: {reneg}"
+    );
+    assert!(reneg.contains("RENEGOTIATING"), "{reneg}");
+    assert!(
+        reneg.contains("no renegotiation"),
+        "renegotiation refused: {reneg}"
+    );
+    assert!(gw.stop().await);
+}
+
+/// Whether a TLS connection with `client`'s certificate is refused (at the handshake, or when
+/// the first request shows the server's verdict, in TLS 1.3).
+async fn refused_at_handshake(gw: &TestGateway, client: &str) -> bool {
+    let Ok(tls) = gw.connect_tls(Some(client), b"", None).await else {
+        return true;
+    };
+    TestGateway::request_on(tls, &uri(), &lp_headers(), LP.as_bytes().to_vec())
+        .await
+        .is_err()
+}
+
+#[tokio::test]
+async fn row12_client_certificate_cases() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    for client in ["stranger", "expired", "future", "revoked", "server-eku"] {
+        assert!(
+            refused_at_handshake(&gw, client).await,
+            "{client} must be refused"
+        );
+    }
+    // No EKU extension: the handshake passes (the EKU is checked only when present), but its
+    // identity is bound to no token: 403 before the body.
+    let r = gw
+        .post("no-eku", &uri(), &lp_headers(), LP.as_bytes().to_vec())
+        .await
+        .expect("handshake accepted");
+    assert_eq!(r.status, 403, "{}", r.body);
+    // Two SANs: a token bound to either name accepts it; another agent's token does not.
+    let r = gw
+        .post("two-sans", &uri(), &lp_headers(), LP.as_bytes().to_vec())
+        .await
+        .expect("request");
+    assert_eq!(
+        r.status, 200,
+        "its second SAN is bound to token 1: {}",
+        r.body
+    );
+    let r = gw
+        .post(
+            "two-sans",
+            &format!("/v1/write/metric?token={}", oneway_tests::TOKEN_2),
+            &lp_headers(),
+            LP.as_bytes().to_vec(),
+        )
+        .await
+        .expect("request");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(up.received().len(), 1);
+    // The admin endpoints are not on the public listener.
+    let r = gw
+        .request("agent-1", "GET", "/metrics", &[], Vec::new())
+        .await
+        .expect("request");
+    assert_eq!(r.status, 404);
+    assert!(gw.stop().await);
+}
