@@ -315,6 +315,7 @@ pub struct Builder {
     extra: String,
     token_extra: String,
     listener: Vec<(String, String)>,
+    audit_extra: String,
 }
 
 impl Builder {
@@ -358,6 +359,13 @@ impl Builder {
         self
     }
 
+    /// Appends raw TOML to the `[audit]` table.
+    pub fn audit(mut self, extra: &str) -> Builder {
+        self.audit_extra.push_str(extra);
+        self.audit_extra.push('\n');
+        self
+    }
+
     /// Appends raw TOML to agent-1's `[[tokens]]` entry.
     pub fn token_1(mut self, extra: &str) -> Builder {
         self.token_extra.push_str(extra);
@@ -377,6 +385,7 @@ address = "127.0.0.1:0"
 [audit]
 output = "audit.jsonl"
 interval_seconds = 1
+{audit_extra}
 
 [reload]
 watch_interval_ms = 200
@@ -406,6 +415,7 @@ identities = ["dns:agent-2"]
 {extra}
 "#,
             upstreams = upstreams.join(", "),
+            audit_extra = self.audit_extra,
             listener = {
                 let mut keys: Vec<(String, String)> = [
                     ("server_cert", "\"server.pem\""),

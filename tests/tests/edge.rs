@@ -823,3 +823,149 @@ async fn row12_client_certificate_cases() {
     assert_eq!(r.status, 404);
     assert!(gw.stop().await);
 }
+
+/// A client PKI with an intermediate CA, written into `dir`: `root2.pem` (what the gateway
+/// trusts), `via-int.pem` (leaf and intermediate) and `leaf-only.pem` (the leaf alone) with
+/// their key, and CRLs: `root2.crl` (and a copy `root2-empty.crl`) and `int.crl` (empty),
+/// `root2-revokes-int.crl`,
+/// `int-expired.crl`, `other-issuer.crl`.
+fn intermediate_pki(dir: &std::path::Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+        ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+        RevokedCertParams, SanType, SerialNumber,
+    };
+    use time::{Duration as D, OffsetDateTime};
+    let now = OffsetDateTime::now_utc();
+    let ca = |name: &str, serial: u64| {
+        let mut p = CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.not_before = now - D::hours(1);
+        p.not_after = now + D::days(10);
+        p.serial_number = Some(SerialNumber::from(serial));
+        p
+    };
+    let root_key = KeyPair::generate().expect("key");
+    let root_params = ca("test root 2", 1);
+    let root_cert = root_params.self_signed(&root_key).expect("root");
+    let root = Issuer::new(root_params, root_key);
+    let int_key = KeyPair::generate().expect("key");
+    let int_params = ca("test intermediate", 2);
+    let int_cert = int_params.signed_by(&int_key, &root).expect("intermediate");
+    let int = Issuer::new(int_params, int_key);
+    let leaf_key = KeyPair::generate().expect("key");
+    let mut leaf = CertificateParams::new(Vec::<String>::new()).expect("params");
+    leaf.distinguished_name.push(DnType::CommonName, "via-int");
+    leaf.subject_alt_names
+        .push(SanType::DnsName("agent-1".try_into().expect("name")));
+    leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    leaf.not_before = now - D::hours(1);
+    leaf.not_after = now + D::days(10);
+    leaf.serial_number = Some(SerialNumber::from(3u64));
+    let leaf_cert = leaf.signed_by(&leaf_key, &int).expect("leaf");
+    let crl = |issuer: &Issuer<'_, KeyPair>, revoked: Vec<u64>, next: D| {
+        CertificateRevocationListParams {
+            this_update: now - D::days(2),
+            next_update: now + next,
+            crl_number: SerialNumber::from(7u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .into_iter()
+                .map(|s| RevokedCertParams {
+                    serial_number: SerialNumber::from(s),
+                    revocation_time: now - D::minutes(1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: KeyIdMethod::Sha256,
+        }
+        .signed_by(issuer)
+        .expect("crl")
+        .pem()
+        .expect("pem")
+    };
+    let other = Issuer::new(ca("unrelated", 9), KeyPair::generate().expect("key"));
+    let write = |name: &str, text: String| std::fs::write(dir.join(name), text).expect("write");
+    write("root2.pem", root_cert.pem());
+    write(
+        "via-int.pem",
+        format!("{}{}", leaf_cert.pem(), int_cert.pem()),
+    );
+    write("via-int.key", leaf_key.serialize_pem());
+    write("leaf-only.pem", leaf_cert.pem());
+    write("leaf-only.key", leaf_key.serialize_pem());
+    let root_crl = crl(&root, vec![], D::days(5));
+    write("root2.crl", root_crl.clone());
+    write("root2-empty.crl", root_crl);
+    let int_crl = crl(&int, vec![], D::days(5));
+    write("int.crl", int_crl.clone());
+    write("int-empty.crl", int_crl);
+    write("root2-revokes-int.crl", crl(&root, vec![2], D::days(5)));
+    write("int-expired.crl", crl(&int, vec![], -D::days(1)));
+    write("other-issuer.crl", crl(&other, vec![], D::days(5)));
+}
+
+#[tokio::test]
+async fn row12_intermediates_and_crls_fail_closed() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let pki = oneway_tests::TestPki::new();
+    let dir = pki.dir().to_path_buf();
+    intermediate_pki(&dir);
+    let gw = TestGateway::builder()
+        .pki(pki)
+        .upstream(&up)
+        .listener("client_ca", "\"root2.pem\"")
+        .listener("crls", "[\"root2.crl\", \"int.crl\"]")
+        .listener("max_connections_per_identity", "100")
+        .start()
+        .await;
+    let post = |client: &'static str| {
+        let gw = &gw;
+        async move {
+            gw.post(client, &uri(), &lp_headers(), LP.as_bytes().to_vec())
+                .await
+                .map(|r| r.status.as_u16())
+        }
+    };
+    assert_eq!(
+        post("via-int").await.expect("the full chain is accepted"),
+        200
+    );
+    assert!(
+        refused_at_handshake(&gw, "leaf-only").await,
+        "missing intermediate"
+    );
+    let swap = |from: &str, to: &str| std::fs::copy(dir.join(from), dir.join(to)).expect("copy");
+
+    swap("root2-revokes-int.crl", "root2.crl");
+    gw.reload().await.expect("reload");
+    assert!(
+        refused_at_handshake(&gw, "via-int").await,
+        "revoked intermediate"
+    );
+
+    swap("root2-empty.crl", "root2.crl");
+    swap("int-expired.crl", "int.crl");
+    gw.reload().await.expect("reload");
+    assert!(
+        refused_at_handshake(&gw, "via-int").await,
+        "expired CRL fails closed"
+    );
+
+    swap("other-issuer.crl", "int.crl");
+    gw.reload().await.expect("reload");
+    assert!(
+        refused_at_handshake(&gw, "via-int").await,
+        "no CRL from the leaf's issuer: status unknown, refused"
+    );
+    // With good CRLs again the same certificate is accepted: the CRLs were the reason.
+    swap("int-empty.crl", "int.crl");
+    gw.reload().await.expect("reload");
+    assert_eq!(post("via-int").await.expect("accepted again"), 200);
+    assert_eq!(up.received().len(), 2);
+    assert!(gw.stop().await);
+}

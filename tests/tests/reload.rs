@@ -285,3 +285,49 @@ async fn a_token_removed_by_reload_is_refused_before_the_body_and_the_audit_has_
     assert_eq!(start["config_sha256"].as_str().map(str::len), Some(64));
     assert!(gw.stop().await);
 }
+
+#[tokio::test]
+async fn audit_events_are_pushed_to_the_audit_workspace_as_logging_points() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .audit("workspace_token = \"tkn_audit_workspace_0123456789abcdef\"")
+        .start()
+        .await;
+    let r = gw
+        .post(
+            "agent-1",
+            &uri("tkn_not_configured_0000000000000000"),
+            &headers(),
+            Vec::new(),
+        )
+        .await
+        .expect("request");
+    assert_eq!(r.status, 401);
+    let is_audit = |r: &oneway_tests::Received| {
+        r.uri
+            .starts_with("/v1/write/logging?token=tkn_audit_workspace_0123456789abcdef")
+    };
+    eventually("audit lines reach the audit workspace", || async {
+        let got = up.received();
+        let bodies: String = got
+            .iter()
+            .filter(|r| is_audit(r))
+            .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+            .collect();
+        bodies.contains("oneway_audit,event=start") && bodies.contains("event=auth_failure")
+    })
+    .await;
+    for r in up.received().iter().filter(|r| is_audit(r)) {
+        assert_eq!(r.headers["content-type"], "application/line-protocol");
+        let text = String::from_utf8_lossy(&r.body);
+        assert!(
+            !text.contains("tkn_not_configured"),
+            "no token in audit points"
+        );
+        let lines = text.lines().count().to_string();
+        assert_eq!(r.headers["x-points"], lines.as_str());
+    }
+    assert!(gw.stop().await);
+}
