@@ -28,6 +28,8 @@ pub struct PeerIdentity {
     pub uris: Vec<String>,
     /// SHA-256 of the SubjectPublicKeyInfo.
     pub spki_sha256: [u8; 32],
+    /// The cloud VPC endpoint (or VPC) id the load balancer's PROXY header named, if any.
+    pub endpoint: Option<String>,
 }
 
 impl PeerIdentity {
@@ -92,6 +94,9 @@ pub enum AuthError {
     /// The client certificate could not be read.
     #[error("the client certificate could not be read")]
     BadCertificate,
+    /// The token is limited to VPC endpoints and the connection came through another one.
+    #[error("the token is not allowed through this network endpoint")]
+    EndpointNotAllowed,
 }
 
 impl AuthError {
@@ -103,6 +108,7 @@ impl AuthError {
             AuthError::NotBound => "not_bound",
             AuthError::ApiNotAllowed => "api_not_allowed",
             AuthError::BadCertificate => "bad_certificate",
+            AuthError::EndpointNotAllowed => "endpoint_not_allowed",
         }
     }
 }
@@ -141,11 +147,18 @@ impl TokenTable {
         if !bool::from(stored.ct_eq(&digest)) {
             return Err(AuthError::UnknownToken);
         }
-        if token.identities.iter().any(|i| peer.has(i)) {
-            Ok(Arc::clone(token))
-        } else {
-            Err(AuthError::NotBound)
+        if !token.identities.iter().any(|i| peer.has(i)) {
+            return Err(AuthError::NotBound);
         }
+        let endpoint_ok = token.endpoints.is_empty()
+            || peer
+                .endpoint
+                .as_ref()
+                .is_some_and(|e| token.endpoints.contains(e));
+        if !endpoint_ok {
+            return Err(AuthError::EndpointNotAllowed);
+        }
+        Ok(Arc::clone(token))
     }
 }
 
@@ -162,7 +175,27 @@ mod tests {
             allowed_apis: BTreeSet::new(),
             limits: crate::limit::TokenLimits::default(),
             over_limit_status: http::StatusCode::SERVICE_UNAVAILABLE,
+            endpoints: BTreeSet::new(),
         }
+    }
+
+    #[test]
+    fn a_token_limited_to_endpoints_needs_one_of_them() {
+        let mut limited = token("tkn_e", vec![Identity::Dns("agent-a".into())]);
+        limited.endpoints = ["vpce-1".to_string()].into_iter().collect();
+        let table = TokenTable::new(&[limited]);
+        let mut p = peer("agent-a");
+        assert!(matches!(
+            table.authorize(Some("tkn_e"), &p),
+            Err(AuthError::EndpointNotAllowed)
+        ));
+        p.endpoint = Some("vpce-2".into());
+        assert!(matches!(
+            table.authorize(Some("tkn_e"), &p),
+            Err(AuthError::EndpointNotAllowed)
+        ));
+        p.endpoint = Some("vpce-1".into());
+        assert!(table.authorize(Some("tkn_e"), &p).is_ok());
     }
 
     fn peer(dns: &str) -> PeerIdentity {
@@ -170,6 +203,7 @@ mod tests {
             dns: vec![dns.into()],
             uris: vec!["spiffe://x/agent".into()],
             spki_sha256: [7; 32],
+            endpoint: None,
         }
     }
 

@@ -263,6 +263,8 @@ struct RawToken {
     upstream_token: Option<String>,
     allow_apis: Option<Vec<String>>,
     rate: Option<RawRate>,
+    #[serde(default)]
+    endpoints: Vec<String>,
 }
 
 fn default_backlog() -> u32 {
@@ -561,6 +563,9 @@ pub struct TokenConfig {
     pub limits: crate::limit::TokenLimits,
     /// The status answered when over a limit: 503 (default: DataKit retries) or 429.
     pub over_limit_status: http::StatusCode,
+    /// If not empty, the token is accepted only through these VPC endpoints (ids from the
+    /// load balancer's PROXY header TLVs).
+    pub endpoints: BTreeSet<String>,
 }
 
 /// An IP network, `10.0.0.0/8` or `fd00::/8`.
@@ -1213,6 +1218,7 @@ impl RawConfig {
                     allowed_apis,
                     limits,
                     over_limit_status,
+                    endpoints: t.endpoints.iter().cloned().collect(),
                 });
             }
         }

@@ -441,7 +441,7 @@ async fn connection(
         Some(cert) => PeerIdentity::from_der(cert.as_ref()),
         None => Err(AuthError::BadCertificate),
     };
-    let Ok(identity) = identity else {
+    let Ok(mut identity) = identity else {
         metrics::counter!(telemetry::TLS_FAILURES, "kind" => "bad_certificate").increment(1);
         let ip = ip_key(client).to_string();
         state.audit.count(
@@ -459,6 +459,7 @@ async fn connection(
         return;
     };
     debug!(%client, identity = %identity.name(), endpoint = endpoint.as_deref().unwrap_or(""), "connection");
+    identity.endpoint = endpoint;
     let identity = Arc::new(identity);
     let phase = Phase::new();
     let service = {
@@ -1266,6 +1267,7 @@ mod tests {
             allowed_apis: Default::default(),
             limits: Default::default(),
             over_limit_status: StatusCode::SERVICE_UNAVAILABLE,
+            endpoints: Default::default(),
         };
         assert_eq!(
             upstream_query("token=tkn_agent&precision=s", &token, "tkn_agent"),

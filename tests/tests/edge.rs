@@ -969,3 +969,39 @@ async fn row12_intermediates_and_crls_fail_closed() {
     assert_eq!(up.received().len(), 2);
     assert!(gw.stop().await);
 }
+
+#[tokio::test]
+async fn a_token_limited_to_a_vpc_endpoint_is_refused_through_another_path() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = proxy_builder(&up)
+        .listener("max_connections_per_ip", "10")
+        .token_1("endpoints = [\"vpce-0123456789abcdef01\"]")
+        .start()
+        .await;
+    // Through the endpoint the AWS TLV names: accepted.
+    let tls = gw
+        .connect_tls(Some("agent-1"), &v2_proxy([198, 51, 100, 30], 5), None)
+        .await
+        .expect("tls");
+    let r = TestGateway::request_on(tls, &uri(), &lp_headers(), LP.as_bytes().to_vec())
+        .await
+        .expect("request");
+    assert_eq!(r.status, 200, "{}", r.body);
+    // Without an endpoint id (a v1 header): 403 before the body.
+    let tls = gw
+        .connect_tls(
+            Some("agent-1"),
+            b"PROXY TCP4 198.51.100.31 10.0.0.1 40010 443\r\n",
+            None,
+        )
+        .await
+        .expect("tls");
+    let r = TestGateway::request_on(tls, &uri(), &lp_headers(), LP.as_bytes().to_vec())
+        .await
+        .expect("request");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("oneway.endpoint_not_allowed"), "{}", r.body);
+    assert_eq!(up.received().len(), 1);
+    assert!(gw.stop().await);
+}
