@@ -47,6 +47,35 @@ fn tag_of(body: &[u8]) -> Option<u64> {
     text[at..].split([',', ' ']).next()?.parse().ok()
 }
 
+/// Waits up to `limit` until every tag in `acked` reached the upstream; returns those that
+/// did not.
+async fn wait_delivered<'a>(
+    up: &common::Upstream,
+    acked: impl IntoIterator<Item = &'a u64> + Clone,
+    limit: Duration,
+) -> Vec<u64> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let delivered: BTreeSet<u64> = up
+            .accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|b| tag_of(b))
+            .collect();
+        let missing: Vec<u64> = acked
+            .clone()
+            .into_iter()
+            .filter(|t| !delivered.contains(t))
+            .copied()
+            .collect();
+        if missing.is_empty() || Instant::now() > deadline {
+            return missing;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn connector(dir: &std::path::Path) -> tokio_rustls::TlsConnector {
     oneway_gateway::client::connector(
         &dir.join("ca.pem"),
@@ -204,21 +233,7 @@ async fn every_acknowledged_batch_survives_repeated_kill_9() {
     up.fail_percent.store(0, Ordering::Relaxed);
     prepare(dir.path(), &up.addr, &config("forward-first"));
     let (mut child, _addr) = launch(dir.path());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let missing = loop {
-        let delivered: BTreeSet<u64> = up
-            .accepted
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|b| tag_of(b))
-            .collect();
-        let missing: Vec<u64> = acked.difference(&delivered).copied().collect();
-        if missing.is_empty() || Instant::now() > deadline {
-            break missing;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let missing = wait_delivered(&up, &acked, Duration::from_secs(60)).await;
     let total = up.accepted.lock().unwrap().len();
     eprintln!(
         "acknowledged {}, delivered {total} (duplicates allowed), missing {}",
@@ -313,25 +328,7 @@ async fn a_spool_write_error_stops_the_gateway_with_exit_74_and_the_next_start_r
 
     up.fail_percent.store(0, Ordering::Relaxed);
     let (mut child, _) = launch(dir.path());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let missing = loop {
-        let delivered: BTreeSet<u64> = up
-            .accepted
-            .lock()
-            .unwrap()
-            .iter()
-            .filter_map(|b| tag_of(b))
-            .collect();
-        let missing: Vec<u64> = acked
-            .iter()
-            .filter(|t| !delivered.contains(t))
-            .copied()
-            .collect();
-        if missing.is_empty() || Instant::now() > deadline {
-            break missing;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let missing = wait_delivered(&up, &acked, Duration::from_secs(30)).await;
     let _ = child.kill();
     let _ = child.wait();
     assert!(missing.is_empty(), "lost after the failure: {missing:?}");

@@ -511,31 +511,19 @@ impl TestGateway {
         headers: &[(&str, &str)],
         body: Vec<u8>,
     ) -> anyhow::Result<Answer> {
-        let stream = tokio::net::TcpStream::connect(self.public).await?;
-        let tls = self
-            .tls(Some(client))
-            .connect(ServerName::try_from("localhost")?.to_owned(), stream)
-            .await?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(uri)
-            .header("host", "localhost");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = sender
-            .send_request(req.body(Full::new(Bytes::from(body)))?)
-            .await?;
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok(Answer {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+        let tls = self.connect_tls(Some(client), b"", None).await?;
+        TestGateway::send_on(tls, method, uri, headers, body).await
+    }
+
+    /// `POST` a write.
+    pub async fn post(
+        &self,
+        client: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<Answer> {
+        self.request(client, "POST", uri, headers, body).await
     }
 
     /// Reloads its config and TLS material now (as SIGHUP does).
@@ -582,9 +570,23 @@ impl TestGateway {
         Ok(socket.connect(self.public).await?)
     }
 
-    /// Sends one request over an established stream (HTTP/1.1 via hyper).
+    /// `POST`s one request over an established stream (HTTP/1.1 via hyper).
     pub async fn request_on<S>(
         stream: S,
+        uri: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> anyhow::Result<Answer>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        TestGateway::send_on(stream, "POST", uri, headers, body).await
+    }
+
+    /// Sends one request over an established stream (HTTP/1.1 via hyper).
+    pub async fn send_on<S>(
+        stream: S,
+        method: &str,
         uri: &str,
         headers: &[(&str, &str)],
         body: Vec<u8>,
@@ -596,7 +598,7 @@ impl TestGateway {
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let mut req = Request::builder()
-            .method("POST")
+            .method(method)
             .uri(uri)
             .header("host", "localhost");
         for (k, v) in headers {
@@ -613,17 +615,6 @@ impl TestGateway {
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
         })
-    }
-
-    /// `POST` a write.
-    pub async fn post(
-        &self,
-        client: &str,
-        uri: &str,
-        headers: &[(&str, &str)],
-        body: Vec<u8>,
-    ) -> anyhow::Result<Answer> {
-        self.request(client, "POST", uri, headers, body).await
     }
 
     /// GETs a path from the admin listener (plain HTTP).

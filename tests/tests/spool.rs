@@ -39,6 +39,22 @@ fn tag_of(body: &[u8]) -> usize {
     text[at..at + 6].parse().expect("tag")
 }
 
+/// Pushes tagged batches of `size` bytes until one is refused with 503; returns the
+/// acknowledged (202) bodies, in order, and the refusal.
+async fn fill(gw: &TestGateway, size: usize) -> (Vec<Vec<u8>>, oneway_tests::Answer) {
+    let mut acked = Vec::new();
+    for tag in 0..200 {
+        let body = batch(tag, size);
+        let r = push(gw, body.clone()).await;
+        match r.status.as_u16() {
+            202 => acked.push(body),
+            503 => return (acked, r),
+            s => panic!("unexpected {s}: {}", r.body),
+        }
+    }
+    panic!("200 batches were accepted without reaching the limit");
+}
+
 async fn push(gw: &TestGateway, body: Vec<u8>) -> oneway_tests::Answer {
     gw.post(
         "agent-1",
@@ -150,21 +166,7 @@ async fn unreachable_upstream_spools_to_the_watermark_then_503_then_full_drain()
     let refused = gw
         .metric("oneway_spool_refused_total", &["reason=\"full\""])
         .await;
-    let mut acked = Vec::new();
-    let mut full = None;
-    for tag in 0..200 {
-        let body = batch(tag, 8 << 10);
-        let r = push(&gw, body.clone()).await;
-        match r.status.as_u16() {
-            202 => acked.push(body),
-            503 => {
-                full = Some(r);
-                break;
-            }
-            s => panic!("unexpected {s}: {}", r.body),
-        }
-    }
-    let full = full.expect("the watermark was reached");
+    let (acked, full) = fill(&gw, 8 << 10).await;
     assert!(full.body.contains("oneway.spool.full"), "{}", full.body);
     assert_eq!(full.headers["retry-after"], "5");
     assert!(
@@ -381,21 +383,7 @@ async fn a_full_disk_answers_503_without_corruption_then_recovers() {
     let refused = gw
         .metric("oneway_spool_refused_total", &["reason=\"disk_full\""])
         .await;
-    let mut acked = Vec::new();
-    let mut full = None;
-    for tag in 0..200 {
-        let body = batch(tag, 12 << 10);
-        let r = push(&gw, body.clone()).await;
-        match r.status.as_u16() {
-            202 => acked.push(body),
-            503 => {
-                full = Some(r);
-                break;
-            }
-            s => panic!("unexpected {s}: {}", r.body),
-        }
-    }
-    let full = full.expect("the disk filled");
+    let (acked, full) = fill(&gw, 12 << 10).await;
     assert!(
         full.body.contains("oneway.spool.disk_full"),
         "{}",
