@@ -71,6 +71,7 @@ impl ConfigError {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    sandbox: Option<String>,
     listener: RawListener,
     #[serde(default)]
     admin: RawAdmin,
@@ -383,6 +384,8 @@ pub struct Config {
     pub audit: crate::audit::AuditConfig,
     /// How often watched files are checked for changes (`None`: only SIGHUP reloads).
     pub watch_interval: Option<Duration>,
+    /// The kernel sandbox `oneway run` enters once bound.
+    pub sandbox: crate::sandbox::SandboxMode,
     /// The file this was loaded from (for reloads).
     pub source: Option<PathBuf>,
     /// SHA-256 of the file's bytes, hex (for the audit trail).
@@ -1250,6 +1253,16 @@ impl RawConfig {
                 }
             }),
         };
+        let sandbox = match self.sandbox.as_deref() {
+            None => crate::sandbox::SandboxMode::default(),
+            Some(s) => crate::sandbox::SandboxMode::parse(s).unwrap_or_else(|| {
+                p.add(
+                    "sandbox",
+                    format!("{s:?} is not \"required\", \"best-effort\" or \"off\""),
+                );
+                crate::sandbox::SandboxMode::default()
+            }),
+        };
         let watch_interval = match self.reload.watch_interval_ms {
             Some(0) => None,
             Some(ms) => Some(Duration::from_millis(ms)),
@@ -1260,6 +1273,7 @@ impl RawConfig {
             return Err(ConfigError::Invalid(p.0));
         }
         Ok(Config {
+            sandbox,
             spool,
             audit,
             watch_interval,

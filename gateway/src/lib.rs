@@ -12,6 +12,7 @@
 //! - [`response`]: one mapping from errors to statuses and Guance-style JSON bodies;
 //! - [`telemetry`]: metric names; [`certs`]: a dev/test PKI; [`client`]: an mTLS client;
 //! - [`reload`]: SIGHUP and file-watch reloads of certificates, CRLs, tokens and limits;
+//! - [`sandbox`]: Landlock and seccomp, entered once bound, and the self-test;
 //! - [`quickstart`]: the whole path on one machine with no setup.
 
 pub mod audit;
@@ -24,6 +25,7 @@ pub mod limit;
 pub mod quickstart;
 pub mod reload;
 pub mod response;
+pub mod sandbox;
 pub mod server;
 pub mod spool;
 pub mod telemetry;

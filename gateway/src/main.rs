@@ -98,11 +98,18 @@ enum Command {
         /// The config file.
         #[arg(long)]
         config: PathBuf,
+        /// After entering the sandbox, try a TCP connect to this address and record the
+        /// outcome in the log and the audit trail (repeatable; for proving the isolation:
+        /// with `sandbox = "required"` an attempt that succeeds stops the start).
+        #[arg(long = "probe-connect", value_name = "ADDR")]
+        probe_connect: Vec<std::net::SocketAddr>,
     },
 }
 
 /// `EX_IOERR`: the spool could not write or sync; nothing unsynced was acknowledged.
 const EXIT_IO_ERROR: u8 = 74;
+/// `EX_OSERR`: the sandbox the config requires could not be entered.
+const EXIT_SANDBOX: u8 = 71;
 
 #[derive(Debug, Subcommand)]
 enum SpoolAction {
@@ -267,7 +274,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { config } => serve(&config),
+        Command::Run {
+            config,
+            probe_connect,
+        } => serve(&config, &probe_connect),
         Command::Spool { action } => spool(action),
     }
 }
@@ -318,7 +328,7 @@ fn spool(action: SpoolAction) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+fn serve(path: &std::path::Path, probes: &[std::net::SocketAddr]) -> anyhow::Result<ExitCode> {
     let config = match oneway_gateway::config::Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -333,12 +343,33 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    use oneway_gateway::sandbox;
+    // Bound, spool open, upstreams resolved, no thread started: now the sandbox, then the
+    // runtime's threads, which inherit it.
+    let mode = config.sandbox;
+    let plan = sandbox::Plan::for_config(&config);
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let gateway = oneway_gateway::server::Gateway::bind(config)?;
+    tracing::info!(public = %gateway.public_addr(), admin = %gateway.admin_addr(), "listening");
+    let report = sandbox::enter(mode, &plan).and_then(|mut report| {
+        sandbox::self_test(&mut report, gateway.admin_addr().port(), probes)?;
+        Ok(report)
+    });
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, kind = e.kind(), "sandbox: not starting");
+            eprintln!("oneway: {e}");
+            return Ok(ExitCode::from(EXIT_SANDBOX));
+        }
+    };
+    report.publish();
+    let gateway = gateway.with_sandbox(serde_json::to_value(&report)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let gateway = oneway_gateway::server::Gateway::bind(config)?;
-        tracing::info!(public = %gateway.public_addr(), admin = %gateway.admin_addr(), "listening");
         let reloader = gateway.reloader();
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
@@ -355,6 +386,10 @@ fn serve(path: &std::path::Path) -> anyhow::Result<ExitCode> {
             oneway_gateway::server::Exit::SpoolFailed(why) => {
                 eprintln!("oneway: the spool failed ({why}); the next start recovers from it");
                 ExitCode::from(EXIT_IO_ERROR)
+            }
+            oneway_gateway::server::Exit::ListenerFailed(why) => {
+                eprintln!("oneway: {why}");
+                ExitCode::from(1)
             }
         })
     })

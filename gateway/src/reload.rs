@@ -146,6 +146,7 @@ fn keep_restart_only(old: &Config, next: &mut Config) {
     keep!(overload);
     keep!(audit);
     keep!(watch_interval);
+    keep!(sandbox);
     if !changed.is_empty() {
         warn!(
             settings = %changed.join(", "),

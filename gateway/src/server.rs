@@ -120,8 +120,9 @@ impl State {
 /// A bound gateway, not yet serving.
 pub struct Gateway {
     state: Arc<State>,
-    public: TcpListener,
-    admin: TcpListener,
+    public: std::net::TcpListener,
+    admin: std::net::TcpListener,
+    sandbox: serde_json::Value,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -133,7 +134,7 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-fn bind(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+fn bind(address: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
     let socket = Socket::new(
         Domain::for_address(address),
@@ -148,11 +149,13 @@ fn bind(address: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&address.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 impl Gateway {
-    /// Loads the TLS material and binds both listeners. Must run inside a tokio runtime.
+    /// Loads the TLS material, opens the spool and binds both listeners. Starts no thread
+    /// and needs no runtime, so that the sandbox can be entered between this and
+    /// [`Gateway::serve`] (Landlock binds only the calling thread and those it creates later).
     pub fn bind(config: Config) -> anyhow::Result<Gateway> {
         let _ = telemetry::handle();
         let tls = crate::tls::server_config(&config.listener)?;
@@ -197,7 +200,14 @@ impl Gateway {
             state,
             public,
             admin,
+            sandbox: serde_json::to_value(crate::sandbox::Report::off()).unwrap_or_default(),
         })
+    }
+
+    /// Records the sandbox the process entered, for the `start` audit event.
+    pub fn with_sandbox(mut self, report: serde_json::Value) -> Gateway {
+        self.sandbox = report;
+        self
     }
 
     /// A handle that reloads the config, certificates, CRLs and tokens (SIGHUP does this).
@@ -229,7 +239,12 @@ impl Gateway {
             state,
             public,
             admin,
+            sandbox,
         } = self;
+        let (public, admin) = match (TcpListener::from_std(public), TcpListener::from_std(admin)) {
+            (Ok(p), Ok(a)) => (p, a),
+            (Err(e), _) | (_, Err(e)) => return Exit::ListenerFailed(e.to_string()),
+        };
         let start = state.live().config.clone();
         let reloader = crate::reload::Reloader {
             state: Arc::clone(&state),
@@ -243,7 +258,7 @@ impl Gateway {
                 "version": env!("CARGO_PKG_VERSION"),
                 "config_sha256": start.sha256,
                 "listener": start.listener.address.to_string(),
-                "sandbox": "off",
+                "sandbox": sandbox,
             }),
         );
         let auditor = {
@@ -376,6 +391,8 @@ pub enum Exit {
     GraceExpired,
     /// A spool write or sync failed (the process must exit non-zero).
     SpoolFailed(String),
+    /// The listeners could not be registered with the runtime.
+    ListenerFailed(String),
 }
 
 async fn connection(

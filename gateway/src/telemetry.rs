@@ -78,6 +78,8 @@ pub const ACCEPTED: &str = "oneway_ingest_batches_total";
 pub const RELOADS: &str = "oneway_reload_total";
 /// Unix time of the last successful reload.
 pub const RELOAD_LAST_SUCCESS: &str = "oneway_reload_last_success_timestamp_seconds";
+/// 1 per sandbox layer in force (`landlock`, `seccomp`, `no_new_privs`, `self_test`), else 0.
+pub const SANDBOX: &str = "oneway_sandbox_enforced";
 
 /// The process-wide Prometheus handle.
 pub fn handle() -> PrometheusHandle {
@@ -101,6 +103,10 @@ fn describe() {
         "HTTP requests by route, category and status class"
     );
     describe_gauge!(IN_FLIGHT, "HTTP requests being handled");
+    describe_gauge!(
+        SANDBOX,
+        "1 per kernel sandbox layer in force (landlock, seccomp, no_new_privs, self_test)"
+    );
     describe_counter!(POINTS, "Points accepted and forwarded, by category");
     describe_counter!(
         BYTES,

@@ -147,6 +147,9 @@ struct Shared {
 pub struct Spool {
     shared: Arc<Shared>,
     commands: mpsc::Sender<Command>,
+    /// The recovered log and the writer's end of the channel, until [`Spool::start`] hands
+    /// them to the writer thread (appends queue in the channel meanwhile).
+    writer: Mutex<Option<(Log<FsStorage>, mpsc::Receiver<Command>)>>,
     _lock: std::fs::File,
 }
 
@@ -184,7 +187,8 @@ pub fn lock(directory: &Path) -> Result<std::fs::File, SpoolError> {
 }
 
 impl Spool {
-    /// Locks the directory, recovers the log and starts the writer thread.
+    /// Locks the directory and recovers the log. Starts no thread: [`Spool::start`] does,
+    /// once the process is sandboxed.
     pub fn open(
         config: SpoolConfig,
         audit: Arc<crate::audit::Audit>,
@@ -225,16 +229,10 @@ impl Spool {
         publish(&log, &shared);
         metrics::gauge!(telemetry::SPOOL_FAILED).set(0.0);
         let (commands, rx) = mpsc::channel();
-        {
-            let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name("oneway-spool".into())
-                .spawn(move || write_loop(log, rx, &shared))
-                .map_err(|e| SpoolError::Fatal(format!("spawn the spool writer: {e}")))?;
-        }
         Ok(Arc::new(Spool {
             shared,
             commands,
+            writer: Mutex::new(Some((log, rx))),
             _lock: lock,
         }))
     }
@@ -320,8 +318,22 @@ impl Spool {
         self.shared.pending.load(Ordering::Relaxed)
     }
 
-    /// Starts the replayer and the gauge updater on the current runtime.
+    /// Starts the writer thread, and the replayer and the gauge updater on the current
+    /// runtime. A writer that cannot start fails the spool.
     pub fn start(self: &Arc<Self>, upstream: Arc<Upstream>) -> Vec<tokio::task::JoinHandle<()>> {
+        let writer = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some((log, rx)) = writer {
+            let shared = Arc::clone(&self.shared);
+            if let Err(e) = std::thread::Builder::new()
+                .name("oneway-spool".into())
+                .spawn(move || write_loop(log, rx, &shared))
+            {
+                fail(
+                    &self.shared,
+                    &SpoolError::Fatal(format!("spawn the spool writer: {e}")),
+                );
+            }
+        }
         let replayer = tokio::spawn(replay_loop(
             Arc::clone(&self.shared),
             self.commands.clone(),

@@ -33,9 +33,23 @@ pub(crate) fn prepare(dir: &std::path::Path, upstream: &str, extra: &str) {
 
 /// Runs `oneway run` on `dir`'s config; returns it with its public address once it listens.
 pub(crate) fn launch(dir: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
+    let (child, public, _) = launch_with(dir, &[]);
+    (child, public)
+}
+
+/// [`launch`] with more arguments; also returns the admin address.
+pub(crate) fn launch_with(
+    dir: &std::path::Path,
+    args: &[String],
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
     let mut child = Command::new(ONEWAY)
         .args(["run", "--config"])
         .arg(dir.join("oneway.toml"))
+        .args(args)
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
         .spawn()
@@ -48,19 +62,34 @@ pub(crate) fn launch(dir: &std::path::Path) -> (std::process::Child, std::net::S
         }
     });
     let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = loop {
+    let field = |line: &str, name: &str| -> Option<std::net::SocketAddr> {
+        let rest = line.split(name).nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    let (public, admin) = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let Ok(line) = rx.recv_timeout(left) else {
             let _ = child.kill();
             panic!("gateway did not report its address in time");
         };
-        if let Some(rest) = line.split("public=").nth(1) {
-            break rest.split_whitespace().next().unwrap().parse().unwrap();
+        if let (Some(public), Some(admin)) = (field(&line, "public="), field(&line, "admin=")) {
+            break (public, admin);
         }
     };
-    // Keep draining its log so it never blocks on a full pipe.
+    // Wait until it serves (the sandbox is entered in between), keeping the log drained
+    // afterwards so it never blocks on a full pipe.
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            panic!("gateway did not start serving in time");
+        };
+        if line.contains("serving") {
+            break;
+        }
+    }
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    (child, addr)
+    (child, public, admin)
 }
 
 /// [`prepare`] then [`launch`].

@@ -1,0 +1,198 @@
+//! Rows 23 and 24 of the test matrix, with the real binary: once `oneway run` is bound it
+//! enters the Landlock + seccomp sandbox (the default), and from inside the gateway process a
+//! TCP connect to a port that is not an upstream's fails with `EACCES`, UDP, netlink, packet,
+//! raw and Unix sockets and `execve` with `EPERM`, a name lookup fails, while pushes still
+//! reach the upstream and reloads still read the certificate directory.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the test failing"
+)]
+
+#[expect(dead_code, reason = "each test binary uses a different part of it")]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{ONEWAY, curl_push, launch_with, prepare, threaded_upstream};
+use serde_json::Value;
+
+/// Puts `sandbox = …` at the top of the prepared config (a top-level key).
+fn set_sandbox(dir: &std::path::Path, mode: &str) {
+    let path = dir.join("oneway.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("sandbox = \"{mode}\"\n{config}")).unwrap();
+}
+
+fn audit(dir: &std::path::Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+fn start_event(dir: &std::path::Path) -> Value {
+    audit(dir)
+        .into_iter()
+        .rev()
+        .find(|e| e["event"] == "start")
+        .expect("a start event")
+}
+
+fn metrics(admin: std::net::SocketAddr) -> String {
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+fn outcome<'a>(start: &'a Value, probe: &str) -> &'a Value {
+    start["sandbox"]["probes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["probe"] == probe)
+        .unwrap_or_else(|| panic!("no probe {probe} in {start}"))
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[test]
+fn row23_24_the_sandboxed_gateway_refuses_escapes_and_still_serves_and_reloads() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = threaded_upstream(Duration::ZERO);
+    prepare(dir.path(), &up.addr, "");
+    // A port that listens on this host but is not the upstream's: the connect must be
+    // refused inside the process, and nothing must arrive here.
+    let bystander = TcpListener::bind("127.0.0.1:0").unwrap();
+    bystander.set_nonblocking(true).unwrap();
+    let target = bystander.local_addr().unwrap();
+    let (child, public, admin) = launch_with(dir.path(), &[format!("--probe-connect={target}")]);
+
+    let start = start_event(dir.path());
+    let sandbox = &start["sandbox"];
+    assert_eq!(sandbox["mode"], "required", "{start}");
+    assert_eq!(sandbox["state"], "enforced", "{start}");
+    assert_eq!(sandbox["landlock"], "full");
+    assert_eq!(sandbox["seccomp"], true);
+    assert_eq!(sandbox["no_new_privs"], true);
+    let upstream_port: u16 = up.addr.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(sandbox["connect_ports"], serde_json::json!([upstream_port]));
+    assert_eq!(
+        outcome(&start, &format!("connect {target}"))["outcome"],
+        "EACCES"
+    );
+    for probe in [
+        "udp_socket",
+        "netlink_socket",
+        "packet_socket",
+        "raw_socket",
+        "unix_socket",
+        "execve",
+    ] {
+        assert_eq!(outcome(&start, probe)["outcome"], "EPERM", "{probe}");
+    }
+    let dns = outcome(&start, "dns_lookup localhost");
+    assert_eq!(dns["contained"], true, "{dns}");
+    assert_eq!(outcome(&start, "read_dir /")["outcome"], "EACCES");
+    assert!(
+        bystander.accept().is_err(),
+        "the refused connect reached the bystander"
+    );
+
+    let m = metrics(admin);
+    for layer in ["landlock", "seccomp", "no_new_privs", "self_test"] {
+        let line = format!("oneway_sandbox_enforced{{layer=\"{layer}\"}} 1");
+        assert!(m.contains(&line), "{line} missing");
+    }
+
+    // Pushes flow to the upstream from inside the sandbox.
+    assert_eq!(curl_push(dir.path(), public, "cpu,host=a v=1i 1"), "200");
+    assert_eq!(
+        up.accepted.lock().unwrap().as_slice(),
+        [b"cpu,host=a v=1i 1".to_vec()]
+    );
+
+    // A reload still reads the certificate directory: revoke agent-1 and the file watch
+    // picks up the new CRL; agent-1 can no longer connect.
+    oneway_gateway::certs::revoke(dir.path(), &["agent-1"], 2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !audit(dir.path())
+        .iter()
+        .any(|e| e["event"] == "reload" && e["outcome"] == "ok")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no reload: {:?}",
+            audit(dir.path())
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(curl_push(dir.path(), public, "cpu,host=b v=2i 2"), "200");
+    assert_eq!(up.accepted.lock().unwrap().len(), 1);
+    stop(child);
+}
+
+#[test]
+fn required_sandbox_refuses_to_start_when_a_probe_is_not_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = threaded_upstream(Duration::ZERO);
+    prepare(dir.path(), &up.addr, "");
+    // The upstream's own port is allowed by Landlock: a connect there succeeds, so the
+    // self-test reports an escape and the required sandbox fails closed.
+    let out = Command::new(ONEWAY)
+        .args(["run", "--config"])
+        .arg(dir.path().join("oneway.toml"))
+        .arg(format!("--probe-connect={}", up.addr))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(71), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("connect {} was not refused", up.addr)),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn sandbox_off_is_reported_as_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = threaded_upstream(Duration::ZERO);
+    prepare(dir.path(), &up.addr, "");
+    set_sandbox(dir.path(), "off");
+    let (child, public, admin) = launch_with(dir.path(), &[]);
+    let start = start_event(dir.path());
+    assert_eq!(start["sandbox"]["state"], "off", "{start}");
+    assert!(
+        metrics(admin).contains("oneway_sandbox_enforced{layer=\"landlock\"} 0"),
+        "the metric must say the sandbox is off"
+    );
+    assert_eq!(curl_push(dir.path(), public, "cpu,host=a v=1i 1"), "200");
+    stop(child);
+}
+
+#[test]
+fn an_unknown_sandbox_mode_is_a_config_error() {
+    let dir = tempfile::tempdir().unwrap();
+    prepare(dir.path(), "127.0.0.1:9", "");
+    set_sandbox(dir.path(), "on");
+    let out = Command::new(ONEWAY)
+        .args(["check-config", "--config"])
+        .arg(dir.path().join("oneway.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("sandbox"), "{stderr}");
+}
