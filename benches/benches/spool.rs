@@ -62,6 +62,7 @@ fn bench(c: &mut Criterion) {
         )
         .expect("spool")
     });
+    spool.start_writer();
 
     let mut group = c.benchmark_group("spool_append_16KiB_x128");
     group.throughput(Throughput::Bytes((RECORDS * frame_len) as u64));

@@ -318,9 +318,9 @@ impl Spool {
         self.shared.pending.load(Ordering::Relaxed)
     }
 
-    /// Starts the writer thread, and the replayer and the gauge updater on the current
-    /// runtime. A writer that cannot start fails the spool.
-    pub fn start(self: &Arc<Self>, upstream: Arc<Upstream>) -> Vec<tokio::task::JoinHandle<()>> {
+    /// Starts the writer thread (once; appends wait for it). A writer that cannot start
+    /// fails the spool. [`Spool::start`] does this too.
+    pub fn start_writer(&self) {
         let writer = self.writer.lock().ok().and_then(|mut w| w.take());
         if let Some((log, rx)) = writer {
             let shared = Arc::clone(&self.shared);
@@ -334,6 +334,12 @@ impl Spool {
                 );
             }
         }
+    }
+
+    /// Starts the writer thread, and the replayer and the gauge updater on the current
+    /// runtime.
+    pub fn start(self: &Arc<Self>, upstream: Arc<Upstream>) -> Vec<tokio::task::JoinHandle<()>> {
+        self.start_writer();
         let replayer = tokio::spawn(replay_loop(
             Arc::clone(&self.shared),
             self.commands.clone(),

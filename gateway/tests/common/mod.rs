@@ -46,7 +46,28 @@ pub(crate) fn launch_with(
     std::net::SocketAddr,
     std::net::SocketAddr,
 ) {
-    let mut child = Command::new(ONEWAY)
+    launch_wrapped(&[], dir, args)
+}
+
+/// [`launch_with`] under a wrapper command (`ip netns exec NS`).
+pub(crate) fn launch_wrapped(
+    wrapper: &[&str],
+    dir: &std::path::Path,
+    args: &[String],
+) -> (
+    std::process::Child,
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+) {
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg(ONEWAY);
+            c
+        }
+        None => Command::new(ONEWAY),
+    };
+    let mut child = command
         .args(["run", "--config"])
         .arg(dir.join("oneway.toml"))
         .args(args)

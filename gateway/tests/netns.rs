@@ -1,0 +1,452 @@
+//! Row 25 of the test matrix: the physical-isolation mode, emulated with network namespaces.
+//!
+//! ```text
+//!   datakit 10.91.1.1 ──veth── 10.91.1.2 gateway 10.91.2.2 ──veth── 10.91.2.1 upstream cluster
+//!                                        10.91.3.2
+//!                                            │veth
+//!                                        10.91.3.1 customer LAN
+//! ```
+//!
+//! The gateway namespace gets the host rules `deploy/nftables/render` makes; the real `oneway`
+//! runs there with its sandbox. Pushes from the DataKit namespace must arrive upstream; every
+//! connection from the gateway namespace, and from inside the gateway process, to the customer
+//! LAN, back to the DataKit host or to any other port of the upstream host must fail. A control
+//! attempt before the rules are loaded shows the LAN is reachable without them, so the test
+//! would notice rules that do nothing. Each attempt and its outcome is written to
+//! `target/netns-report.txt` (and printed).
+//!
+//! Needs root (CI runs as root). Elsewhere it says so and passes only when not under CI.
+
+#![expect(
+    clippy::unwrap_used,
+    reason = "test helpers: a panic is the test failing"
+)]
+
+#[expect(dead_code, reason = "each test binary uses a different part of it")]
+mod common;
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{launch_wrapped, prepare, threaded_upstream_on};
+
+const ROLE: &str = "ONEWAY_NETNS_ROLE";
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a helper serves at most.
+const HELPER_LIFETIME: Duration = Duration::from_secs(180);
+
+/// The namespaces and links; removed on drop.
+struct Net {
+    prefix: String,
+}
+
+impl Net {
+    fn ns(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn create() -> Net {
+        let net = Net {
+            prefix: format!("ow{}", std::process::id() % 100_000),
+        };
+        for name in ["dk", "gw", "up", "lan"] {
+            ip(&["netns", "add", &net.ns(name)]);
+            ip(&["-n", &net.ns(name), "link", "set", "lo", "up"]);
+        }
+        for (k, peer) in [(1, "dk"), (2, "up"), (3, "lan")] {
+            let (inner, outer) = (format!("{}g{k}", net.prefix), format!("{}x{k}", net.prefix));
+            ip(&[
+                "link", "add", &inner, "type", "veth", "peer", "name", &outer,
+            ]);
+            ip(&["link", "set", &inner, "netns", &net.ns("gw")]);
+            ip(&["link", "set", &outer, "netns", &net.ns(peer)]);
+            for (ns, dev, host) in [(net.ns("gw"), &inner, 2), (net.ns(peer), &outer, 1)] {
+                let addr = format!("10.91.{k}.{host}/24");
+                ip(&["-n", &ns, "addr", "add", &addr, "dev", dev]);
+                ip(&["-n", &ns, "link", "set", dev, "up"]);
+            }
+        }
+        net
+    }
+
+    /// Runs this test binary's helper with `role` in namespace `ns`.
+    fn helper(&self, ns: &str, role: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns(ns)])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--ignored",
+                "--exact",
+                "netns_helper",
+                "--nocapture",
+                "--quiet",
+            ])
+            .env(ROLE, role)
+            .env("ONEWAY_NETNS_ARGS", args.join(" "));
+        c
+    }
+
+    /// Tries TCP connects from namespace `ns` (not from the gateway process).
+    fn attempts(&self, ns: &str, targets: &[&str]) -> Vec<(String, String)> {
+        let out = self.helper(ns, "connect", targets).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("attempt "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(t, o)| (t.to_string(), o.to_string()))
+            .collect()
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        for name in ["dk", "gw", "up", "lan"] {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.ns(name)])
+                .status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn outcome(result: std::io::Result<TcpStream>) -> String {
+    match result {
+        Ok(_) => "connected".into(),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EACCES) => "EACCES".into(),
+            Some(libc::EPERM) => "EPERM".into(),
+            Some(libc::ENETUNREACH) => "ENETUNREACH".into(),
+            Some(libc::EHOSTUNREACH) => "EHOSTUNREACH".into(),
+            Some(libc::ECONNREFUSED) => "ECONNREFUSED".into(),
+            _ if e.kind() == std::io::ErrorKind::TimedOut => "ETIMEDOUT".into(),
+            _ => format!("{e}"),
+        },
+    }
+}
+
+/// Not a test: the process a namespace runs (`ROLE` says which).
+#[test]
+#[ignore = "a helper the netns test runs inside its namespaces"]
+fn netns_helper() {
+    let Ok(role) = std::env::var(ROLE) else {
+        return;
+    };
+    let args = std::env::var("ONEWAY_NETNS_ARGS").unwrap_or_default();
+    let args: Vec<&str> = args.split_whitespace().collect();
+    match role.as_str() {
+        "connect" => {
+            for target in &args {
+                let addr: SocketAddr = target.parse().unwrap();
+                println!(
+                    "attempt {target} {}",
+                    outcome(TcpStream::connect_timeout(&addr, ATTEMPT_TIMEOUT))
+                );
+            }
+        }
+        // `upstream ADDR FILE`: record each accepted body's length in FILE.
+        "upstream" => {
+            let up = threaded_upstream_on(args[0], Duration::ZERO);
+            let deadline = Instant::now() + HELPER_LIFETIME;
+            while Instant::now() < deadline {
+                let bodies = up.accepted.lock().unwrap().clone();
+                let text: String = bodies
+                    .iter()
+                    .map(|b| format!("{}\n", String::from_utf8_lossy(b)))
+                    .collect();
+                std::fs::write(format!("{}.tmp", args[1]), text).unwrap();
+                std::fs::rename(format!("{}.tmp", args[1]), args[1]).unwrap();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // `listen FILE ADDR…`: accept on each address, append it to FILE per connection.
+        "listen" => {
+            let file = args[0].to_string();
+            for addr in &args[1..] {
+                let listener = TcpListener::bind(addr).unwrap();
+                let (file, addr) = (file.clone(), addr.to_string());
+                std::thread::spawn(move || {
+                    for _ in listener.incoming().flatten().take(1000) {
+                        let mut f = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&file)
+                            .unwrap();
+                        writeln!(f, "{addr}").unwrap();
+                    }
+                });
+            }
+            std::fs::write(format!("{file}.ready"), "").unwrap();
+            std::thread::sleep(HELPER_LIFETIME);
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+struct Children(Vec<std::process::Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn row25_physical_isolation_only_the_upstream_port_is_reachable_from_the_gateway() {
+    if !Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the network-namespace test as root"
+        );
+        eprintln!("row25: skipped: needs root for ip netns and nft");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let net = Net::create();
+    let mut children = Children(Vec::new());
+    let mut report = String::from(
+        "# row 25: physical isolation emulated with network namespaces\n\
+         # from | to | expected | outcome\n",
+    );
+    let mut record = |from: &str, to: &str, expected: &str, got: &str| {
+        writeln!(report, "{from} | {to} | {expected} | {got}").unwrap();
+        report.clone()
+    };
+
+    // The upstream cluster: the DataWay on 9528, and SSH on 22 that must stay unreachable.
+    let delivered = d.join("delivered.txt");
+    children.0.push(
+        net.helper(
+            "up",
+            "upstream",
+            &["10.91.2.1:9528", delivered.to_str().unwrap()],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    let up_log = d.join("up-connections.txt");
+    let lan_log = d.join("lan-connections.txt");
+    children.0.push(
+        net.helper("up", "listen", &[up_log.to_str().unwrap(), "10.91.2.1:22"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The customer LAN: services on the ports an attacker would try, the upstream's included.
+    children.0.push(
+        net.helper(
+            "lan",
+            "listen",
+            &[
+                lan_log.to_str().unwrap(),
+                "10.91.3.1:22",
+                "10.91.3.1:443",
+                "10.91.3.1:9528",
+            ],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    wait_for("the upstream", || delivered.exists());
+    wait_for("the listeners", || {
+        d.join("up-connections.txt.ready").exists() && d.join("lan-connections.txt.ready").exists()
+    });
+
+    // Control: without the host rules the gateway namespace reaches the LAN.
+    let control = net.attempts("gw", &["10.91.3.1:9528"]);
+    let got = &control[0].1;
+    record(
+        "gateway netns, no rules",
+        "10.91.3.1:9528 (LAN)",
+        "connected",
+        got,
+    );
+    assert_eq!(got, "connected", "the control attempt must reach the LAN");
+    wait_for("the control connection", || {
+        std::fs::read_to_string(&lan_log).is_ok_and(|s| s.lines().count() == 1)
+    });
+
+    // The host rules, rendered by deploy/nftables/render.
+    let conf = d.join("nft.conf");
+    std::fs::write(
+        &conf,
+        "LISTEN_PORT=8443\nAGENT_CIDRS=\"10.91.1.0/24\"\nADMIN_PORT=9090\n\
+         MONITOR_CIDRS=\"10.91.1.1/32\"\nUPSTREAMS=\"10.91.2.1/32:9528\"\nSSH_CIDRS=\"\"\n",
+    )
+    .unwrap();
+    let render = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nftables/render");
+    let rules = Command::new("bash")
+        .arg(render)
+        .arg(&conf)
+        .output()
+        .unwrap();
+    assert!(rules.status.success(), "{rules:?}");
+    std::fs::write(d.join("oneway.nft"), &rules.stdout).unwrap();
+    let load = Command::new("ip")
+        .args(["netns", "exec", &net.ns("gw"), "nft", "-f"])
+        .arg(d.join("oneway.nft"))
+        .output()
+        .unwrap();
+    assert!(load.status.success(), "nft -f: {load:?}");
+
+    // The gateway, sandboxed, in its namespace; its self-test tries the LAN and the
+    // upstream host's SSH from inside the process.
+    prepare(d, "10.91.2.1:9528", "");
+    let config = std::fs::read_to_string(d.join("oneway.toml")).unwrap();
+    let config = config
+        .replacen("address = \"127.0.0.1:0\"", "address = \"0.0.0.0:8443\"", 1)
+        .replacen(
+            "address = \"127.0.0.1:0\"",
+            "address = \"10.91.1.2:9090\"",
+            1,
+        );
+    std::fs::write(d.join("oneway.toml"), config).unwrap();
+    let gw_ns = net.ns("gw");
+    let probes = [
+        "10.91.3.1:22",
+        "10.91.3.1:9528",
+        "10.91.2.1:22",
+        "10.91.1.1:22",
+    ];
+    let (child, public, _) = launch_wrapped(
+        &["ip", "netns", "exec", &gw_ns],
+        d,
+        &probes
+            .iter()
+            .map(|p| format!("--probe-connect={p}"))
+            .collect::<Vec<_>>(),
+    );
+    children.0.push(child);
+    assert_eq!(public.port(), 8443);
+    let start = std::fs::read_to_string(d.join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|e| e["event"] == "start")
+        .unwrap();
+    assert_eq!(start["sandbox"]["state"], "enforced", "{start}");
+    for probe in probes {
+        let p = start["sandbox"]["probes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["probe"] == format!("connect {probe}"))
+            .unwrap();
+        let got = p["outcome"].as_str().unwrap();
+        record("inside the gateway process", probe, "refused", got);
+        assert_eq!(p["contained"], true, "{p}");
+        // A port that is not the upstream's is refused by Landlock before any packet; the
+        // upstream's port on the LAN host by the host rules.
+        let expected = if probe.ends_with(":9528") {
+            "ETIMEDOUT"
+        } else {
+            "EACCES"
+        };
+        assert_eq!(got, expected, "{probe}");
+    }
+
+    // A push from the DataKit host arrives upstream.
+    let body = "cpu,host=dk usage=1i 1";
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.ns("dk"),
+            "curl",
+            "-sS",
+            "-o",
+            "/dev/null",
+        ])
+        .args(["-w", "%{http_code}", "--max-time", "10", "--resolve"])
+        .arg("localhost:8443:10.91.1.2")
+        .arg("--cacert")
+        .arg(d.join("ca.pem"))
+        .arg("--cert")
+        .arg(d.join("agent-1.pem"))
+        .arg("--key")
+        .arg(d.join("agent-1.key"))
+        .args(["-H", "Content-Type: application/line-protocol"])
+        .args(["--data-binary", body])
+        .arg(format!(
+            "https://localhost:8443/v1/write/metric?token={}",
+            oneway_gateway::quickstart::AGENT_TOKEN
+        ))
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    record("datakit netns", "10.91.1.2:8443 (gateway)", "200", &status);
+    assert_eq!(status, "200", "{}", String::from_utf8_lossy(&out.stderr));
+    wait_for("the delivery", || {
+        std::fs::read_to_string(&delivered).is_ok_and(|s| s.lines().any(|l| l == body))
+    });
+    record(
+        "gateway",
+        "10.91.2.1:9528 (upstream)",
+        "delivered",
+        "delivered",
+    );
+
+    // From the gateway namespace, outside the process (a compromised service user).
+    let targets = [
+        ("10.91.3.1:22", "refused"),
+        ("10.91.3.1:443", "refused"),
+        ("10.91.3.1:9528", "refused"),
+        ("10.91.2.1:22", "refused"),
+        ("10.91.1.1:22", "refused"),
+        ("10.91.2.1:9528", "connected"),
+    ];
+    let attempts = net.attempts("gw", &targets.map(|(t, _)| t));
+    assert_eq!(attempts.len(), targets.len(), "{attempts:?}");
+    for ((target, expected), (_, got)) in targets.iter().zip(&attempts) {
+        let report = record("gateway netns, host rules", target, expected, got);
+        if *expected == "connected" {
+            assert_eq!(got, "connected", "{report}");
+        } else {
+            assert_ne!(got, "connected", "{report}");
+        }
+    }
+    // Nothing reached the LAN or the upstream's SSH after the control attempt.
+    assert_eq!(
+        std::fs::read_to_string(&lan_log).unwrap().lines().count(),
+        1
+    );
+    assert!(
+        std::fs::read_to_string(&up_log)
+            .unwrap_or_default()
+            .is_empty()
+    );
+    let report = record("(end)", "-", "-", "-");
+    eprint!("{report}");
+    let target = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/netns-report.txt");
+    let _ = std::fs::write(target, &report);
+    drop(children);
+}
