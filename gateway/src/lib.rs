@@ -13,6 +13,7 @@
 //! - [`telemetry`]: metric names; [`certs`]: a dev/test PKI; [`client`]: an mTLS client;
 //! - [`reload`]: SIGHUP and file-watch reloads of certificates, CRLs, tokens and limits;
 //! - [`sandbox`]: Landlock and seccomp, entered once bound, and the self-test;
+//! - [`split`]: `--split`, the edge in an empty network namespace and its forwarder;
 //! - [`quickstart`]: the whole path on one machine with no setup.
 
 pub mod audit;
@@ -27,6 +28,7 @@ pub mod reload;
 pub mod response;
 pub mod sandbox;
 pub mod server;
+pub mod split;
 pub mod spool;
 pub mod telemetry;
 pub mod tls;

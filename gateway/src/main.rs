@@ -103,6 +103,14 @@ enum Command {
         /// with `sandbox = "required"` an attempt that succeeds stops the start).
         #[arg(long = "probe-connect", value_name = "ADDR")]
         probe_connect: Vec<std::net::SocketAddr>,
+        /// Privilege split: the process that faces the internet runs in an empty network
+        /// namespace and hands its requests to this one, which only relays them to the
+        /// upstream (docs/security-model.md).
+        #[arg(long)]
+        split: bool,
+        /// The edge of `--split` (started by it, not by hand).
+        #[arg(long = "split-edge", hide = true, conflicts_with = "split")]
+        split_edge: bool,
     },
 }
 
@@ -277,7 +285,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             probe_connect,
-        } => serve(&config, &probe_connect),
+            split,
+            split_edge,
+        } => serve(
+            &config,
+            &probe_connect,
+            match (split, split_edge) {
+                (true, _) => Role::Forwarder,
+                (_, true) => Role::Edge,
+                _ => Role::Single,
+            },
+        ),
         Command::Spool { action } => spool(action),
     }
 }
@@ -328,7 +346,32 @@ fn spool(action: SpoolAction) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn serve(path: &std::path::Path, probes: &[std::net::SocketAddr]) -> anyhow::Result<ExitCode> {
+/// Which process `oneway run` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The whole gateway in one process.
+    Single,
+    /// `--split`: binds, starts the edge, relays its requests to the upstream.
+    Forwarder,
+    /// `--split-edge`: the gateway, in an empty network namespace.
+    Edge,
+}
+
+fn serve(
+    path: &std::path::Path,
+    probes: &[std::net::SocketAddr],
+    role: Role,
+) -> anyhow::Result<ExitCode> {
+    use oneway_gateway::sandbox;
+    use oneway_gateway::server::Gateway;
+    if role == Role::Edge {
+        // The forwarder's death stops the edge (a drain, not a kill).
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+        if std::os::unix::process::parent_id() == 1 {
+            eprintln!("oneway: the forwarder is gone");
+            return Ok(ExitCode::from(1));
+        }
+    }
     let config = match oneway_gateway::config::Config::load(path) {
         Ok(c) => c,
         Err(e) => {
@@ -343,26 +386,49 @@ fn serve(path: &std::path::Path, probes: &[std::net::SocketAddr]) -> anyhow::Res
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    use oneway_gateway::sandbox;
+    let fail_closed = |e: sandbox::SandboxError| {
+        tracing::error!(error = %e, kind = e.kind(), "sandbox: not starting");
+        eprintln!("oneway: {e}");
+        Ok(ExitCode::from(EXIT_SANDBOX))
+    };
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    if role == Role::Forwarder {
+        return forwarder(path, &config, probes, workers, &fail_closed);
+    }
     // Bound, spool open, upstreams resolved, no thread started: now the sandbox, then the
     // runtime's threads, which inherit it.
     let mode = config.sandbox;
-    let plan = sandbox::Plan::for_config(&config);
-    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-    let gateway = oneway_gateway::server::Gateway::bind(config)?;
+    let mut plan = sandbox::Plan::for_config(&config);
+    let (gateway, netns) = if role == Role::Edge {
+        let inputs = oneway_gateway::split::edge_inputs()?;
+        let netns = match oneway_gateway::split::enter_empty_netns(probes) {
+            Ok(n) => n,
+            Err(e) => return fail_closed(e),
+        };
+        tracing::info!(entered = netns.entered, interfaces = ?netns.interfaces, "split: the edge is in an empty network namespace");
+        // The edge connects nowhere: its only way out is the forwarder's channel.
+        plan.connect_ports.clear();
+        let upstream = oneway_gateway::upstream::Upstream::forwarder(
+            inputs.forwarder,
+            config.upstream.response_timeout,
+        );
+        (
+            Gateway::with_listeners(config, inputs.listeners, upstream)?,
+            Some(netns),
+        )
+    } else {
+        (Gateway::bind(config)?, None)
+    };
     tracing::info!(public = %gateway.public_addr(), admin = %gateway.admin_addr(), "listening");
     let report = sandbox::enter(mode, &plan).and_then(|mut report| {
         sandbox::self_test(&mut report, gateway.admin_addr().port(), probes)?;
         Ok(report)
     });
-    let report = match report {
+    let mut report = match report {
         Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, kind = e.kind(), "sandbox: not starting");
-            eprintln!("oneway: {e}");
-            return Ok(ExitCode::from(EXIT_SANDBOX));
-        }
+        Err(e) => return fail_closed(e),
     };
+    report.netns = netns;
     report.publish();
     let gateway = gateway.with_sandbox(serde_json::to_value(&report)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -393,6 +459,83 @@ fn serve(path: &std::path::Path, probes: &[std::net::SocketAddr]) -> anyhow::Res
             }
         })
     })
+}
+
+/// `--split`: binds, starts the edge with the listeners, sandboxes itself (TCP connect only
+/// to the upstream ports, no filesystem), relays the edge's requests to the upstream, passes
+/// SIGTERM, SIGINT and SIGHUP on, and exits with the edge's status.
+fn forwarder(
+    path: &std::path::Path,
+    config: &oneway_gateway::config::Config,
+    probes: &[std::net::SocketAddr],
+    workers: usize,
+    fail_closed: &dyn Fn(oneway_gateway::sandbox::SandboxError) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    use oneway_gateway::sandbox;
+    let listeners = oneway_gateway::server::Gateway::bind_listeners(config)?;
+    let admin_port = listeners.1.local_addr()?.port();
+    let args: Vec<String> = probes
+        .iter()
+        .map(|p| format!("--probe-connect={p}"))
+        .collect();
+    let upstream = oneway_gateway::upstream::Upstream::new(&config.upstream)?;
+    let (mut edge, channel) = oneway_gateway::split::spawn_edge(path, &args, listeners)?;
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(edge.id())?);
+    let plan = sandbox::Plan {
+        connect_ports: config.upstream.addresses.iter().map(|a| a.port()).collect(),
+        ..sandbox::Plan::default()
+    };
+    let report = sandbox::enter(config.sandbox, &plan).and_then(|mut report| {
+        sandbox::self_test(&mut report, admin_port, &[])?;
+        Ok(report)
+    });
+    match report {
+        Ok(r) => r.publish(),
+        Err(e) => {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = edge.wait();
+            return fail_closed(e);
+        }
+    }
+    let max_body = config.body.max_body_bytes.max(config.body.max_upload_bytes);
+    let streams = u32::try_from(config.overload.max_in_flight_requests).unwrap_or(u32::MAX);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?;
+    let status = runtime.block_on(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        tokio::spawn(async move {
+            if let Err(e) =
+                oneway_gateway::split::forward(channel, upstream, max_body, streams).await
+            {
+                tracing::warn!(error = %e, "split: the edge's channel closed");
+            }
+        });
+        let mut waiting = tokio::task::spawn_blocking(move || edge.wait());
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            return waiting.await;
+        };
+        use nix::sys::signal::{Signal, kill};
+        loop {
+            tokio::select! {
+                status = &mut waiting => return status,
+                _ = term.recv() => { let _ = kill(pid, Signal::SIGTERM); }
+                _ = int.recv() => { let _ = kill(pid, Signal::SIGTERM); }
+                _ = hup.recv() => { let _ = kill(pid, Signal::SIGHUP); }
+            }
+        }
+    });
+    let code = match status {
+        Ok(Ok(s)) => s.code().and_then(|c| u8::try_from(c).ok()).unwrap_or(1),
+        _ => 1,
+    };
+    tracing::info!(code, "split: the edge exited");
+    Ok(ExitCode::from(code))
 }
 
 async fn shutdown_signal() {

@@ -87,6 +87,9 @@ pub enum SandboxError {
     /// This architecture has no seccomp filter here.
     #[error("seccomp: no filter for the {0} architecture")]
     Architecture(&'static str),
+    /// The split's network namespace could not be entered, or is not empty.
+    #[error("split: {0}")]
+    Netns(String),
     /// A self-test attempt was not refused.
     #[error("sandbox self-test: {probe} was not refused ({outcome})")]
     Escaped {
@@ -106,6 +109,7 @@ impl SandboxError {
             SandboxError::Path { .. } => "path",
             SandboxError::Seccomp(_) => "seccomp",
             SandboxError::Architecture(_) => "architecture",
+            SandboxError::Netns(_) => "netns",
             SandboxError::Escaped { .. } => "escaped",
         }
     }
@@ -122,6 +126,9 @@ pub struct Plan {
     pub write: BTreeSet<PathBuf>,
     /// Files that may be written (the audit file).
     pub write_files: BTreeSet<PathBuf>,
+    /// Refuse signals to processes outside the sandbox (the split's forwarder must stop its
+    /// edge, so it keeps this off).
+    pub scope_signals: bool,
 }
 
 impl Plan {
@@ -134,6 +141,7 @@ impl Plan {
     pub fn for_config(config: &Config) -> Plan {
         let mut plan = Plan {
             connect_ports: config.upstream.addresses.iter().map(|a| a.port()).collect(),
+            scope_signals: true,
             ..Plan::default()
         };
         let l = &config.listener;
@@ -203,6 +211,9 @@ pub struct Report {
     pub connect_ports: Vec<u16>,
     /// The self-test's attempts.
     pub probes: Vec<Probe>,
+    /// The split edge's network namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub netns: Option<crate::split::Netns>,
 }
 
 impl Report {
@@ -217,6 +228,7 @@ impl Report {
             no_new_privs: false,
             connect_ports: Vec::new(),
             probes: Vec::new(),
+            netns: None,
         }
     }
 
@@ -312,6 +324,7 @@ pub fn enter(mode: SandboxMode, plan: &Plan) -> Result<Report, SandboxError> {
         no_new_privs: landlock_nnp || seccomp,
         connect_ports: plan.connect_ports.iter().copied().collect(),
         probes: Vec::new(),
+        netns: None,
     })
 }
 
@@ -342,7 +355,11 @@ fn landlock(plan: &Plan, required: bool) -> Result<(i32, &'static str, bool), Sa
         .map_err(ll)?
         .handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)
         .map_err(ll)?
-        .scope(Scope::AbstractUnixSocket | Scope::Signal)
+        .scope(if plan.scope_signals {
+            Scope::AbstractUnixSocket | Scope::Signal
+        } else {
+            Scope::AbstractUnixSocket.into()
+        })
         .map_err(ll)?
         .create()
         .map_err(ll)?;
@@ -621,7 +638,7 @@ fn expect(result: std::io::Result<()>, errno: i32) -> (String, bool) {
     }
 }
 
-fn errno_name(e: &std::io::Error) -> String {
+pub(crate) fn errno_name(e: &std::io::Error) -> String {
     match e.raw_os_error() {
         Some(libc::EPERM) => "EPERM".into(),
         Some(libc::EACCES) => "EACCES".into(),

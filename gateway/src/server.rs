@@ -157,6 +157,41 @@ impl Gateway {
     /// and needs no runtime, so that the sandbox can be entered between this and
     /// [`Gateway::serve`] (Landlock binds only the calling thread and those it creates later).
     pub fn bind(config: Config) -> anyhow::Result<Gateway> {
+        let upstream = Upstream::new(&config.upstream)?;
+        Gateway::assemble(config, None, upstream)
+    }
+
+    /// Binds the public and admin listeners of `config`.
+    pub fn bind_listeners(
+        config: &Config,
+    ) -> anyhow::Result<(std::net::TcpListener, std::net::TcpListener)> {
+        let public = bind(config.listener.address, config.listener.backlog).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot bind listener.address {}: {e}",
+                config.listener.address
+            )
+        })?;
+        let admin = bind(config.admin_address, 128).map_err(|e| {
+            anyhow::anyhow!("cannot bind admin.address {}: {e}", config.admin_address)
+        })?;
+        Ok((public, admin))
+    }
+
+    /// [`Gateway::bind`] on listeners bound elsewhere (a split gateway's edge inherits them),
+    /// reaching the upstream through `upstream`.
+    pub fn with_listeners(
+        config: Config,
+        listeners: (std::net::TcpListener, std::net::TcpListener),
+        upstream: Arc<Upstream>,
+    ) -> anyhow::Result<Gateway> {
+        Gateway::assemble(config, Some(listeners), upstream)
+    }
+
+    fn assemble(
+        config: Config,
+        listeners: Option<(std::net::TcpListener, std::net::TcpListener)>,
+        upstream: Arc<Upstream>,
+    ) -> anyhow::Result<Gateway> {
         let _ = telemetry::handle();
         let tls = crate::tls::server_config(&config.listener)?;
         let audit = Arc::new(
@@ -169,15 +204,10 @@ impl Gateway {
             None => None,
         };
         crate::reload::export_expiry(&config);
-        let public = bind(config.listener.address, config.listener.backlog).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot bind listener.address {}: {e}",
-                config.listener.address
-            )
-        })?;
-        let admin = bind(config.admin_address, 128).map_err(|e| {
-            anyhow::anyhow!("cannot bind admin.address {}: {e}", config.admin_address)
-        })?;
+        let (public, admin) = match listeners {
+            Some(l) => l,
+            None => Gateway::bind_listeners(&config)?,
+        };
         let live = Live {
             tokens: TokenTable::new(&config.tokens),
             acceptor: TlsAcceptor::from(tls),
@@ -189,7 +219,7 @@ impl Gateway {
             limiter: Limiter::new(Arc::new(MonotonicClock::default())),
             in_flight: Arc::new(Semaphore::new(config.overload.max_in_flight_requests)),
             memory: Arc::new(Semaphore::new(kib(config.overload.memory_budget_bytes))),
-            upstream: Upstream::new(&config.upstream)?,
+            upstream,
             spool,
             pool: Mutex::new(Vec::new()),
             per_ip: Counter::default(),

@@ -61,10 +61,27 @@ struct Target {
     down_until_ms: AtomicU64,
 }
 
+/// How requests reach the upstream.
+enum Transport {
+    /// Pooled connections to the configured addresses.
+    Pool {
+        client: Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
+        scheme: &'static str,
+    },
+    /// One HTTP/2 connection over a Unix stream to the forwarder of a split gateway (which
+    /// holds the upstream connections), opened on first use.
+    Forwarder {
+        stream: std::sync::Mutex<Option<std::os::unix::net::UnixStream>>,
+        sender: tokio::sync::OnceCell<hyper::client::conn::http2::SendRequest<Full<Bytes>>>,
+    },
+}
+
+/// The header a forwarder answers with when the upstream failed: the [`UpstreamError::kind`].
+pub const FORWARDER_ERROR: &str = "x-oneway-upstream-error";
+
 /// The upstream pool.
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    scheme: &'static str,
+    transport: Transport,
     targets: Vec<Target>,
     next: AtomicUsize,
     epoch: Instant,
@@ -139,8 +156,10 @@ impl Upstream {
             .pool_max_idle_per_host(64)
             .build(connector);
         Ok(Arc::new(Upstream {
-            client,
-            scheme,
+            transport: Transport::Pool {
+                client: Box::new(client),
+                scheme,
+            },
             targets: config
                 .addresses
                 .iter()
@@ -153,6 +172,76 @@ impl Upstream {
             epoch: Instant::now(),
             response_timeout: config.response_timeout,
         }))
+    }
+
+    /// An upstream reached through a split gateway's forwarder over `stream` (the edge's
+    /// side): the forwarder holds the real upstream connections.
+    pub fn forwarder(
+        stream: std::os::unix::net::UnixStream,
+        response_timeout: Duration,
+    ) -> Arc<Upstream> {
+        Arc::new(Upstream {
+            transport: Transport::Forwarder {
+                stream: std::sync::Mutex::new(Some(stream)),
+                sender: tokio::sync::OnceCell::new(),
+            },
+            targets: vec![Target {
+                address: SocketAddr::from(([0, 0, 0, 0], 0)),
+                down_until_ms: AtomicU64::new(0),
+            }],
+            next: AtomicUsize::new(0),
+            epoch: Instant::now(),
+            response_timeout,
+        })
+    }
+
+    /// Sends over the transport; an error is a connection failure.
+    async fn request(
+        &self,
+        target: &Target,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<hyper::body::Incoming>, ()> {
+        let (mut parts, body) = request.into_parts();
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        match &self.transport {
+            Transport::Pool { client, scheme } => {
+                parts.uri = format!("{scheme}://{}{path}", target.address)
+                    .parse()
+                    .map_err(drop)?;
+                client
+                    .request(Request::from_parts(parts, body))
+                    .await
+                    .map_err(drop)
+            }
+            Transport::Forwarder { stream, sender } => {
+                parts.uri = format!("http://forwarder{path}").parse().map_err(drop)?;
+                let sender = sender
+                    .get_or_try_init(|| async {
+                        let std = stream.lock().ok().and_then(|mut s| s.take()).ok_or(())?;
+                        std.set_nonblocking(true).map_err(drop)?;
+                        let io = tokio::net::UnixStream::from_std(std).map_err(drop)?;
+                        let (sender, connection) = hyper::client::conn::http2::handshake(
+                            TokioExecutor::new(),
+                            hyper_util::rt::TokioIo::new(io),
+                        )
+                        .await
+                        .map_err(drop)?;
+                        tokio::spawn(async move {
+                            if let Err(e) = connection.await {
+                                tracing::error!(error = %e, "the connection to the forwarder failed");
+                            }
+                        });
+                        Ok::<_, ()>(sender)
+                    })
+                    .await?;
+                let mut sender = sender.clone();
+                sender.ready().await.map_err(drop)?;
+                sender
+                    .send_request(Request::from_parts(parts, body))
+                    .await
+                    .map_err(drop)
+            }
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -181,22 +270,21 @@ impl Upstream {
     /// answers are relayed, anything else is an [`UpstreamError`].
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Answer, UpstreamError> {
         let target = self.pick();
-        let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        parts.uri = match format!("{}://{}{}", self.scheme, target.address, path).parse() {
-            Ok(uri) => uri,
-            Err(_) => return Err(UpstreamError::Unreachable),
-        };
         let started = Instant::now();
-        let result = tokio::time::timeout(
-            self.response_timeout,
-            self.client.request(Request::from_parts(parts, body)),
-        )
-        .await;
+        let result =
+            tokio::time::timeout(self.response_timeout, self.request(target, request)).await;
         metrics::histogram!(telemetry::UPSTREAM_DURATION).record(started.elapsed().as_secs_f64());
         let outcome = match result {
             Err(_) => Err(UpstreamError::Timeout),
-            Ok(Err(_)) => Err(UpstreamError::Unreachable),
+            Ok(Err(())) => Err(UpstreamError::Unreachable),
+            // A forwarder says what happened to the upstream.
+            Ok(Ok(ref resp)) if let Some(kind) = resp.headers().get(FORWARDER_ERROR) => {
+                Err(match kind.as_bytes() {
+                    b"timeout" => UpstreamError::Timeout,
+                    b"unreachable" => UpstreamError::Unreachable,
+                    _ => UpstreamError::ServerError,
+                })
+            }
             Ok(Ok(resp)) if resp.status().is_server_error() => Err(UpstreamError::ServerError),
             Ok(Ok(resp)) => relay(resp, self.response_timeout).await,
         };

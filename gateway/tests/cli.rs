@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::process::Command;
 use std::time::Duration;
 
+#[expect(dead_code, reason = "each test binary uses a different part of it")]
 mod common;
 
 use common::{ONEWAY, curl_push, start_gateway, threaded_upstream};

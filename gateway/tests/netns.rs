@@ -12,7 +12,10 @@
 //! connection from the gateway namespace, and from inside the gateway process, to the customer
 //! LAN, back to the DataKit host or to any other port of the upstream host must fail. A control
 //! attempt before the rules are loaded shows the LAN is reachable without them, so the test
-//! would notice rules that do nothing. Each attempt and its outcome is written to
+//! would notice rules that do nothing. Then the same with `--split` and the host rules removed:
+//! the edge's namespace has only a loopback, its connects fail by routing (`ENETUNREACH`) and
+//! by its sandbox (`EACCES`), and pushes still arrive through the forwarder. Each attempt and
+//! its outcome is written to
 //! `target/netns-report.txt` (and printed).
 //!
 //! Needs root (CI runs as root). Elsewhere it says so and passes only when not under CI.
@@ -31,7 +34,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{launch_wrapped, prepare, threaded_upstream_on};
+use common::{curl_push_to, launch_wrapped, prepare, probe, start_event, threaded_upstream_on};
 
 const ROLE: &str = "ONEWAY_NETNS_ROLE";
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -345,66 +348,33 @@ fn row25_physical_isolation_only_the_upstream_port_is_reachable_from_the_gateway
             .map(|p| format!("--probe-connect={p}"))
             .collect::<Vec<_>>(),
     );
-    children.0.push(child);
+    let mut gateway = Children(vec![child.into_inner()]);
     assert_eq!(public.port(), 8443);
-    let start = std::fs::read_to_string(d.join("audit.jsonl"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .rfind(|e| e["event"] == "start")
-        .unwrap();
+    let start = start_event(d);
     assert_eq!(start["sandbox"]["state"], "enforced", "{start}");
-    for probe in probes {
-        let p = start["sandbox"]["probes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["probe"] == format!("connect {probe}"))
-            .unwrap();
+    for target in probes {
+        let p = probe(&start["sandbox"]["probes"], &format!("connect {target}"));
         let got = p["outcome"].as_str().unwrap();
-        record("inside the gateway process", probe, "refused", got);
+        record("inside the gateway process", target, "refused", got);
         assert_eq!(p["contained"], true, "{p}");
         // A port that is not the upstream's is refused by Landlock before any packet; the
         // upstream's port on the LAN host by the host rules.
-        let expected = if probe.ends_with(":9528") {
+        let expected = if target.ends_with(":9528") {
             "ETIMEDOUT"
         } else {
             "EACCES"
         };
-        assert_eq!(got, expected, "{probe}");
+        assert_eq!(got, expected, "{target}");
     }
 
     // A push from the DataKit host arrives upstream.
     let body = "cpu,host=dk usage=1i 1";
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &net.ns("dk"),
-            "curl",
-            "-sS",
-            "-o",
-            "/dev/null",
-        ])
-        .args(["-w", "%{http_code}", "--max-time", "10", "--resolve"])
-        .arg("localhost:8443:10.91.1.2")
-        .arg("--cacert")
-        .arg(d.join("ca.pem"))
-        .arg("--cert")
-        .arg(d.join("agent-1.pem"))
-        .arg("--key")
-        .arg(d.join("agent-1.key"))
-        .args(["-H", "Content-Type: application/line-protocol"])
-        .args(["--data-binary", body])
-        .arg(format!(
-            "https://localhost:8443/v1/write/metric?token={}",
-            oneway_gateway::quickstart::AGENT_TOKEN
-        ))
-        .output()
-        .unwrap();
-    let status = String::from_utf8_lossy(&out.stdout).into_owned();
+    let dk_ns = net.ns("dk");
+    let dk = ["ip", "netns", "exec", dk_ns.as_str()];
+    let gateway_addr: SocketAddr = "10.91.1.2:8443".parse().unwrap();
+    let status = curl_push_to(&dk, d, gateway_addr, body);
     record("datakit netns", "10.91.1.2:8443 (gateway)", "200", &status);
-    assert_eq!(status, "200", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(status, "200");
     wait_for("the delivery", || {
         std::fs::read_to_string(&delivered).is_ok_and(|s| s.lines().any(|l| l == body))
     });
@@ -444,6 +414,76 @@ fn row25_physical_isolation_only_the_upstream_port_is_reachable_from_the_gateway
             .unwrap_or_default()
             .is_empty()
     );
+
+    // --split with the host rules removed: the edge has no network at all.
+    for c in &mut gateway.0 {
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
+        assert!(c.wait().unwrap().success());
+    }
+    let flush = Command::new("ip")
+        .args([
+            "netns", "exec", &gw_ns, "nft", "delete", "table", "inet", "oneway",
+        ])
+        .output()
+        .unwrap();
+    assert!(flush.status.success(), "{flush:?}");
+    let control = net.attempts("gw", &["10.91.3.1:9528"]);
+    record(
+        "gateway netns, rules removed",
+        "10.91.3.1:9528 (LAN)",
+        "connected",
+        &control[0].1,
+    );
+    assert_eq!(control[0].1, "connected");
+    let mut args = vec!["--split".to_string()];
+    args.extend(probes.iter().map(|p| format!("--probe-connect={p}")));
+    let (child, _, _) = launch_wrapped(&["ip", "netns", "exec", &gw_ns], d, &args);
+    gateway.0.push(child.into_inner());
+    let start = start_event(d);
+    let netns = &start["sandbox"]["netns"];
+    assert_eq!(netns["interfaces"], serde_json::json!(["lo"]), "{start}");
+    for target in probes {
+        let name = format!("connect {target}");
+        let got = probe(&netns["probes"], &name)["outcome"].as_str().unwrap();
+        record(
+            "split edge, its namespace, before its sandbox",
+            target,
+            "refused",
+            got,
+        );
+        assert_eq!(got, "ENETUNREACH", "{target}");
+        let got = probe(&start["sandbox"]["probes"], &name)["outcome"]
+            .as_str()
+            .unwrap();
+        record("split edge, sandboxed", target, "refused", got);
+        assert_eq!(got, "EACCES", "{target}");
+    }
+    let body = "cpu,host=dk usage=2i 2";
+    let status = curl_push_to(&dk, d, gateway_addr, body);
+    record(
+        "datakit netns",
+        "10.91.1.2:8443 (split gateway)",
+        "200",
+        &status,
+    );
+    assert_eq!(status, "200");
+    wait_for("the delivery through the forwarder", || {
+        std::fs::read_to_string(&delivered).is_ok_and(|s| s.lines().any(|l| l == body))
+    });
+    record(
+        "split forwarder",
+        "10.91.2.1:9528 (upstream)",
+        "delivered",
+        "delivered",
+    );
+    assert_eq!(
+        std::fs::read_to_string(&lan_log).unwrap().lines().count(),
+        2,
+        "only the two control attempts reached the LAN"
+    );
+    drop(gateway);
     let report = record("(end)", "-", "-", "-");
     eprint!("{report}");
     let target = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/netns-report.txt");

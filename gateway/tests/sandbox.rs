@@ -17,7 +17,10 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{ONEWAY, curl_push, launch_with, prepare, threaded_upstream};
+use common::{
+    ONEWAY, Running, audit, bystander, curl_push, launch_with, prepare, probe, start_event,
+    threaded_upstream,
+};
 use serde_json::Value;
 
 /// Puts `sandbox = …` at the top of the prepared config (a top-level key).
@@ -25,22 +28,6 @@ fn set_sandbox(dir: &std::path::Path, mode: &str) {
     let path = dir.join("oneway.toml");
     let config = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, format!("sandbox = \"{mode}\"\n{config}")).unwrap();
-}
-
-fn audit(dir: &std::path::Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("audit.jsonl"))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
-}
-
-fn start_event(dir: &std::path::Path) -> Value {
-    audit(dir)
-        .into_iter()
-        .rev()
-        .find(|e| e["event"] == "start")
-        .expect("a start event")
 }
 
 fn metrics(admin: std::net::SocketAddr) -> String {
@@ -52,20 +39,16 @@ fn metrics(admin: std::net::SocketAddr) -> String {
     out
 }
 
-fn outcome<'a>(start: &'a Value, probe: &str) -> &'a Value {
-    start["sandbox"]["probes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["probe"] == probe)
-        .unwrap_or_else(|| panic!("no probe {probe} in {start}"))
+fn outcome<'a>(start: &'a Value, name: &str) -> &'a Value {
+    probe(&start["sandbox"]["probes"], name)
 }
 
-fn stop(mut child: std::process::Child) {
+/// SIGTERM, then the exit status.
+fn stop(mut child: Running) -> std::process::ExitStatus {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
-    let _ = child.wait();
+    child.wait().unwrap()
 }
 
 #[test]
@@ -73,11 +56,7 @@ fn row23_24_the_sandboxed_gateway_refuses_escapes_and_still_serves_and_reloads()
     let dir = tempfile::tempdir().unwrap();
     let up = threaded_upstream(Duration::ZERO);
     prepare(dir.path(), &up.addr, "");
-    // A port that listens on this host but is not the upstream's: the connect must be
-    // refused inside the process, and nothing must arrive here.
-    let bystander = TcpListener::bind("127.0.0.1:0").unwrap();
-    bystander.set_nonblocking(true).unwrap();
-    let target = bystander.local_addr().unwrap();
+    let (bystander, target) = bystander();
     let (child, public, admin) = launch_with(dir.path(), &[format!("--probe-connect={target}")]);
 
     let start = start_event(dir.path());
@@ -195,4 +174,127 @@ fn an_unknown_sandbox_mode_is_a_config_error() {
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("sandbox"), "{stderr}");
+}
+
+/// The split's processes: the forwarder (`child`) and its edge.
+fn edge_of(forwarder: u32) -> u32 {
+    let children =
+        std::fs::read_to_string(format!("/proc/{forwarder}/task/{forwarder}/children")).unwrap();
+    let edges: Vec<u32> = children
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(edges.len(), 1, "one edge: {edges:?}");
+    edges[0]
+}
+
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
+}
+
+#[test]
+fn split_edge_has_no_network_pushes_flow_through_the_forwarder_and_sigterm_drains_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = threaded_upstream(Duration::ZERO);
+    prepare(dir.path(), &up.addr, "");
+    let (bystander, target) = bystander();
+    let (mut child, public, admin) = launch_with(
+        dir.path(),
+        &["--split".to_string(), format!("--probe-connect={target}")],
+    );
+    let edge = edge_of(child.id());
+
+    let start = start_event(dir.path());
+    let sandbox = &start["sandbox"];
+    assert_eq!(sandbox["state"], "enforced", "{start}");
+    // The edge connects nowhere at all: no TCP port is allowed, and its namespace is empty.
+    assert_eq!(sandbox["connect_ports"], serde_json::json!([]));
+    assert_eq!(sandbox["netns"]["interfaces"], serde_json::json!(["lo"]));
+    let routed = &sandbox["netns"]["probes"][0];
+    assert_eq!(routed["probe"], format!("connect {target}"));
+    assert_eq!(routed["outcome"], "ENETUNREACH", "{routed}");
+    assert_eq!(
+        outcome(&start, &format!("connect {target}"))["outcome"],
+        "EACCES"
+    );
+    assert_eq!(outcome(&start, "udp_socket")["outcome"], "EPERM");
+    assert!(bystander.accept().is_err());
+
+    // Pushes reach the upstream through the forwarder, byte for byte; the admin port is the
+    // edge's.
+    for i in 0..3 {
+        let body = format!("cpu,host=a v={i}i {i}");
+        assert_eq!(curl_push(dir.path(), public, &body), "200");
+    }
+    let got = up.accepted.lock().unwrap().clone();
+    assert_eq!(
+        got,
+        (0..3)
+            .map(|i| format!("cpu,host=a v={i}i {i}").into_bytes())
+            .collect::<Vec<_>>()
+    );
+    assert!(metrics(admin).contains("oneway_sandbox_enforced{layer=\"landlock\"} 1"));
+
+    // SIGTERM to the forwarder drains the edge; both exit 0.
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+    assert!(!running(edge), "the edge outlived its forwarder");
+}
+
+#[test]
+fn split_edge_stops_when_its_forwarder_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = threaded_upstream(Duration::ZERO);
+    prepare(dir.path(), &up.addr, "");
+    let (mut child, public, _) = launch_with(dir.path(), &["--split".to_string()]);
+    let edge = edge_of(child.id());
+    assert_eq!(curl_push(dir.path(), public, "cpu,host=a v=1i 1"), "200");
+    child.kill().unwrap();
+    let _ = child.wait();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while running(edge) {
+        assert!(
+            Instant::now() < deadline,
+            "the edge outlived a killed forwarder"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn split_edge_spools_while_the_upstream_is_down_and_replays_through_the_forwarder() {
+    let dir = tempfile::tempdir().unwrap();
+    // An upstream address with nothing listening yet.
+    let addr = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    prepare(dir.path(), &addr, "[spool]\ndirectory = \"spool\"\n");
+    let (mut child, public, _) = launch_with(dir.path(), &["--split".to_string()]);
+    // The forwarder cannot connect: it says so, and the edge spools (202, fsynced).
+    assert_eq!(curl_push(dir.path(), public, "cpu,host=a v=1i 1"), "202");
+    assert_eq!(curl_push(dir.path(), public, "cpu,host=a v=2i 2"), "202");
+    let up = common::threaded_upstream_on(&addr, Duration::ZERO);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while up.accepted.lock().unwrap().len() < 2 {
+        assert!(Instant::now() < deadline, "the spool was not replayed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        up.accepted.lock().unwrap().as_slice(),
+        [b"cpu,host=a v=1i 1".to_vec(), b"cpu,host=a v=2i 2".to_vec()]
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
 }

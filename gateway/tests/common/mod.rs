@@ -34,18 +34,48 @@ pub(crate) fn prepare(dir: &std::path::Path, upstream: &str, extra: &str) {
 /// Runs `oneway run` on `dir`'s config; returns it with its public address once it listens.
 pub(crate) fn launch(dir: &std::path::Path) -> (std::process::Child, std::net::SocketAddr) {
     let (child, public, _) = launch_with(dir, &[]);
-    (child, public)
+    (child.into_inner(), public)
+}
+
+/// A gateway process, killed if the test ends without stopping it (so a failing test cannot
+/// leave it holding the test's output open).
+#[derive(Debug)]
+pub(crate) struct Running(Option<std::process::Child>);
+
+impl Running {
+    /// The process, no longer killed on drop.
+    pub(crate) fn into_inner(mut self) -> std::process::Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl std::ops::Deref for Running {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        self.0.as_ref().unwrap()
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// [`launch`] with more arguments; also returns the admin address.
 pub(crate) fn launch_with(
     dir: &std::path::Path,
     args: &[String],
-) -> (
-    std::process::Child,
-    std::net::SocketAddr,
-    std::net::SocketAddr,
-) {
+) -> (Running, std::net::SocketAddr, std::net::SocketAddr) {
     launch_wrapped(&[], dir, args)
 }
 
@@ -54,11 +84,7 @@ pub(crate) fn launch_wrapped(
     wrapper: &[&str],
     dir: &std::path::Path,
     args: &[String],
-) -> (
-    std::process::Child,
-    std::net::SocketAddr,
-    std::net::SocketAddr,
-) {
+) -> (Running, std::net::SocketAddr, std::net::SocketAddr) {
     let mut command = match wrapper.split_first() {
         Some((program, rest)) => {
             let mut c = Command::new(program);
@@ -110,7 +136,7 @@ pub(crate) fn launch_wrapped(
         }
     }
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    (child, public, admin)
+    (Running(Some(child)), public, admin)
 }
 
 /// [`prepare`] then [`launch`].
@@ -126,9 +152,37 @@ pub(crate) fn start_gateway(
 /// Pushes line protocol with the quickstart's agent certificate and token through `curl`;
 /// `data` is curl's `--data-binary` argument (text, or `@file`). Returns the HTTP status.
 pub(crate) fn curl_push(dir: &std::path::Path, addr: std::net::SocketAddr, data: &str) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "--resolve"])
-        .arg(format!("localhost:{}:127.0.0.1", addr.port()))
+    curl_push_to(&[], dir, addr, data)
+}
+
+/// [`curl_push`] to `addr` (any address, the certificate names `localhost`), under a
+/// wrapper command (`ip netns exec NS`).
+pub(crate) fn curl_push_to(
+    wrapper: &[&str],
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    data: &str,
+) -> String {
+    let mut command = match wrapper.split_first() {
+        Some((program, rest)) => {
+            let mut c = Command::new(program);
+            c.args(rest).arg("curl");
+            c
+        }
+        None => Command::new("curl"),
+    };
+    let out = command
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+        ])
+        .arg("--resolve")
+        .arg(format!("localhost:{}:{}", addr.port(), addr.ip()))
         .arg("--cacert")
         .arg(dir.join("ca.pem"))
         .arg("--cert")
@@ -153,6 +207,40 @@ pub(crate) fn curl_push(dir: &std::path::Path, addr: std::net::SocketAddr, data:
         eprintln!("curl: {status} {}", String::from_utf8_lossy(&out.stderr));
     }
     status
+}
+
+/// The audit trail's events (`audit.jsonl` in `dir`).
+pub(crate) fn audit(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("audit.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The last `start` event.
+pub(crate) fn start_event(dir: &std::path::Path) -> serde_json::Value {
+    audit(dir)
+        .into_iter()
+        .rfind(|e| e["event"] == "start")
+        .expect("a start event")
+}
+
+/// The self-test attempt named `probe` in a list of them.
+pub(crate) fn probe<'a>(probes: &'a serde_json::Value, probe: &str) -> &'a serde_json::Value {
+    probes
+        .as_array()
+        .and_then(|list| list.iter().find(|p| p["probe"] == probe))
+        .unwrap_or_else(|| panic!("no probe {probe} in {probes}"))
+}
+
+/// A port that listens on this host but is not an upstream's: a connect to it must be
+/// refused inside a sandboxed gateway, so nothing may ever be accepted here.
+pub(crate) fn bystander() -> (std::net::TcpListener, std::net::SocketAddr) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    (listener, addr)
 }
 
 /// A threaded HTTP/1.1 upstream (keep-alive): answers after `delay`, 503 for
