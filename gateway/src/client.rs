@@ -19,6 +19,16 @@ pub fn connector(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
 ) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let mut config = client_config(ca, identity)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// The client TLS configuration behind [`connector`] (without ALPN, which connectors set).
+pub fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for c in load_certs(ca)? {
         roots.add(c).map_err(|e| TlsError::Rustls(e.to_string()))?;
@@ -28,7 +38,7 @@ pub fn connector(
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_root_certificates(roots);
-    let mut config = match identity {
+    let config = match identity {
         Some((cert, key)) => {
             let certs: Vec<CertificateDer<'static>> = load_certs(cert)?;
             let key = PrivateKeyDer::from_pem_file(key).map_err(|e| TlsError::File {
@@ -41,8 +51,7 @@ pub fn connector(
         }
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+    Ok(config)
 }
 
 /// Sends one request over a new connection to `addr`, verifying the server as `server_name`.

@@ -14,8 +14,10 @@
 //! - [`reload`]: SIGHUP and file-watch reloads of certificates, CRLs, tokens and limits;
 //! - [`sandbox`]: Landlock and seccomp, entered once bound, and the self-test;
 //! - [`split`]: `--split`, the edge in an empty network namespace and its forwarder;
-//! - [`quickstart`]: the whole path on one machine with no setup.
+//! - [`quickstart`]: the whole path on one machine with no setup;
+//! - [`agent`]: `oneway agent`, mTLS for an unmodified DataKit.
 
+pub mod agent;
 pub mod audit;
 pub mod auth;
 pub mod certs;

@@ -5,7 +5,8 @@
 //! - `validate`: run a body file through the decoding and validation a push gets;
 //! - `quickstart`: the whole path with no setup (dev PKI, local upstream, a real mTLS push);
 //! - `demo`: run a generated DataKit-shaped batch through the protocol layer only;
-//! - `spool`: inspect a spool, export or replay dead letters and quarantined segments.
+//! - `spool`: inspect a spool, export or replay dead letters and quarantined segments;
+//! - `agent`: next to an unmodified DataKit, add the client certificate (plain HTTP in, mTLS out).
 //!
 //! - `run`: serve (SIGHUP or a changed file: reload; SIGTERM/SIGINT: stop accepting, finish
 //!   in-flight requests, exit 0; a spool
@@ -92,6 +93,40 @@ enum Command {
     Spool {
         #[command(subcommand)]
         action: SpoolAction,
+    },
+    /// Next to an unmodified DataKit: take its plain-HTTP pushes on loopback and send them
+    /// to the gateway over mTLS (docs/agent.md).
+    Agent {
+        /// Where DataKit connects (its DataWay URL, or its `http_proxy`).
+        #[arg(long, default_value = "127.0.0.1:9529")]
+        listen: std::net::SocketAddr,
+        /// Accept a --listen address that is not loopback.
+        #[arg(long)]
+        allow_non_loopback: bool,
+        /// A gateway address, IP:port (repeatable; used in turn). The only destinations.
+        #[arg(long = "gateway", required = true)]
+        gateways: Vec<std::net::SocketAddr>,
+        /// The name in the gateway's certificate.
+        #[arg(long)]
+        server_name: String,
+        /// The CA of the gateway's certificate (PEM).
+        #[arg(long)]
+        ca: PathBuf,
+        /// This agent's client certificate (PEM chain).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its private key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// TCP connect deadline per gateway address, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        connect_timeout_ms: u64,
+        /// Whole-request deadline, in milliseconds.
+        #[arg(long, default_value_t = 30000)]
+        request_timeout_ms: u64,
+        /// Largest request body relayed, in bytes.
+        #[arg(long, default_value_t = 64 << 20)]
+        max_body_bytes: usize,
     },
     /// Run the gateway.
     Run {
@@ -297,7 +332,54 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
         ),
         Command::Spool { action } => spool(action),
+        Command::Agent {
+            listen,
+            allow_non_loopback,
+            gateways,
+            server_name,
+            ca,
+            cert,
+            key,
+            connect_timeout_ms,
+            request_timeout_ms,
+            max_body_bytes,
+        } => agent(oneway_gateway::agent::AgentConfig {
+            listen,
+            allow_non_loopback,
+            gateways,
+            server_name,
+            ca,
+            cert,
+            key,
+            connect_timeout: std::time::Duration::from_millis(connect_timeout_ms),
+            request_timeout: std::time::Duration::from_millis(request_timeout_ms),
+            max_body_bytes,
+        }),
     }
+}
+
+fn agent(config: oneway_gateway::agent::AgentConfig) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let agent = match oneway_gateway::agent::Agent::bind(config).await {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("oneway agent: {e}");
+                return Ok(ExitCode::from(64));
+            }
+        };
+        tracing::info!(listen = %agent.local_addr()?, "agent listening");
+        agent.serve(shutdown_signal()).await;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn spool(action: SpoolAction) -> anyhow::Result<ExitCode> {
