@@ -15,7 +15,8 @@
 //! - [`sandbox`]: Landlock and seccomp, entered once bound, and the self-test;
 //! - [`split`]: `--split`, the edge in an empty network namespace and its forwarder;
 //! - [`quickstart`]: the whole path on one machine with no setup;
-//! - [`agent`]: `oneway agent`, mTLS for an unmodified DataKit.
+//! - [`agent`]: `oneway agent`, mTLS for an unmodified DataKit; [`push`]: `oneway push`, a
+//!   DataKit-compatible load and test client.
 
 pub mod agent;
 pub mod audit;
@@ -25,6 +26,7 @@ pub mod client;
 pub mod config;
 pub mod edge;
 pub mod limit;
+pub mod push;
 pub mod quickstart;
 pub mod reload;
 pub mod response;

@@ -6,7 +6,8 @@
 //! - `quickstart`: the whole path with no setup (dev PKI, local upstream, a real mTLS push);
 //! - `demo`: run a generated DataKit-shaped batch through the protocol layer only;
 //! - `spool`: inspect a spool, export or replay dead letters and quarantined segments;
-//! - `agent`: next to an unmodified DataKit, add the client certificate (plain HTTP in, mTLS out).
+//! - `agent`: next to an unmodified DataKit, add the client certificate (plain HTTP in, mTLS out);
+//! - `push`: DataKit-shaped load with a client certificate, and a summary (exit 1 unless all 2xx).
 //!
 //! - `run`: serve (SIGHUP or a changed file: reload; SIGTERM/SIGINT: stop accepting, finish
 //!   in-flight requests, exit 0; a spool
@@ -128,6 +129,57 @@ enum Command {
         #[arg(long, default_value_t = 64 << 20)]
         max_body_bytes: usize,
     },
+    /// Push DataKit-shaped batches to a gateway with a client certificate, and summarise.
+    Push {
+        /// The gateway's address (IP:port).
+        #[arg(long)]
+        gateway: std::net::SocketAddr,
+        /// The name in the gateway's certificate.
+        #[arg(long, default_value = "localhost")]
+        server_name: String,
+        /// The gateway's CA (PEM).
+        #[arg(long)]
+        ca: PathBuf,
+        /// Client certificate (PEM chain).
+        #[arg(long)]
+        cert: PathBuf,
+        /// Its key (PEM).
+        #[arg(long)]
+        key: PathBuf,
+        /// The agent token.
+        #[arg(long)]
+        token: String,
+        /// The category: metric, logging, object, …
+        #[arg(long, default_value = "metric")]
+        category: String,
+        /// Body format: pb (protobuf, DataKit's default) or lp (line protocol).
+        #[arg(long, default_value = "pb", value_parser = ["pb", "lp"])]
+        format: String,
+        /// Body encoding: gzip, zstd or identity.
+        #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "identity"])]
+        encoding: String,
+        /// Points per generated batch.
+        #[arg(long, default_value_t = 1000)]
+        points: u64,
+        /// Send this line-protocol file as every request's body instead of generated points.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Concurrent connections.
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// Target requests per second (all connections together); default: as fast as possible.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// How long to push (`30s`, `500ms`, `2m`).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<std::time::Duration>,
+        /// How many requests to send.
+        #[arg(long)]
+        count: Option<u64>,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the gateway.
     Run {
         /// The config file.
@@ -147,6 +199,24 @@ enum Command {
         #[arg(long = "split-edge", hide = true, conflicts_with = "split")]
         split_edge: bool,
     },
+}
+
+/// `30s`, `500ms`, `2m`, `1h`, or plain seconds.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{s:?}: the unit is ms, s, m or h")),
+    };
+    std::time::Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
 }
 
 /// `EX_IOERR`: the spool could not write or sync; nothing unsynced was acknowledged.
@@ -332,6 +402,70 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             },
         ),
         Command::Spool { action } => spool(action),
+        Command::Push {
+            gateway,
+            server_name,
+            ca,
+            cert,
+            key,
+            token,
+            category,
+            format,
+            encoding,
+            points,
+            file,
+            connections,
+            rate,
+            duration,
+            count,
+            json,
+        } => {
+            use oneway_gateway::push::{Compression, Format, PushConfig, run};
+            let config = PushConfig {
+                gateway,
+                server_name,
+                ca,
+                identity: (cert, key),
+                token,
+                category,
+                format: if format == "lp" {
+                    Format::LineProtocol
+                } else {
+                    Format::Protobuf
+                },
+                compression: match encoding.as_str() {
+                    "zstd" => Compression::Zstd,
+                    "identity" => Compression::Identity,
+                    _ => Compression::Gzip,
+                },
+                points_per_batch: points,
+                file,
+                connections,
+                rate,
+                duration,
+                count,
+                progress: !json,
+            };
+            if config.duration.is_none() && config.count.is_none() {
+                eprintln!("oneway push: give --duration or --count");
+                return Ok(ExitCode::from(64));
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let summary = runtime.block_on(run(config))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                println!("{summary}");
+            }
+            let ok = summary.errors == 0 && summary.statuses.keys().all(|s| (200..300).contains(s));
+            Ok(if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
         Command::Agent {
             listen,
             allow_non_loopback,

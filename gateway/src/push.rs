@@ -1,0 +1,419 @@
+//! `oneway push`: a DataKit-compatible client for operators and benchmarks.
+//!
+//! It sends what DataKit sends (protobuf or line protocol, gzip or zstd or identity, DataKit's
+//! headers, `?token=`, one category) with a client certificate, over N kept-alive connections,
+//! at a target rate or as fast as the gateway answers, for a duration or a count of requests,
+//! and summarises: requests/s, points/s, MB/s compressed and decoded, latency percentiles and
+//! the count of each status.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+/// The body format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `application/x-protobuf` (`PBPoints`), as DataKit sends by default.
+    Protobuf,
+    /// `application/line-protocol`.
+    LineProtocol,
+}
+
+/// The body encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    /// gzip (DataKit's default).
+    Gzip,
+    /// zstd.
+    Zstd,
+    /// None.
+    Identity,
+}
+
+/// What to push.
+#[derive(Debug, Clone)]
+pub struct PushConfig {
+    /// The gateway's address.
+    pub gateway: SocketAddr,
+    /// The name in its certificate.
+    pub server_name: String,
+    /// Its CA.
+    pub ca: PathBuf,
+    /// The client certificate and key.
+    pub identity: (PathBuf, PathBuf),
+    /// The agent token (`?token=`).
+    pub token: String,
+    /// The category (`metric`, `logging`, …).
+    pub category: String,
+    /// Body format (ignored with `file`).
+    pub format: Format,
+    /// Body encoding.
+    pub compression: Compression,
+    /// Points per generated batch.
+    pub points_per_batch: u64,
+    /// A line-protocol file sent as each request's body instead of generated points.
+    pub file: Option<PathBuf>,
+    /// Concurrent connections.
+    pub connections: usize,
+    /// Target requests per second over all connections (`None`: as fast as possible).
+    pub rate: Option<f64>,
+    /// Stop after this long…
+    pub duration: Option<Duration>,
+    /// …or after this many requests.
+    pub count: Option<u64>,
+    /// Print a progress line to stderr every second (when it is a terminal).
+    pub progress: bool,
+}
+
+/// The outcome.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Summary {
+    /// Requests answered (any status).
+    pub requests: u64,
+    /// Requests that failed without an answer (connection errors).
+    pub errors: u64,
+    /// Answers by status.
+    pub statuses: BTreeMap<u16, u64>,
+    /// Points in the 2xx-answered requests.
+    pub points: u64,
+    /// Bytes sent as bodies (compressed), answered 2xx.
+    pub bytes_compressed: u64,
+    /// The same bodies decoded.
+    pub bytes_decoded: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Requests per second.
+    pub requests_per_second: f64,
+    /// Points per second.
+    pub points_per_second: f64,
+    /// MB/s (10^6) compressed.
+    pub mb_per_second_compressed: f64,
+    /// MB/s decoded.
+    pub mb_per_second_decoded: f64,
+    /// Latency percentiles in milliseconds (`p50`, `p90`, `p99`, `p999`, `max`).
+    pub latency_ms: BTreeMap<&'static str, f64>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} requests in {:.2} s ({} without an answer)",
+            self.requests, self.seconds, self.errors
+        )?;
+        writeln!(
+            f,
+            "  {:.1} requests/s, {:.0} points/s, {:.2} MB/s compressed, {:.2} MB/s decoded",
+            self.requests_per_second,
+            self.points_per_second,
+            self.mb_per_second_compressed,
+            self.mb_per_second_decoded
+        )?;
+        let l = |k| self.latency_ms.get(k).copied().unwrap_or(0.0);
+        writeln!(
+            f,
+            "  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
+            l("p50"),
+            l("p90"),
+            l("p99"),
+            l("p999"),
+            l("max")
+        )?;
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(s, n)| format!("{s}: {n}"))
+            .collect();
+        write!(f, "  statuses: {}", statuses.join(", "))
+    }
+}
+
+/// A prepared request body.
+struct Body {
+    bytes: Bytes,
+    decoded: u64,
+    points: u64,
+}
+
+/// Line protocol shaped like DataKit's host metrics, `points` lines.
+pub fn line_protocol(points: u64, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(points as usize * 96);
+    for i in 0..points {
+        let n = seed.wrapping_mul(7919).wrapping_add(i);
+        let _ = writeln!(
+            out,
+            "cpu,host=host-{h},region=eu-west-1 usage_user={u}i,usage_system={s}i,usage_idle={d}.5 {t}",
+            h = n % 16,
+            u = n % 100,
+            s = (n * 7) % 100,
+            d = (n * 13) % 100,
+            t = 1_700_000_000_000_000_000u64 + i
+        );
+    }
+    out
+}
+
+fn compress(compression: Compression, data: &[u8]) -> std::io::Result<Vec<u8>> {
+    match compression {
+        Compression::Gzip => {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(3));
+            gz.write_all(data)?;
+            gz.finish()
+        }
+        Compression::Zstd => zstd::encode_all(data, 3),
+        Compression::Identity => Ok(data.to_vec()),
+    }
+}
+
+fn bodies(config: &PushConfig) -> anyhow::Result<(Vec<Body>, &'static str)> {
+    let raw: Vec<(Vec<u8>, u64)> = match &config.file {
+        Some(path) => {
+            let data = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            let points = data
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
+                .count() as u64;
+            vec![(data, points)]
+        }
+        None => (0..8)
+            .map(|seed| match config.format {
+                Format::Protobuf => (
+                    crate::quickstart::datakit_batch(config.points_per_batch),
+                    config.points_per_batch,
+                ),
+                Format::LineProtocol => (
+                    line_protocol(config.points_per_batch, seed),
+                    config.points_per_batch,
+                ),
+            })
+            .collect(),
+    };
+    let content_type = match (config.file.is_some(), config.format) {
+        (false, Format::Protobuf) => "application/x-protobuf",
+        _ => "application/line-protocol",
+    };
+    let bodies = raw
+        .into_iter()
+        .map(|(data, points)| {
+            Ok(Body {
+                bytes: Bytes::from(compress(config.compression, &data)?),
+                decoded: data.len() as u64,
+                points,
+            })
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    Ok((bodies, content_type))
+}
+
+#[derive(Default)]
+struct Tally {
+    latencies_us: Vec<u64>,
+    statuses: BTreeMap<u16, u64>,
+    errors: u64,
+    points: u64,
+    compressed: u64,
+    decoded: u64,
+}
+
+/// Runs the push to the end and returns the summary.
+pub async fn run(config: PushConfig) -> anyhow::Result<Summary> {
+    if config.duration.is_none() && config.count.is_none() {
+        anyhow::bail!("give --duration or --count");
+    }
+    let connector =
+        crate::client::connector(&config.ca, Some((&config.identity.0, &config.identity.1)))?;
+    let (bodies, content_type) = bodies(&config)?;
+    let bodies = Arc::new(bodies);
+    let encoding = match config.compression {
+        Compression::Gzip => Some("gzip"),
+        Compression::Zstd => Some("zstd"),
+        Compression::Identity => None,
+    };
+    let uri = format!("/v1/write/{}?token={}", config.category, config.token);
+    let issued = Arc::new(AtomicU64::new(0));
+    let answered = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let deadline = config.duration.map(|d| started + d);
+    let config = Arc::new(config);
+    let progress = (config.progress && std::io::stderr().is_terminal()).then(|| {
+        let (answered, done, config) = (
+            Arc::clone(&answered),
+            Arc::clone(&done),
+            Arc::clone(&config),
+        );
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.tick().await;
+            while !done.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let n = answered.load(Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64();
+                let fraction = match (config.count, config.duration) {
+                    (Some(c), _) => n as f64 / c.max(1) as f64,
+                    (None, Some(d)) => secs / d.as_secs_f64(),
+                    (None, None) => 0.0,
+                }
+                .min(1.0);
+                let filled = (fraction * 30.0) as usize;
+                eprint!(
+                    "\r[{}{}] {:>3.0}% {n} requests, {:.0}/s ",
+                    "=".repeat(filled),
+                    " ".repeat(30 - filled),
+                    fraction * 100.0,
+                    n as f64 / secs.max(1e-9)
+                );
+            }
+            eprintln!();
+        })
+    });
+    let mut tasks = Vec::new();
+    for _ in 0..config.connections.max(1) {
+        let (config, bodies, issued, answered, connector, uri) = (
+            Arc::clone(&config),
+            Arc::clone(&bodies),
+            Arc::clone(&issued),
+            Arc::clone(&answered),
+            connector.clone(),
+            uri.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut tally = Tally::default();
+            let mut sender = None;
+            loop {
+                let i = issued.fetch_add(1, Ordering::Relaxed);
+                if config.count.is_some_and(|c| i >= c)
+                    || deadline.is_some_and(|d| Instant::now() >= d)
+                {
+                    break;
+                }
+                if let Some(rate) = config.rate {
+                    let due = started + Duration::from_secs_f64(i as f64 / rate);
+                    if deadline.is_some_and(|d| due >= d) {
+                        break;
+                    }
+                    tokio::time::sleep_until(due.into()).await;
+                }
+                let body = &bodies[(i as usize) % bodies.len()];
+                if sender.is_none() {
+                    sender = connect(&connector, &config).await.ok();
+                }
+                let Some(s) = sender.as_mut() else {
+                    tally.errors += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let mut request = Request::post(&uri)
+                    .header(header::HOST, &config.server_name)
+                    .header(header::CONTENT_TYPE, content_type)
+                    .header(header::USER_AGENT, "datakit-linux-amd64/1.70.0/oneway-push")
+                    .header(header::REFERER, "DataKit");
+                if let Some(e) = encoding {
+                    request = request.header(header::CONTENT_ENCODING, e);
+                }
+                let Ok(request) = request.body(Full::new(body.bytes.clone())) else {
+                    tally.errors += 1;
+                    continue;
+                };
+                let sent = Instant::now();
+                let answer = async {
+                    s.ready().await?;
+                    let response = s.send_request(request).await?;
+                    let status = response.status().as_u16();
+                    response.into_body().collect().await?;
+                    Ok::<_, hyper::Error>(status)
+                }
+                .await;
+                match answer {
+                    Ok(status) => {
+                        tally.latencies_us.push(sent.elapsed().as_micros() as u64);
+                        *tally.statuses.entry(status).or_default() += 1;
+                        if (200..300).contains(&status) {
+                            tally.points += body.points;
+                            tally.compressed += body.bytes.len() as u64;
+                            tally.decoded += body.decoded;
+                        }
+                        answered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        tally.errors += 1;
+                        sender = None;
+                    }
+                }
+            }
+            tally
+        }));
+    }
+    let mut total = Tally::default();
+    for task in tasks {
+        let t = task.await?;
+        total.latencies_us.extend(t.latencies_us);
+        for (s, n) in t.statuses {
+            *total.statuses.entry(s).or_default() += n;
+        }
+        total.errors += t.errors;
+        total.points += t.points;
+        total.compressed += t.compressed;
+        total.decoded += t.decoded;
+    }
+    done.store(true, Ordering::Relaxed);
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
+    let seconds = started.elapsed().as_secs_f64().max(1e-9);
+    total.latencies_us.sort_unstable();
+    let pct = |q: f64| {
+        let l = &total.latencies_us;
+        if l.is_empty() {
+            return 0.0;
+        }
+        let i = ((l.len() as f64 * q).ceil() as usize).clamp(1, l.len()) - 1;
+        l[i] as f64 / 1000.0
+    };
+    let requests = total.statuses.values().sum::<u64>();
+    Ok(Summary {
+        requests,
+        errors: total.errors,
+        points: total.points,
+        bytes_compressed: total.compressed,
+        bytes_decoded: total.decoded,
+        seconds,
+        requests_per_second: requests as f64 / seconds,
+        points_per_second: total.points as f64 / seconds,
+        mb_per_second_compressed: total.compressed as f64 / 1e6 / seconds,
+        mb_per_second_decoded: total.decoded as f64 / 1e6 / seconds,
+        latency_ms: BTreeMap::from([
+            ("p50", pct(0.50)),
+            ("p90", pct(0.90)),
+            ("p99", pct(0.99)),
+            ("p999", pct(0.999)),
+            ("max", pct(1.0)),
+        ]),
+        statuses: total.statuses,
+    })
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+async fn connect(
+    connector: &tokio_rustls::TlsConnector,
+    config: &PushConfig,
+) -> anyhow::Result<Sender> {
+    let tcp = tokio::net::TcpStream::connect(config.gateway).await?;
+    tcp.set_nodelay(true)?;
+    let name = rustls_pki_types::ServerName::try_from(config.server_name.clone())?;
+    let tls = connector.connect(name, tcp).await?;
+    let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+    tokio::spawn(connection);
+    Ok(sender)
+}

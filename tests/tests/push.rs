@@ -1,0 +1,97 @@
+//! `oneway push` against the in-process gateway: what it counts is what the upstream received.
+
+use std::time::Duration;
+
+use oneway_gateway::push::{Compression, Format, PushConfig, run};
+use oneway_tests::{FakeUpstream, TOKEN_1, TestGateway};
+
+fn config(gw: &TestGateway) -> PushConfig {
+    PushConfig {
+        gateway: gw.public,
+        server_name: "localhost".into(),
+        ca: gw.pki.path("ca.pem"),
+        identity: (gw.pki.path("agent-1.pem"), gw.pki.path("agent-1.key")),
+        token: TOKEN_1.into(),
+        category: "metric".into(),
+        format: Format::LineProtocol,
+        compression: Compression::Gzip,
+        points_per_batch: 100,
+        file: None,
+        connections: 4,
+        rate: None,
+        duration: None,
+        count: Some(40),
+        progress: false,
+    }
+}
+
+#[tokio::test]
+async fn counts_match_what_the_upstream_received() {
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    for (format, compression) in [
+        (Format::LineProtocol, Compression::Gzip),
+        (Format::Protobuf, Compression::Zstd),
+    ] {
+        let before = up.delivered().len();
+        let summary = run(PushConfig {
+            format,
+            compression,
+            ..config(&gw)
+        })
+        .await
+        .expect("push");
+        assert_eq!(summary.errors, 0, "{summary}");
+        assert_eq!(summary.requests, 40, "{summary}");
+        assert_eq!(summary.statuses.get(&200), Some(&40), "{summary}");
+        assert_eq!(summary.points, 40 * 100);
+        let delivered = up
+            .wait_delivered(before + 40, Duration::from_secs(10))
+            .await;
+        let new = &delivered[before..];
+        assert_eq!(new.len(), 40);
+        let sent: u64 = new.iter().map(|d| d.body.len() as u64).sum();
+        assert_eq!(
+            sent, summary.bytes_compressed,
+            "compressed bytes counted as sent"
+        );
+        assert!(summary.bytes_decoded > summary.bytes_compressed);
+        assert!(summary.latency_ms["p50"] <= summary.latency_ms["max"]);
+    }
+}
+
+#[tokio::test]
+async fn a_line_protocol_file_arrives_as_is_and_refusals_are_counted() {
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("batch.lp");
+    let lines = "cpu,host=a v=1i 1\n# a comment\nmem,host=a used=2i 2\n";
+    std::fs::write(&file, lines).expect("write");
+    let summary = run(PushConfig {
+        file: Some(file.clone()),
+        compression: Compression::Identity,
+        count: Some(3),
+        connections: 1,
+        ..config(&gw)
+    })
+    .await
+    .expect("push");
+    assert_eq!(summary.statuses.get(&200), Some(&3), "{summary}");
+    assert_eq!(summary.points, 6, "two points per request");
+    let delivered = up.wait_delivered(3, Duration::from_secs(10)).await;
+    assert!(delivered.iter().all(|d| d.body == lines.as_bytes()));
+
+    // A token the gateway does not know: every answer is a 401, counted, nothing delivered.
+    let summary = run(PushConfig {
+        token: "tkn_unknown_0123456789abcdef0123456".into(),
+        count: Some(5),
+        connections: 2,
+        ..config(&gw)
+    })
+    .await
+    .expect("push");
+    assert_eq!(summary.statuses.get(&401), Some(&5), "{summary}");
+    assert_eq!(summary.points, 0);
+    assert_eq!(up.delivered().len(), 3);
+}
