@@ -53,6 +53,8 @@ pub const CERT_EXPIRY: &str = "oneway_tls_certificate_expiry_seconds";
 pub const SPOOL_BYTES: &str = "oneway_spool_bytes";
 /// Spooled records not yet delivered.
 pub const SPOOL_RECORDS: &str = "oneway_spool_records";
+/// `spool.max_bytes`: what `oneway_spool_bytes` may grow to.
+pub const SPOOL_MAX_BYTES: &str = "oneway_spool_max_bytes";
 /// Age of the oldest undelivered spooled record.
 pub const SPOOL_OLDEST_AGE: &str = "oneway_spool_oldest_record_age_seconds";
 /// Records appended (acknowledged after their sync).
@@ -91,9 +93,73 @@ pub fn handle() -> PrometheusHandle {
             // Fails only if another recorder is installed; then ours just renders nothing new.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            prime();
             handle
         })
         .clone()
+}
+
+/// Exports every series an alert or dashboard relies on at zero from the start, so that a
+/// rate over it is 0 rather than absent until the first event.
+fn prime() {
+    let counters: &[(&str, &str, &[&str])] = &[
+        (
+            UPSTREAM_REQUESTS,
+            "outcome",
+            &["2xx", "4xx", "5xx", "timeout", "unreachable", "other"],
+        ),
+        (
+            AUTH_FAILURES,
+            "kind",
+            &[
+                "missing_token",
+                "unknown_token",
+                "not_bound",
+                "api_not_allowed",
+                "bad_certificate",
+                "endpoint_not_allowed",
+            ],
+        ),
+        (
+            TLS_FAILURES,
+            "kind",
+            &["timeout", "no_certificate", "bad_certificate", "other"],
+        ),
+        (
+            RELOADS,
+            "outcome",
+            &["ok", "config", "tls", "no_source", "internal"],
+        ),
+        (THROTTLED, "kind", &["requests", "decoded_bytes", "points"]),
+        (OVERLOAD_REFUSED, "reason", &["in_flight", "memory"]),
+        (
+            CONNECTIONS_REFUSED,
+            "reason",
+            &[
+                "max_connections",
+                "per_ip",
+                "per_identity",
+                "proxy_untrusted",
+            ],
+        ),
+        (
+            SPOOL_REFUSED,
+            "reason",
+            &["full", "too_old", "disk_full", "stopped", "fatal"],
+        ),
+    ];
+    for (name, label, values) in counters {
+        for value in *values {
+            metrics::counter!(*name, *label => *value).increment(0);
+        }
+    }
+    for name in [SPOOL_DEAD_LETTERS, SPOOL_QUARANTINED] {
+        metrics::counter!(name).increment(0);
+    }
+    // Not sandboxed until `oneway run` says otherwise.
+    for layer in ["landlock", "seccomp", "no_new_privs", "self_test"] {
+        metrics::gauge!(SANDBOX, "layer" => layer).set(0.0);
+    }
 }
 
 fn describe() {
@@ -130,6 +196,11 @@ fn describe() {
     describe_counter!(PROXY_FAILURES, "PROXY headers refused, by kind");
     describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes of spool segments on disk");
     describe_gauge!(SPOOL_RECORDS, "Spooled records not yet delivered");
+    describe_gauge!(
+        SPOOL_MAX_BYTES,
+        Unit::Bytes,
+        "The spool's size limit (spool.max_bytes)"
+    );
     describe_gauge!(
         SPOOL_OLDEST_AGE,
         Unit::Seconds,

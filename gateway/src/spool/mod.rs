@@ -228,6 +228,7 @@ impl Spool {
         });
         publish(&log, &shared);
         metrics::gauge!(telemetry::SPOOL_FAILED).set(0.0);
+        metrics::gauge!(telemetry::SPOOL_MAX_BYTES).set(shared.config.max_bytes as f64);
         let (commands, rx) = mpsc::channel();
         Ok(Arc::new(Spool {
             shared,

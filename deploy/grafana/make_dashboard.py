@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Writes oneway.json, the Grafana dashboard over oneway's metrics (run after editing this).
+
+Every query uses the `datasource` (Prometheus) and `instance` variables. The metrics each panel
+queries are checked against a real /metrics scrape by tests/tests/observability.rs.
+"""
+
+import json
+import pathlib
+
+SEL = '{instance=~"$instance"}'
+
+
+def sel(extra=""):
+    inner = f'instance=~"$instance"{"," + extra if extra else ""}'
+    return "{" + inner + "}"
+
+
+WRITE = sel('route="write"')
+QUANTILES = sel('quantile=~"0.5|0.9|0.99"')
+
+ROWS = [
+    ("Traffic", [
+        ("Write requests/s by category", "timeseries", "reqps",
+         [(f"sum by (category) (rate(oneway_http_requests_total{WRITE}[5m]))", "{{category}}")]),
+        ("Points/s by category", "timeseries", "short",
+         [(f"sum by (category) (rate(oneway_ingest_points_total{SEL}[5m]))", "{{category}}")]),
+        ("Bytes/s, compressed and decoded", "timeseries", "Bps",
+         [(f"sum by (stage) (rate(oneway_ingest_bytes_total{SEL}[5m]))", "{{stage}}")]),
+        ("Answers by status", "timeseries", "reqps",
+         [(f"sum by (status) (rate(oneway_http_requests_total{SEL}[5m]))", "{{status}}")]),
+        ("Batches forwarded or spooled", "timeseries", "short",
+         [(f"sum by (outcome) (rate(oneway_ingest_batches_total{SEL}[5m]))", "{{outcome}}")]),
+    ]),
+    ("Rejections and authentication", [
+        ("Validation failures by rule", "timeseries", "short",
+         [(f"sum by (rule) (rate(oneway_validation_failures_total{SEL}[5m]))", "{{rule}}")]),
+        ("Decode failures by kind", "timeseries", "short",
+         [(f"sum by (kind) (rate(oneway_decode_failures_total{SEL}[5m]))", "{{kind}}")]),
+        ("Token failures by kind", "timeseries", "short",
+         [(f"sum by (kind) (rate(oneway_auth_failures_total{SEL}[5m]))", "{{kind}}")]),
+        ("TLS handshake failures by kind", "timeseries", "short",
+         [(f"sum by (kind) (rate(oneway_tls_handshake_failures_total{SEL}[5m]))", "{{kind}}")]),
+    ]),
+    ("Limits and overload", [
+        ("Rate-limited requests by limit", "timeseries", "short",
+         [(f"sum by (kind) (rate(oneway_limit_throttled_total{SEL}[5m]))", "{{kind}}")]),
+        ("Overload refusals", "timeseries", "short",
+         [(f"sum by (reason) (rate(oneway_overload_refused_total{SEL}[5m]))", "{{reason}}"),
+          (f"sum by (reason) (rate(oneway_listener_connections_refused_total{SEL}[5m]))", "connection {{reason}}")]),
+        ("In flight and memory", "timeseries", "short",
+         [(f"sum(oneway_http_in_flight_requests{SEL})", "requests in flight"),
+          (f"sum(oneway_overload_memory_reserved_bytes{SEL})", "bytes reserved")]),
+        ("Tokens tracked by the limiter", "timeseries", "short",
+         [(f"sum(oneway_limit_tracked_tokens{SEL})", "tokens")]),
+    ]),
+    ("Upstream", [
+        ("Upstream requests by outcome", "timeseries", "reqps",
+         [(f"sum by (outcome) (rate(oneway_upstream_requests_total{SEL}[5m]))", "{{outcome}}")]),
+        ("Upstream latency", "timeseries", "s",
+         [(f"max by (quantile) (oneway_upstream_duration_seconds{QUANTILES})", "p{{quantile}}")]),
+    ]),
+    ("Spool", [
+        ("Spool use", "gauge", "percentunit",
+         [(f"max(oneway_spool_bytes{SEL} / oneway_spool_max_bytes{SEL})", "used")]),
+        ("Spool depth", "timeseries", "short",
+         [(f"sum(oneway_spool_records{SEL})", "records"),
+          (f"sum(oneway_spool_bytes{SEL})", "bytes")]),
+        ("Oldest undelivered record", "timeseries", "s",
+         [(f"max(oneway_spool_oldest_record_age_seconds{SEL})", "age")]),
+        ("Spool refusals, dead letters, quarantine", "timeseries", "short",
+         [(f"sum by (reason) (rate(oneway_spool_refused_total{SEL}[5m]))", "refused {{reason}}"),
+          (f"sum(increase(oneway_spool_dead_letters_total{SEL}[1h]))", "dead letters / h"),
+          (f"sum(increase(oneway_spool_quarantined_segments_total{SEL}[1h]))", "quarantined / h")]),
+    ]),
+    ("Security posture", [
+        ("Certificate expiry", "stat", "d",
+         [(f"min by (cert) (oneway_tls_certificate_expiry_seconds{SEL}) / 86400", "{{cert}}")]),
+        ("Sandbox layers in force", "stat", "short",
+         [(f"min by (layer) (oneway_sandbox_enforced{SEL})", "{{layer}}")]),
+        ("Reloads by outcome", "timeseries", "short",
+         [(f"sum by (outcome) (increase(oneway_reload_total{SEL}[1h]))", "{{outcome}}")]),
+        ("Spool failed (process exiting)", "stat", "short",
+         [(f"max(oneway_spool_failed{SEL})", "failed")]),
+    ]),
+]
+
+
+def panel(pid, title, kind, unit, targets, x, y):
+    p = {
+        "id": pid,
+        "type": kind,
+        "title": title,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "gridPos": {"h": 8, "w": 8, "x": x, "y": y},
+        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
+        "options": {},
+        "targets": [
+            {"refId": chr(ord("A") + i), "expr": expr, "legendFormat": legend,
+             "datasource": {"type": "prometheus", "uid": "${datasource}"}}
+            for i, (expr, legend) in enumerate(targets)
+        ],
+    }
+    if kind == "stat":
+        p["options"] = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}
+    return p
+
+
+def dashboard():
+    panels, pid, y = [], 1, 0
+    for row_title, row_panels in ROWS:
+        panels.append({"id": pid, "type": "row", "title": row_title, "collapsed": False,
+                       "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": []})
+        pid, y = pid + 1, y + 1
+        for i, (title, kind, unit, targets) in enumerate(row_panels):
+            panels.append(panel(pid, title, kind, unit, targets, (i % 3) * 8, y + (i // 3) * 8))
+            pid += 1
+        y += ((len(row_panels) + 2) // 3) * 8
+    return {
+        "uid": "oneway-gateway",
+        "title": "oneway gateway",
+        "description": "Traffic, rejections, limits, upstream, spool and security posture of oneway gateways.",
+        "tags": ["oneway", "guance", "datakit"],
+        "timezone": "utc",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": True,
+        "refresh": "30s",
+        "time": {"from": "now-6h", "to": "now"},
+        "templating": {"list": [
+            {"name": "datasource", "type": "datasource", "query": "prometheus", "label": "Data source"},
+            {"name": "instance", "type": "query", "label": "Instance", "includeAll": True, "multi": True,
+             "allValue": ".*", "refresh": 2,
+             "datasource": {"type": "prometheus", "uid": "${datasource}"},
+             "query": {"query": "label_values(oneway_http_in_flight_requests, instance)", "refId": "instances"},
+             "definition": "label_values(oneway_http_in_flight_requests, instance)"},
+        ]},
+        "annotations": {"list": []},
+        "panels": panels,
+    }
+
+
+if __name__ == "__main__":
+    out = pathlib.Path(__file__).with_name("oneway.json")
+    out.write_text(json.dumps(dashboard(), indent=2) + "\n")
+    print(f"wrote {out}")

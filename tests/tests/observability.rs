@@ -1,0 +1,162 @@
+//! The Grafana dashboard and the Prometheus alerts query only metrics that exist: every metric
+//! name in `deploy/grafana/oneway.json` and `deploy/prometheus/oneway-rules.yaml` appears in a
+//! `/metrics` scrape of a gateway that served a few pushes; and the dashboard is well formed.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use oneway_tests::{FakeUpstream, TOKEN_1, TestGateway, gzip};
+
+const DASHBOARD: &str = include_str!("../../deploy/grafana/oneway.json");
+const RULES: &str = include_str!("../../deploy/prometheus/oneway-rules.yaml");
+
+/// Metric names in a query or a file (`oneway_…`, without the summary's suffixes).
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("oneway_") {
+        let start = i + at;
+        let end = start
+            + bytes[start..]
+                .iter()
+                .take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || **b == b'_')
+                .count();
+        names.insert(text[start..end].to_string());
+        i = end;
+    }
+    names
+}
+
+/// Sample names in an exposition-format scrape.
+fn scraped(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .map(str::to_string)
+        .collect()
+}
+
+async fn scrape_after_traffic() -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .toml(&format!(
+            "[spool]\ndirectory = \"{}\"\n",
+            dir.path().display()
+        ))
+        .start()
+        .await;
+    let write = format!("/v1/write/metric?token={TOKEN_1}");
+    let lp = [("content-type", "application/line-protocol")];
+    let gz = [
+        ("content-type", "application/line-protocol"),
+        ("content-encoding", "gzip"),
+    ];
+    let ok = gw
+        .post("agent-1", &write, &gz, gzip(b"cpu,host=a v=1i 1\n"))
+        .await
+        .expect("push");
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // A string field in a metric point, a corrupt gzip body, an unknown token.
+    let invalid = gw
+        .post(
+            "agent-1",
+            &write,
+            &lp,
+            b"cpu,host=a v=\"text\" 1\n".to_vec(),
+        )
+        .await
+        .expect("push");
+    assert_eq!(invalid.status, 400, "{}", invalid.body);
+    let corrupt = gw
+        .post("agent-1", &write, &gz, b"\x1f\x8b\x08\x00garbage".to_vec())
+        .await
+        .expect("push");
+    assert_eq!(corrupt.status, 400, "{}", corrupt.body);
+    let unknown = gw
+        .post(
+            "agent-1",
+            "/v1/write/metric?token=tkn_unknown_0123456789abcdef0123456",
+            &lp,
+            b"cpu v=1i 1\n".to_vec(),
+        )
+        .await
+        .expect("push");
+    assert_eq!(unknown.status, 401);
+    up.wait_delivered(1, Duration::from_secs(10)).await;
+    // The spool's gauges are refreshed every second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, text) = gw.admin("/metrics").await.expect("scrape");
+    text
+}
+
+#[tokio::test]
+async fn every_metric_the_dashboard_and_the_alerts_query_exists() {
+    let scrape = scraped(&scrape_after_traffic().await);
+    let exists = |name: &str| {
+        scrape.contains(name)
+            || ["_sum", "_count", "_bucket"]
+                .iter()
+                .any(|s| scrape.contains(&format!("{name}{s}")))
+    };
+    for (what, text) in [("dashboard", DASHBOARD), ("alert rules", RULES)] {
+        let names = metric_names(text);
+        assert!(names.len() >= 10, "{what}: {names:?}");
+        let missing: Vec<_> = names.iter().filter(|n| !exists(n)).collect();
+        assert!(
+            missing.is_empty(),
+            "{what} queries metrics the gateway does not export: {missing:?}"
+        );
+    }
+}
+
+#[test]
+fn the_dashboard_is_a_well_formed_grafana_dashboard() {
+    let d: serde_json::Value = serde_json::from_str(DASHBOARD).expect("valid JSON");
+    for key in ["uid", "title"] {
+        assert!(d[key].as_str().is_some_and(|s| !s.is_empty()), "{key}");
+    }
+    assert!(d["schemaVersion"].as_u64().is_some_and(|v| v >= 30));
+    let variables: BTreeSet<&str> = d["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    let panels = d["panels"].as_array().expect("panels");
+    let mut ids = BTreeSet::new();
+    let mut queries = 0;
+    for p in panels {
+        let id = p["id"].as_u64().expect("panel id");
+        assert!(ids.insert(id), "duplicate panel id {id}");
+        let kind = p["type"].as_str().expect("type");
+        assert!(
+            ["row", "timeseries", "stat", "gauge", "table"].contains(&kind),
+            "{kind}"
+        );
+        assert!(p["title"].as_str().is_some_and(|t| !t.is_empty()));
+        let g = &p["gridPos"];
+        let (x, w) = (g["x"].as_u64().expect("x"), g["w"].as_u64().expect("w"));
+        assert!(x + w <= 24 && g["h"].as_u64().is_some() && g["y"].as_u64().is_some());
+        if kind == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${datasource}");
+        let targets = p["targets"].as_array().expect("targets");
+        assert!(!targets.is_empty(), "{}", p["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().expect("expr");
+            assert!(t["refId"].as_str().is_some());
+            assert!(expr.contains("oneway_"), "{expr}");
+            for var in ["$instance", "$datasource"] {
+                if expr.contains(var) {
+                    assert!(variables.contains(&var[1..]), "{var} is not defined");
+                }
+            }
+            queries += 1;
+        }
+    }
+    assert!(queries >= 20, "{queries} queries");
+}
