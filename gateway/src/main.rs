@@ -179,6 +179,19 @@ enum Command {
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
+        /// Plain HTTP without TLS (for benchmarking a peer that does not speak mTLS).
+        #[arg(long)]
+        plain: bool,
+        /// Send to this path and query instead of /v1/write/<category>?token=<token>.
+        #[arg(long)]
+        path: Option<String>,
+        /// A new connection and TLS handshake for every request.
+        #[arg(long)]
+        reconnect: bool,
+        /// Instead of pushing: open this many connections (one request each), hold them idle
+        /// for --duration, and say how many stayed open.
+        #[arg(long)]
+        idle: Option<usize>,
     },
     /// Run the gateway.
     Run {
@@ -419,6 +432,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             duration,
             count,
             json,
+            plain,
+            path,
+            reconnect,
+            idle,
         } => {
             use oneway_gateway::push::{Compression, Format, PushConfig, run};
             let config = PushConfig {
@@ -445,7 +462,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 duration,
                 count,
                 progress: !json,
+                plain,
+                path,
+                reconnect,
             };
+            if let Some(n) = idle {
+                let hold = config
+                    .duration
+                    .unwrap_or(std::time::Duration::from_secs(10));
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .enable_all()
+                    .build()?;
+                let open = runtime.block_on(oneway_gateway::push::hold_idle(&config, n, hold))?;
+                println!("{open} of {n} connections open after {hold:?} idle");
+                return Ok(if open == n {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                });
+            }
             if config.duration.is_none() && config.count.is_none() {
                 eprintln!("oneway push: give --duration or --count");
                 return Ok(ExitCode::from(64));

@@ -72,6 +72,12 @@ pub struct PushConfig {
     pub count: Option<u64>,
     /// Print a progress line to stderr every second (when it is a terminal).
     pub progress: bool,
+    /// Plain HTTP, no TLS (for a peer that does not speak mTLS, in benchmarks).
+    pub plain: bool,
+    /// Send to this path and query instead of `/v1/write/<category>?token=<token>`.
+    pub path: Option<String>,
+    /// A new connection (and TLS handshake) for every request.
+    pub reconnect: bool,
 }
 
 /// The outcome.
@@ -239,7 +245,10 @@ pub async fn run(config: PushConfig) -> anyhow::Result<Summary> {
         Compression::Zstd => Some("zstd"),
         Compression::Identity => None,
     };
-    let uri = format!("/v1/write/{}?token={}", config.category, config.token);
+    let uri = config
+        .path
+        .clone()
+        .unwrap_or_else(|| format!("/v1/write/{}?token={}", config.category, config.token));
     let issued = Arc::new(AtomicU64::new(0));
     let answered = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -305,6 +314,8 @@ pub async fn run(config: PushConfig) -> anyhow::Result<Summary> {
                     tokio::time::sleep_until(due.into()).await;
                 }
                 let body = &bodies[(i as usize) % bodies.len()];
+                // With `reconnect`, latency includes the connection and the handshake.
+                let sent = Instant::now();
                 if sender.is_none() {
                     sender = connect(&connector, &config).await.ok();
                 }
@@ -325,7 +336,6 @@ pub async fn run(config: PushConfig) -> anyhow::Result<Summary> {
                     tally.errors += 1;
                     continue;
                 };
-                let sent = Instant::now();
                 let answer = async {
                     s.ready().await?;
                     let response = s.send_request(request).await?;
@@ -336,6 +346,9 @@ pub async fn run(config: PushConfig) -> anyhow::Result<Summary> {
                 .await;
                 match answer {
                     Ok(status) => {
+                        if config.reconnect {
+                            sender = None;
+                        }
                         tally.latencies_us.push(sent.elapsed().as_micros() as u64);
                         *tally.statuses.entry(status).or_default() += 1;
                         if (200..300).contains(&status) {
@@ -411,9 +424,73 @@ async fn connect(
 ) -> anyhow::Result<Sender> {
     let tcp = tokio::net::TcpStream::connect(config.gateway).await?;
     tcp.set_nodelay(true)?;
+    if config.plain {
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
+        tokio::spawn(connection);
+        return Ok(sender);
+    }
     let name = rustls_pki_types::ServerName::try_from(config.server_name.clone())?;
     let tls = connector.connect(name, tcp).await?;
     let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
     tokio::spawn(connection);
     Ok(sender)
+}
+
+/// Opens `n` connections (TLS handshake and one request each, as a DataKit connection starts),
+/// keeps them open and idle for `hold`, and returns how many were open at the end: for
+/// measuring a server's memory per idle connection.
+pub async fn hold_idle(config: &PushConfig, n: usize, hold: Duration) -> anyhow::Result<usize> {
+    let connector =
+        crate::client::connector(&config.ca, Some((&config.identity.0, &config.identity.1)))?;
+    let uri = config
+        .path
+        .clone()
+        .unwrap_or_else(|| format!("/v1/write/{}?token={}", config.category, config.token));
+    let body = Bytes::from(line_protocol(1, 0));
+    let mut open = Vec::with_capacity(n);
+    let opening = futures_open(&connector, config, &uri, &body, n).await;
+    for s in opening.into_iter().flatten() {
+        open.push(s);
+    }
+    tokio::time::sleep(hold).await;
+    let alive = open.iter().filter(|s| !s.is_closed()).count();
+    Ok(alive)
+}
+
+async fn futures_open(
+    connector: &tokio_rustls::TlsConnector,
+    config: &PushConfig,
+    uri: &str,
+    body: &Bytes,
+    n: usize,
+) -> Vec<Option<Sender>> {
+    let mut out = Vec::with_capacity(n);
+    // 64 handshakes at a time.
+    for chunk in (0..n).collect::<Vec<_>>().chunks(64) {
+        let mut set = tokio::task::JoinSet::new();
+        for _ in chunk {
+            let (connector, config, uri, body) = (
+                connector.clone(),
+                config.clone(),
+                uri.to_string(),
+                body.clone(),
+            );
+            set.spawn(async move {
+                let mut s = connect(&connector, &config).await.ok()?;
+                let request = Request::post(uri)
+                    .header(header::HOST, &config.server_name)
+                    .header(header::CONTENT_TYPE, "application/line-protocol")
+                    .body(Full::new(body))
+                    .ok()?;
+                s.ready().await.ok()?;
+                let response = s.send_request(request).await.ok()?;
+                response.into_body().collect().await.ok()?;
+                Some(s)
+            });
+        }
+        while let Some(r) = set.join_next().await {
+            out.push(r.ok().flatten());
+        }
+    }
+    out
 }

@@ -22,6 +22,9 @@ fn config(gw: &TestGateway) -> PushConfig {
         duration: None,
         count: Some(40),
         progress: false,
+        plain: false,
+        path: None,
+        reconnect: false,
     }
 }
 
@@ -94,4 +97,28 @@ async fn a_line_protocol_file_arrives_as_is_and_refusals_are_counted() {
     assert_eq!(summary.statuses.get(&401), Some(&5), "{summary}");
     assert_eq!(summary.points, 0);
     assert_eq!(up.delivered().len(), 3);
+}
+
+#[tokio::test]
+async fn a_handshake_per_request_and_idle_connections() {
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    let summary = run(PushConfig {
+        reconnect: true,
+        count: Some(6),
+        connections: 2,
+        ..config(&gw)
+    })
+    .await
+    .expect("push");
+    assert_eq!(summary.statuses.get(&200), Some(&6), "{summary}");
+    let open = oneway_gateway::push::hold_idle(&config(&gw), 20, Duration::from_millis(200))
+        .await
+        .expect("idle");
+    assert_eq!(open, 20);
+    // Each idle connection made one request.
+    assert_eq!(
+        up.wait_delivered(26, Duration::from_secs(10)).await.len(),
+        26
+    );
 }
