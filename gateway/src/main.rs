@@ -473,7 +473,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let runtime = tokio::runtime::Builder::new_multi_thread()
                     .enable_all()
                     .build()?;
-                let open = runtime.block_on(oneway_gateway::push::hold_idle(&config, n, hold))?;
+                let open = runtime.block_on(async {
+                    let idle = oneway_gateway::push::open_idle(&config, n).await?;
+                    // Scripts wait for this line before measuring the server.
+                    eprintln!(
+                        "{} connections open; holding them for {hold:?}",
+                        idle.alive()
+                    );
+                    tokio::time::sleep(hold).await;
+                    anyhow::Ok(idle.alive())
+                })?;
                 println!("{open} of {n} connections open after {hold:?} idle");
                 return Ok(if open == n {
                     ExitCode::SUCCESS

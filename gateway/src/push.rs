@@ -436,10 +436,22 @@ async fn connect(
     Ok(sender)
 }
 
-/// Opens `n` connections (TLS handshake and one request each, as a DataKit connection starts),
-/// keeps them open and idle for `hold`, and returns how many were open at the end: for
-/// measuring a server's memory per idle connection.
-pub async fn hold_idle(config: &PushConfig, n: usize, hold: Duration) -> anyhow::Result<usize> {
+/// Connections held open and idle (for measuring a server's memory per idle connection).
+#[derive(Debug)]
+pub struct Idle {
+    senders: Vec<Sender>,
+}
+
+impl Idle {
+    /// How many are still open.
+    pub fn alive(&self) -> usize {
+        self.senders.iter().filter(|s| !s.is_closed()).count()
+    }
+}
+
+/// Opens `n` connections (TLS handshake and one request each, as a DataKit connection starts)
+/// and returns those that opened, idle.
+pub async fn open_idle(config: &PushConfig, n: usize) -> anyhow::Result<Idle> {
     let connector =
         crate::client::connector(&config.ca, Some((&config.identity.0, &config.identity.1)))?;
     let uri = config
@@ -447,14 +459,12 @@ pub async fn hold_idle(config: &PushConfig, n: usize, hold: Duration) -> anyhow:
         .clone()
         .unwrap_or_else(|| format!("/v1/write/{}?token={}", config.category, config.token));
     let body = Bytes::from(line_protocol(1, 0));
-    let mut open = Vec::with_capacity(n);
-    let opening = futures_open(&connector, config, &uri, &body, n).await;
-    for s in opening.into_iter().flatten() {
-        open.push(s);
-    }
-    tokio::time::sleep(hold).await;
-    let alive = open.iter().filter(|s| !s.is_closed()).count();
-    Ok(alive)
+    let senders = futures_open(&connector, config, &uri, &body, n)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(Idle { senders })
 }
 
 async fn futures_open(
