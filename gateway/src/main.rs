@@ -876,17 +876,7 @@ fn status(e: &oneway_protocol::DecodeError) -> u16 {
 }
 
 fn quickstart() -> anyhow::Result<ExitCode> {
-    let mut lp = String::new();
-    for i in 0..1000 {
-        lp.push_str(&format!(
-            "cpu,host=host-{h},region=eu-west-1 usage_user={u}i,usage_system={s}i,usage_idle={d}.5 {t}\n",
-            h = i % 10,
-            u = i % 100,
-            s = (i * 7) % 100,
-            d = (i * 13) % 100,
-            t = 1_700_000_000_000_000_000u64 + i
-        ));
-    }
+    let lp = String::from_utf8(oneway_gateway::push::line_protocol(1000, 0))?;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(5));
     gz.write_all(lp.as_bytes())?;
     let body = gz.finish()?;
