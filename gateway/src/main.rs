@@ -33,6 +33,10 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start; boxing clap fields only adds noise"
+)]
 enum Command {
     /// Decode and validate a body file as the gateway would.
     Validate {
@@ -192,6 +196,10 @@ enum Command {
         /// for --duration, and say how many stayed open.
         #[arg(long)]
         idle: Option<usize>,
+        /// Instead of pushing: write the first body push would send to this file, print what it
+        /// is (size, decoded size, points, headers) as JSON, and exit without connecting.
+        #[arg(long, conflicts_with = "idle")]
+        save_body: Option<PathBuf>,
     },
     /// Run the gateway.
     Run {
@@ -436,6 +444,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             path,
             reconnect,
             idle,
+            save_body,
         } => {
             use oneway_gateway::push::{Compression, Format, PushConfig, run};
             let config = PushConfig {
@@ -466,6 +475,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 path,
                 reconnect,
             };
+            if let Some(path) = save_body {
+                let saved = oneway_gateway::push::save_body(&config, &path)?;
+                println!("{}", serde_json::to_string(&saved)?);
+                return Ok(ExitCode::SUCCESS);
+            }
             if let Some(n) = idle {
                 let hold = config
                     .duration

@@ -221,6 +221,48 @@ fn bodies(config: &PushConfig) -> anyhow::Result<(Vec<Body>, &'static str)> {
     Ok((bodies, content_type))
 }
 
+/// The first body `push` would send, as saved by [`save_body`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SavedBody {
+    /// Bytes written (the body as sent, compressed).
+    pub bytes: u64,
+    /// Its size decoded.
+    pub decoded: u64,
+    /// Points in it.
+    pub points: u64,
+    /// The `Content-Type` push sends with it.
+    pub content_type: &'static str,
+    /// The `Content-Encoding` push sends with it, if any.
+    pub content_encoding: Option<&'static str>,
+}
+
+fn content_encoding(compression: Compression) -> Option<&'static str> {
+    match compression {
+        Compression::Gzip => Some("gzip"),
+        Compression::Zstd => Some("zstd"),
+        Compression::Identity => None,
+    }
+}
+
+/// Writes the first body `push` would send to `path`, without connecting anywhere: another load
+/// tool (or `curl --data-binary @path`) can then send exactly what `push` sends, with the headers
+/// in the returned description.
+pub fn save_body(config: &PushConfig, path: &std::path::Path) -> anyhow::Result<SavedBody> {
+    let (bodies, content_type) = bodies(config)?;
+    let first = bodies
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no body to save"))?;
+    std::fs::write(path, &first.bytes)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    Ok(SavedBody {
+        bytes: first.bytes.len() as u64,
+        decoded: first.decoded,
+        points: first.points,
+        content_type,
+        content_encoding: content_encoding(config.compression),
+    })
+}
+
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u64>,
@@ -240,11 +282,7 @@ pub async fn run(config: PushConfig) -> anyhow::Result<Summary> {
         crate::client::connector(&config.ca, Some((&config.identity.0, &config.identity.1)))?;
     let (bodies, content_type) = bodies(&config)?;
     let bodies = Arc::new(bodies);
-    let encoding = match config.compression {
-        Compression::Gzip => Some("gzip"),
-        Compression::Zstd => Some("zstd"),
-        Compression::Identity => None,
-    };
+    let encoding = content_encoding(config.compression);
     let uri = config
         .path
         .clone()

@@ -123,3 +123,54 @@ async fn a_handshake_per_request_and_idle_connections() {
         26
     );
 }
+
+#[tokio::test]
+async fn a_saved_body_is_what_push_sends() {
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("body.gz");
+    let saved = oneway_gateway::push::save_body(&config(&gw), &path).expect("save");
+    let bytes = std::fs::read(&path).expect("read");
+    assert_eq!(saved.bytes, bytes.len() as u64);
+    assert_eq!(saved.points, 100);
+    assert_eq!(saved.content_type, "application/line-protocol");
+    assert_eq!(saved.content_encoding, Some("gzip"));
+    let mut out = Vec::new();
+    let decoded = oneway_protocol::decode::Decoder::new()
+        .decode(
+            oneway_protocol::decode::Encoding::Gzip,
+            &bytes,
+            &mut out,
+            1 << 20,
+        )
+        .expect("gunzip");
+    assert_eq!(decoded, oneway_gateway::push::line_protocol(100, 0));
+    assert_eq!(saved.decoded, decoded.len() as u64);
+
+    // The first body push sends is the saved one, byte for byte.
+    let summary = run(PushConfig {
+        count: Some(1),
+        connections: 1,
+        ..config(&gw)
+    })
+    .await
+    .expect("push");
+    assert_eq!(summary.statuses.get(&200), Some(&1), "{summary}");
+    let delivered = up.wait_delivered(1, Duration::from_secs(10)).await;
+    assert_eq!(delivered[0].body, bytes);
+
+    let saved = oneway_gateway::push::save_body(
+        &PushConfig {
+            format: Format::Protobuf,
+            compression: Compression::Zstd,
+            ..config(&gw)
+        },
+        &path,
+    )
+    .expect("save");
+    assert_eq!(saved.content_type, "application/x-protobuf");
+    assert_eq!(saved.content_encoding, Some("zstd"));
+    let decoded = zstd::decode_all(&std::fs::read(&path).expect("read")[..]).expect("unzstd");
+    assert_eq!(saved.decoded, decoded.len() as u64);
+}
