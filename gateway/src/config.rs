@@ -466,6 +466,10 @@ pub struct UpstreamConfig {
     pub connect_timeout: Duration,
     /// Deadline for the upstream's response head.
     pub response_timeout: Duration,
+    /// Idle keep-alive connections kept per upstream address: `overload.max_in_flight_requests`,
+    /// so that every request the gateway may have in flight can reuse a connection instead of
+    /// opening (and then closing) one.
+    pub max_idle_connections: usize,
 }
 
 /// Global overload protection.
@@ -984,7 +988,8 @@ impl RawConfig {
                 None
             }
         };
-        let upstream = UpstreamConfig {
+        let mut upstream = UpstreamConfig {
+            max_idle_connections: DEFAULT_MAX_IN_FLIGHT,
             addresses,
             tls,
             connect_timeout: duration(&mut p, "upstream.connect_timeout_ms", u.connect_timeout_ms),
@@ -1114,6 +1119,7 @@ impl RawConfig {
             ))
             .unwrap_or(usize::MAX),
         };
+        upstream.max_idle_connections = overload.max_in_flight_requests;
         if overload.memory_budget_bytes < body.max_body_bytes.max(body.max_upload_bytes) {
             p.add(
                 "overload.memory_budget_bytes",

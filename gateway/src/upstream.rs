@@ -153,7 +153,7 @@ impl Upstream {
         };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(config.max_idle_connections)
             .build(connector);
         Ok(Arc::new(Upstream {
             transport: Transport::Pool {

@@ -64,6 +64,7 @@ pub struct FakeUpstream {
     received: Arc<Mutex<Vec<Received>>>,
     mode: Arc<Mutex<Mode>>,
     arrived: Arc<tokio::sync::Notify>,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl FakeUpstream {
@@ -106,7 +107,9 @@ impl FakeUpstream {
             received: Arc::default(),
             mode: Arc::new(Mutex::new(Mode::Status(200))),
             arrived: Arc::new(tokio::sync::Notify::new()),
+            connections: Arc::default(),
         };
+        let connections = Arc::clone(&up.connections);
         let (received, mode, arrived) = (
             Arc::clone(&up.received),
             Arc::clone(&up.mode),
@@ -114,6 +117,7 @@ impl FakeUpstream {
         );
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                connections.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (received, mode, arrived) = (
                     Arc::clone(&received),
                     Arc::clone(&mode),
@@ -196,6 +200,11 @@ impl FakeUpstream {
     /// Changes how it answers.
     pub fn set_mode(&self, mode: Mode) {
         *self.mode.lock().expect("lock") = mode;
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// What it received so far.

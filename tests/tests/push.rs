@@ -174,3 +174,36 @@ async fn a_saved_body_is_what_push_sends() {
     let decoded = zstd::decode_all(&std::fs::read(&path).expect("read")[..]).expect("unzstd");
     assert_eq!(saved.decoded, decoded.len() as u64);
 }
+
+/// Every request the gateway may have in flight can reuse an upstream connection: after a burst
+/// of concurrent requests, a second burst of the same size opens no new upstream connection.
+#[tokio::test]
+async fn concurrent_bursts_reuse_upstream_connections() {
+    let up = FakeUpstream::start().await;
+    // Slow answers keep all 100 requests in flight at the upstream at once.
+    up.set_mode(oneway_tests::Mode::Slow(Duration::from_millis(300)));
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    let burst = || {
+        run(PushConfig {
+            connections: 100,
+            count: Some(100),
+            points_per_batch: 1,
+            ..config(&gw)
+        })
+    };
+    let summary = burst().await.expect("push");
+    assert_eq!(summary.statuses.get(&200), Some(&100), "{summary}");
+    let first = up.connections();
+    // More than a pool of 64 idle connections could keep, or the test proves nothing.
+    assert!(
+        first > 64,
+        "only {first} upstream connections in the first burst"
+    );
+    let summary = burst().await.expect("push");
+    assert_eq!(summary.statuses.get(&200), Some(&100), "{summary}");
+    assert_eq!(
+        up.connections(),
+        first,
+        "the second burst opened upstream connections instead of reusing idle ones"
+    );
+}
