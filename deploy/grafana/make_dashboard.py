@@ -1,12 +1,22 @@
 #!/usr/bin/env python3
-"""Writes oneway.json, the Grafana dashboard over oneway's metrics (run after editing this).
+"""Writes the dashboards over oneway's metrics (run after editing this):
 
-Every query uses the `datasource` (Prometheus) and `instance` variables. The metrics each panel
-queries are checked against a real /metrics scrape by tests/tests/observability.rs.
+- oneway.json, for Grafana: every query uses the `datasource` (Prometheus) and `instance`
+  variables;
+- ../guance/oneway.json, the same panels for Guance (its dashboard import format: `main.charts`
+  with `sequence` and `singlestat` charts and PromQL queries), for the metrics a DataKit `prom`
+  input scrapes from the gateway's admin port. DataKit splits a Prometheus name at its first
+  underscore into measurement and field, and Guance's PromQL names a metric
+  `measurement:field`, so `oneway_http_requests_total` is queried as `oneway:http_requests_total`;
+  dashboard variables are written `#{instance}`.
+
+The metrics each panel queries are checked against a real /metrics scrape by
+tests/tests/observability.rs, which also checks both files' structure.
 """
 
 import json
 import pathlib
+import re
 
 SEL = '{instance=~"$instance"}'
 
@@ -140,7 +150,112 @@ def dashboard():
     }
 
 
+# Grafana unit -> Guance `globalUnit` ([category, unit]; "custom" takes any label).
+GUANCE_UNITS = {
+    "reqps": ["custom", "req/s"],
+    "short": [],
+    "Bps": ["custom", "B/s"],
+    "s": ["time", "s"],
+    "d": ["time", "d"],
+    "percentunit": ["custom", "ratio"],
+}
+GUANCE_TYPES = {"timeseries": "sequence", "stat": "singlestat", "gauge": "singlestat"}
+
+
+def guance_promql(expr):
+    """A Prometheus query as Guance runs it over DataKit-scraped metrics."""
+    expr = re.sub(r"\boneway_([a-z0-9_]+)", r"oneway:\1", expr)
+    return expr.replace("$instance", "#{instance}")
+
+
+def guance_chart(title, kind, unit, targets, group, x, y):
+    chart_type = GUANCE_TYPES[kind]
+    settings = {
+        "showTitle": True,
+        "titleDesc": "",
+        "timeInterval": "auto",
+        "fixedTime": "",
+        "precision": "2",
+        "openThousandsSeparator": True,
+        "unitType": "global",
+        "globalUnit": GUANCE_UNITS[unit],
+        "units": [],
+        "alias": [],
+        "colors": [],
+        "levels": [],
+        "currentChartType": chart_type,
+    }
+    if chart_type == "sequence":
+        settings.update({
+            "chartType": "line",
+            "isTimeInterval": True,
+            "xAxisShowType": "time",
+            "legendPostion": "bottom",
+            "legendValues": ["last", "max"],
+            "connectNulls": True,
+            "openStack": False,
+            "showLine": False,
+            "showLabel": False,
+            "mainMeasurementQueryCode": "A",
+        })
+    else:
+        settings.update({"showLine": False, "sequenceChartType": "line", "showLineAxis": False,
+                         "mappings": []})
+    return {
+        "name": title,
+        "type": chart_type,
+        "group": {"name": group},
+        "pos": {"x": x, "y": y, "w": 8, "h": 12},
+        "extend": {"settings": settings, "fixedTime": ""},
+        "queries": [
+            {"name": legend.replace("{{", "").replace("}}", ""), "type": chart_type, "color": "",
+             "disabled": False, "datasource": "dataflux", "qtype": "promql",
+             "query": {"q": guance_promql(expr), "code": chr(ord("A") + i), "type": "promql",
+                       "promqlCode": i, "funcList": []}}
+            for i, (expr, legend) in enumerate(targets)
+        ],
+    }
+
+
+def guance_dashboard():
+    charts, y = [], 0
+    for row_title, row_panels in ROWS:
+        for i, (title, kind, unit, targets) in enumerate(row_panels):
+            charts.append(guance_chart(title, kind, unit, targets, row_title,
+                                       (i % 3) * 8, y + (i // 3) * 12))
+        y += ((len(row_panels) + 2) // 3) * 12
+    return {
+        "title": "oneway gateway",
+        "summary": "Traffic, rejections, limits, upstream, spool and security posture of oneway "
+                   "gateways (metrics scraped by a DataKit prom input from the admin port).",
+        "dashboardType": "CUSTOM",
+        "dashboardExtend": {"groupUnfoldStatus": {row: True for row, _ in ROWS}},
+        "dashboardMapping": [],
+        "dashboardOwnerType": "node",
+        "dashboardBindSet": [],
+        "iconSet": {},
+        "thumbnail": "",
+        "tagInfo": [],
+        "main": {
+            "type": "template",
+            "vars": [{
+                "name": "Instance", "code": "instance", "seq": 0, "type": "PROMQL_QUERY",
+                "datasource": "dataflux", "hide": 0, "isHiddenAsterisk": 0, "multiple": True,
+                "includeStar": True, "valueSort": "asc",
+                "definition": {"tag": "", "field": "", "metric": "", "object": "",
+                               "value": "label_values(oneway:http_in_flight_requests, instance)",
+                               "defaultVal": {"label": "*", "value": "*"}},
+            }],
+            "groups": [{"name": row} for row, _ in ROWS],
+            "charts": charts,
+        },
+    }
+
+
 if __name__ == "__main__":
-    out = pathlib.Path(__file__).with_name("oneway.json")
-    out.write_text(json.dumps(dashboard(), indent=2) + "\n")
-    print(f"wrote {out}")
+    here = pathlib.Path(__file__).resolve().parent
+    for out, board in [(here / "oneway.json", dashboard()),
+                       (here.parent / "guance" / "oneway.json", guance_dashboard())]:
+        out.parent.mkdir(exist_ok=True)
+        out.write_text(json.dumps(board, indent=2, ensure_ascii=False) + "\n")
+        print(f"wrote {out}")

@@ -1,6 +1,8 @@
-//! The Grafana dashboard and the Prometheus alerts query only metrics that exist: every metric
-//! name in `deploy/grafana/oneway.json` and `deploy/prometheus/oneway-rules.yaml` appears in a
-//! `/metrics` scrape of a gateway that served a few pushes; and the dashboard is well formed.
+//! The Grafana and Guance dashboards and the Prometheus alerts query only metrics that exist:
+//! every metric name in `deploy/grafana/oneway.json`, `deploy/guance/oneway.json` (written
+//! `oneway:<field>`, as Guance's PromQL names what a DataKit `prom` input scraped) and
+//! `deploy/prometheus/oneway-rules.yaml` appears in a `/metrics` scrape of a gateway that served
+//! a few pushes; and both dashboards are well formed.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -8,21 +10,32 @@ use std::time::Duration;
 use oneway_tests::{FakeUpstream, TOKEN_1, TestGateway, gzip};
 
 const DASHBOARD: &str = include_str!("../../deploy/grafana/oneway.json");
+const GUANCE: &str = include_str!("../../deploy/guance/oneway.json");
 const RULES: &str = include_str!("../../deploy/prometheus/oneway-rules.yaml");
 
 /// Metric names in a query or a file (`oneway_…`, without the summary's suffixes).
 fn metric_names(text: &str) -> BTreeSet<String> {
+    names_after(text, "oneway_", "oneway_")
+}
+
+/// Metric names in Guance PromQL (`oneway:<field>`), as the gateway exports them.
+fn guance_metric_names(text: &str) -> BTreeSet<String> {
+    names_after(text, "oneway:", "oneway_")
+}
+
+/// Every `prefix<name>` in `text`, as `as_prefix<name>`.
+fn names_after(text: &str, prefix: &str, as_prefix: &str) -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     let bytes = text.as_bytes();
     let mut i = 0;
-    while let Some(at) = text[i..].find("oneway_") {
-        let start = i + at;
+    while let Some(at) = text[i..].find(prefix) {
+        let start = i + at + prefix.len();
         let end = start
             + bytes[start..]
                 .iter()
                 .take_while(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || **b == b'_')
                 .count();
-        names.insert(text[start..end].to_string());
+        names.insert(format!("{as_prefix}{}", &text[start..end]));
         i = end;
     }
     names
@@ -101,8 +114,11 @@ async fn every_metric_the_dashboard_and_the_alerts_query_exists() {
                 .iter()
                 .any(|s| scrape.contains(&format!("{name}{s}")))
     };
-    for (what, text) in [("dashboard", DASHBOARD), ("alert rules", RULES)] {
-        let names = metric_names(text);
+    for (what, names) in [
+        ("Grafana dashboard", metric_names(DASHBOARD)),
+        ("Guance dashboard", guance_metric_names(GUANCE)),
+        ("alert rules", metric_names(RULES)),
+    ] {
         assert!(names.len() >= 10, "{what}: {names:?}");
         let missing: Vec<_> = names.iter().filter(|n| !exists(n)).collect();
         assert!(
@@ -159,4 +175,103 @@ fn the_dashboard_is_a_well_formed_grafana_dashboard() {
         }
     }
     assert!(queries >= 20, "{queries} queries");
+}
+
+/// The Guance dashboard follows Guance's published dashboard schema (GuanceCloud's
+/// guance-front-tools `dashboard-schema.json`, `chart-schema.json`, `query-item-schema.json`,
+/// the time settings): `main.type` "template", charts with `extend`, `name`, `pos` (integers on a
+/// 24-column grid), a known `type`, a group that exists, and PromQL queries on the `dataflux`
+/// data source with one-letter codes; variables are defined before use; and it shows the same
+/// panels as the Grafana dashboard.
+#[test]
+fn the_guance_dashboard_is_well_formed_and_matches_the_grafana_one() {
+    let d: serde_json::Value = serde_json::from_str(GUANCE).expect("valid JSON");
+    assert!(d["title"].as_str().is_some_and(|s| !s.is_empty()));
+    let main = &d["main"];
+    assert_eq!(main["type"], "template");
+    let groups: BTreeSet<&str> = main["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| g["name"].as_str().expect("group name"))
+        .collect();
+    let variables: BTreeSet<&str> = main["vars"]
+        .as_array()
+        .expect("vars")
+        .iter()
+        .map(|v| {
+            assert_eq!(v["datasource"], "dataflux");
+            assert_eq!(v["type"], "PROMQL_QUERY");
+            assert!(
+                v["definition"]["value"]
+                    .as_str()
+                    .is_some_and(|q| q.contains("oneway:"))
+            );
+            v["code"].as_str().expect("variable code")
+        })
+        .collect();
+    let charts = main["charts"].as_array().expect("charts");
+    for c in charts {
+        let name = c["name"].as_str().expect("chart name");
+        for key in ["extend", "name", "pos", "type", "queries"] {
+            assert!(!c[key].is_null(), "{name}: {key} is required");
+        }
+        let kind = c["type"].as_str().expect("type");
+        assert!(["sequence", "singlestat"].contains(&kind), "{name}: {kind}");
+        assert!(groups.contains(c["group"]["name"].as_str().expect("group")));
+        let pos = &c["pos"];
+        let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| pos[k].as_u64().expect("integer pos"));
+        assert!(x + w <= 24 && w > 0 && h > 0 && y < 1000, "{name}: {pos}");
+        let settings = &c["extend"]["settings"];
+        for key in ["timeInterval", "fixedTime"] {
+            assert!(
+                settings[key].is_string(),
+                "{name}: settings.{key} is required"
+            );
+        }
+        assert_eq!(settings["currentChartType"], kind);
+        if kind == "sequence" {
+            assert_eq!(settings["isTimeInterval"], true);
+            assert_eq!(settings["xAxisShowType"], "time");
+            assert_eq!(settings["mainMeasurementQueryCode"], "A");
+        }
+        let queries = c["queries"].as_array().expect("queries");
+        assert!(!queries.is_empty(), "{name}");
+        for (i, q) in queries.iter().enumerate() {
+            assert_eq!(q["datasource"], "dataflux");
+            assert_eq!(q["qtype"], "promql");
+            assert_eq!(q["type"], kind);
+            let code = q["query"]["code"].as_str().expect("code");
+            assert_eq!(code.len(), 1);
+            assert_eq!(code.as_bytes()[0], b'A' + i as u8);
+            let promql = q["query"]["q"].as_str().expect("q");
+            assert!(
+                promql.contains("oneway:") && !promql.contains("oneway_"),
+                "{promql}"
+            );
+            assert!(!promql.contains('$'), "Grafana variable left in {promql}");
+            let mut rest = promql;
+            while let Some(at) = rest.find("#{") {
+                let end = rest[at..].find('}').expect("closed variable");
+                let var = &rest[at + 2..at + end];
+                assert!(variables.contains(var), "#{{{var}}} is not defined");
+                rest = &rest[at + end..];
+            }
+        }
+    }
+    // The same panels, in the same order, as the Grafana dashboard.
+    let grafana: serde_json::Value = serde_json::from_str(DASHBOARD).expect("valid JSON");
+    let panels: Vec<&str> = grafana["panels"]
+        .as_array()
+        .expect("panels")
+        .iter()
+        .filter(|p| p["type"] != "row")
+        .map(|p| p["title"].as_str().expect("title"))
+        .collect();
+    let names: Vec<&str> = charts
+        .iter()
+        .map(|c| c["name"].as_str().expect("name"))
+        .collect();
+    assert_eq!(names, panels);
+    assert_eq!(guance_metric_names(GUANCE), metric_names(DASHBOARD));
 }
