@@ -92,7 +92,7 @@ pub enum AgentError {
 
 /// A bound agent.
 pub struct Agent {
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     shared: Arc<Shared>,
 }
 
@@ -114,8 +114,9 @@ struct Shared {
 type AgentBody = Either<Incoming, Full<Bytes>>;
 
 impl Agent {
-    /// Loads the TLS material and binds the listener (inside a tokio runtime).
-    pub async fn bind(config: AgentConfig) -> Result<Agent, AgentError> {
+    /// Loads the TLS material and binds the listener. Starts no thread and needs no runtime, so
+    /// `oneway agent` can enter its sandbox afterwards, before the runtime's threads start.
+    pub fn bind(config: AgentConfig) -> Result<Agent, AgentError> {
         if !config.listen.ip().is_loopback() && !config.allow_non_loopback {
             return Err(AgentError::NotLoopback(config.listen));
         }
@@ -140,13 +141,12 @@ impl Agent {
             .pool_max_idle_per_host(64)
             .pool_timer(TokioTimer::new())
             .build(connector);
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| AgentError::Bind {
-                    address: config.listen,
-                    source,
-                })?;
+        let bind_error = |source| AgentError::Bind {
+            address: config.listen,
+            source,
+        };
+        let listener = std::net::TcpListener::bind(config.listen).map_err(bind_error)?;
+        listener.set_nonblocking(true).map_err(bind_error)?;
         Ok(Agent {
             listener,
             shared: Arc::new(Shared {
@@ -164,12 +164,19 @@ impl Agent {
 
     /// Serves until `shutdown` completes; requests in flight are given the request timeout.
     pub async fn serve(self, shutdown: impl std::future::Future<Output = ()>) {
+        let listener = match TcpListener::from_std(self.listener) {
+            Ok(l) => l,
+            Err(e) => {
+                warn!(error = %e, "agent: the listener cannot be served");
+                return;
+            }
+        };
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                accepted = self.listener.accept() => {
+                accepted = listener.accept() => {
                     let Ok((stream, _)) = accepted else { continue };
                     let _ = stream.set_nodelay(true);
                     let shared = Arc::clone(&self.shared);

@@ -33,10 +33,6 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "parsed once at start; boxing clap fields only adds noise"
-)]
 enum Command {
     /// Decode and validate a body file as the gateway would.
     Validate {
@@ -132,6 +128,14 @@ enum Command {
         /// Largest request body relayed, in bytes.
         #[arg(long, default_value_t = 64 << 20)]
         max_body_bytes: usize,
+        /// The kernel sandbox once bound: TCP connect only to the gateway ports, no files, no
+        /// other sockets, no execve. required (the default), best-effort or off.
+        #[arg(long, default_value = "required", value_parser = ["required", "best-effort", "off"])]
+        sandbox: String,
+        /// After entering the sandbox, try a TCP connect to ADDR; with --sandbox required, the
+        /// agent does not start unless the kernel refuses it (repeatable; a check for operators).
+        #[arg(long, value_name = "ADDR")]
+        probe_connect: Vec<std::net::SocketAddr>,
     },
     /// Push DataKit-shaped batches to a gateway with a client certificate, and summarise.
     Push {
@@ -535,40 +539,77 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             connect_timeout_ms,
             request_timeout_ms,
             max_body_bytes,
-        } => agent(oneway_gateway::agent::AgentConfig {
-            listen,
-            allow_non_loopback,
-            gateways,
-            server_name,
-            ca,
-            cert,
-            key,
-            connect_timeout: std::time::Duration::from_millis(connect_timeout_ms),
-            request_timeout: std::time::Duration::from_millis(request_timeout_ms),
-            max_body_bytes,
-        }),
+            sandbox,
+            probe_connect,
+        } => agent(
+            oneway_gateway::agent::AgentConfig {
+                listen,
+                allow_non_loopback,
+                gateways,
+                server_name,
+                ca,
+                cert,
+                key,
+                connect_timeout: std::time::Duration::from_millis(connect_timeout_ms),
+                request_timeout: std::time::Duration::from_millis(request_timeout_ms),
+                max_body_bytes,
+            },
+            oneway_gateway::sandbox::SandboxMode::parse(&sandbox).unwrap_or_default(),
+            &probe_connect,
+        ),
     }
 }
 
-fn agent(config: oneway_gateway::agent::AgentConfig) -> anyhow::Result<ExitCode> {
+/// `oneway agent`: binds and loads its certificates, enters the sandbox (the agent faces the
+/// Guance side's answers from inside the customer's network: compromised, it must still reach
+/// nothing but the gateway), then serves.
+fn agent(
+    config: oneway_gateway::agent::AgentConfig,
+    mode: oneway_gateway::sandbox::SandboxMode,
+    probes: &[std::net::SocketAddr],
+) -> anyhow::Result<ExitCode> {
+    use oneway_gateway::sandbox;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
+    let plan = sandbox::Plan {
+        connect_ports: config.gateways.iter().map(|a| a.port()).collect(),
+        ..sandbox::Plan::default()
+    };
+    let agent = match oneway_gateway::agent::Agent::bind(config) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("oneway agent: {e}");
+            return Ok(ExitCode::from(64));
+        }
+    };
+    let listen = agent.local_addr()?;
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let report = sandbox::enter(mode, &plan).and_then(|mut report| {
+        sandbox::self_test(&mut report, listen.port(), probes)?;
+        Ok(report)
+    });
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, kind = e.kind(), "sandbox: not starting");
+            eprintln!(
+                "oneway agent: {e} (for the agent: --sandbox best-effort runs with what this kernel has)"
+            );
+            return Ok(ExitCode::from(EXIT_SANDBOX));
+        }
+    };
+    // One line for operators and scripts: what the kernel enforces.
+    eprintln!("oneway agent: sandbox {}", serde_json::to_string(&report)?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let agent = match oneway_gateway::agent::Agent::bind(config).await {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("oneway agent: {e}");
-                return Ok(ExitCode::from(64));
-            }
-        };
-        tracing::info!(listen = %agent.local_addr()?, "agent listening");
+        tracing::info!(listen = %listen, sandbox = report.state, "agent listening");
         agent.serve(shutdown_signal()).await;
         Ok(ExitCode::SUCCESS)
     })

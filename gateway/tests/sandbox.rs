@@ -298,3 +298,154 @@ fn split_edge_spools_while_the_upstream_is_down_and_replays_through_the_forwarde
         .status();
     assert!(child.wait().unwrap().success());
 }
+
+/// `oneway agent --listen ADDR` for the quickstart's agent-1, towards `gateway`, with `args`;
+/// returns it once it listens, with the sandbox report it printed.
+fn launch_agent(
+    dir: &std::path::Path,
+    listen: std::net::SocketAddr,
+    gateway: std::net::SocketAddr,
+    args: &[String],
+) -> (Running, Value) {
+    use std::io::BufRead;
+    let mut child = Command::new(ONEWAY)
+        .arg("agent")
+        .arg(format!("--listen={listen}"))
+        .arg(format!("--gateway={gateway}"))
+        .args(["--server-name", "localhost", "--ca"])
+        .arg(dir.join("ca.pem"))
+        .arg("--cert")
+        .arg(dir.join("agent-1.pem"))
+        .arg("--key")
+        .arg(dir.join("agent-1.key"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let child = Running::new(child);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut report = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("the agent did not start in time");
+        if let Some(json) = line.strip_prefix("oneway agent: sandbox ") {
+            report = Some(serde_json::from_str(json).unwrap());
+        }
+        if line.contains("agent listening") {
+            break;
+        }
+    }
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    (child, report.expect("the agent printed no sandbox report"))
+}
+
+/// A loopback address nothing listens on right now.
+fn free_addr() -> std::net::SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// DataKit's push to the agent: plain HTTP, `?token=`, no certificate. Returns the status.
+fn datakit_push(agent: std::net::SocketAddr, line: &str) -> String {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/line-protocol",
+            "--data-binary",
+            line,
+        ])
+        .arg(format!(
+            "http://{agent}/v1/write/metric?token={}",
+            oneway_gateway::quickstart::AGENT_TOKEN
+        ))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The agent runs in the customer's network and parses what comes back from the Guance side:
+/// in its own sandbox, a connect anywhere but the gateway's port is refused by the kernel
+/// (`EACCES`), other sockets and `execve` with `EPERM`, files with `EACCES`, while DataKit's
+/// pushes still flow through it; and with `--sandbox required` it does not start if an attempt
+/// is not refused.
+#[test]
+fn the_sandboxed_agent_reaches_only_the_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = threaded_upstream(Duration::ZERO);
+    prepare(dir.path(), &up.addr, "");
+    let (_gateway, public, _) = launch_with(dir.path(), &[]);
+    let (bystander, target) = bystander();
+    let listen = free_addr();
+    let (agent, report) = launch_agent(
+        dir.path(),
+        listen,
+        public,
+        &[format!("--probe-connect={target}")],
+    );
+    assert_eq!(report["mode"], "required", "{report}");
+    assert_eq!(report["state"], "enforced", "{report}");
+    assert_eq!(report["connect_ports"], serde_json::json!([public.port()]));
+    let outcome = |name: &str| probe(&report["probes"], name)["outcome"].clone();
+    assert_eq!(outcome(&format!("connect {target}")), "EACCES");
+    for name in ["udp_socket", "raw_socket", "unix_socket", "execve"] {
+        assert_eq!(outcome(name), "EPERM", "{name}");
+    }
+    assert_eq!(outcome("read_dir /"), "EACCES");
+    assert!(
+        bystander.accept().is_err(),
+        "the refused connect reached the bystander"
+    );
+
+    assert_eq!(datakit_push(listen, "cpu,host=a v=1i 1"), "200");
+    assert_eq!(
+        up.accepted.lock().unwrap().as_slice(),
+        [b"cpu,host=a v=1i 1".to_vec()]
+    );
+    stop(agent);
+
+    // The gateway's own port is allowed: a probe there connects, so the required sandbox
+    // reports an escape and the agent does not start.
+    let out = Command::new(ONEWAY)
+        .arg("agent")
+        .arg(format!("--listen={}", free_addr()))
+        .arg(format!("--gateway={public}"))
+        .args(["--server-name", "localhost", "--ca"])
+        .arg(dir.path().join("ca.pem"))
+        .arg("--cert")
+        .arg(dir.path().join("agent-1.pem"))
+        .arg("--key")
+        .arg(dir.path().join("agent-1.key"))
+        .arg(format!("--probe-connect={public}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(71), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("connect {public} was not refused")),
+        "{stderr}"
+    );
+}

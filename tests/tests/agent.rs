@@ -25,7 +25,7 @@ fn config(pki: &TestPki, gateways: Vec<SocketAddr>) -> AgentConfig {
 
 /// Starts an agent; returns its address and the sender that stops it.
 async fn start(config: AgentConfig) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let agent = Agent::bind(config).await.expect("agent");
+    let agent = Agent::bind(config).expect("agent");
     let addr = agent.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(agent.serve(async {
@@ -182,9 +182,9 @@ async fn the_agent_refuses_to_listen_beyond_loopback_unless_told() {
     let mut c = config(&pki, vec![FakeUpstream::down().await]);
     c.listen = "0.0.0.0:0".parse().expect("addr");
     assert!(matches!(
-        Agent::bind(c.clone()).await,
+        Agent::bind(c.clone()),
         Err(AgentError::NotLoopback(_))
     ));
     c.allow_non_loopback = true;
-    assert!(Agent::bind(c).await.is_ok());
+    assert!(Agent::bind(c).is_ok());
 }

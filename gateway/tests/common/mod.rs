@@ -43,6 +43,11 @@ pub(crate) fn launch(dir: &std::path::Path) -> (std::process::Child, std::net::S
 pub(crate) struct Running(Option<std::process::Child>);
 
 impl Running {
+    /// Guards `child`.
+    pub(crate) fn new(child: std::process::Child) -> Running {
+        Running(Some(child))
+    }
+
     /// The process, no longer killed on drop.
     pub(crate) fn into_inner(mut self) -> std::process::Child {
         self.0.take().unwrap()
