@@ -299,16 +299,14 @@ fn split_edge_spools_while_the_upstream_is_down_and_replays_through_the_forwarde
     assert!(child.wait().unwrap().success());
 }
 
-/// `oneway agent --listen ADDR` for the quickstart's agent-1, towards `gateway`, with `args`;
-/// returns it once it listens, with the sandbox report it printed.
-fn launch_agent(
+/// `oneway agent` on `listen` for the quickstart's agent-1, towards `gateway`.
+fn agent_command(
     dir: &std::path::Path,
     listen: std::net::SocketAddr,
     gateway: std::net::SocketAddr,
-    args: &[String],
-) -> (Running, Value) {
-    use std::io::BufRead;
-    let mut child = Command::new(ONEWAY)
+) -> Command {
+    let mut command = Command::new(ONEWAY);
+    command
         .arg("agent")
         .arg(format!("--listen={listen}"))
         .arg(format!("--gateway={gateway}"))
@@ -317,7 +315,20 @@ fn launch_agent(
         .arg("--cert")
         .arg(dir.join("agent-1.pem"))
         .arg("--key")
-        .arg(dir.join("agent-1.key"))
+        .arg(dir.join("agent-1.key"));
+    command
+}
+
+/// [`agent_command`] with `args`; returns it once it listens, with the sandbox report it
+/// printed.
+fn launch_agent(
+    dir: &std::path::Path,
+    listen: std::net::SocketAddr,
+    gateway: std::net::SocketAddr,
+    args: &[String],
+) -> (Running, Value) {
+    use std::io::BufRead;
+    let mut child = agent_command(dir, listen, gateway)
         .args(args)
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())
@@ -429,16 +440,7 @@ fn the_sandboxed_agent_reaches_only_the_gateway() {
 
     // The gateway's own port is allowed: a probe there connects, so the required sandbox
     // reports an escape and the agent does not start.
-    let out = Command::new(ONEWAY)
-        .arg("agent")
-        .arg(format!("--listen={}", free_addr()))
-        .arg(format!("--gateway={public}"))
-        .args(["--server-name", "localhost", "--ca"])
-        .arg(dir.path().join("ca.pem"))
-        .arg("--cert")
-        .arg(dir.path().join("agent-1.pem"))
-        .arg("--key")
-        .arg(dir.path().join("agent-1.key"))
+    let out = agent_command(dir.path(), free_addr(), public)
         .arg(format!("--probe-connect={public}"))
         .output()
         .unwrap();
