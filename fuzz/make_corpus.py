@@ -7,7 +7,9 @@ Every input starts with one selector byte, then the body:
   (0 = metric, 3 = object, 5 = custom_object, 6 = logging, 7 = tracing, ...);
 - decode: the encoding is ``byte % 4`` (0 identity, 1 gzip, 2 deflate/zlib, 3 zstd);
 - spool_record: no selector; the input is a spool segment file (docs/spool.md);
-- proxy_header: no selector; the input is what a load balancer sends first (PROXY v1 or v2).
+- proxy_header: no selector; the input is what a load balancer sends first (PROXY v1 or v2);
+- guance: three selector bytes (Content-Type, Content-Encoding, precision; see the GUANCE
+  section), then the body.
 
 Usage: ``python3 fuzz/make_corpus.py`` (from anywhere). Existing seeds are rewritten in place;
 seeds this script no longer produces are removed. Output is deterministic (gzip MTIME is 0).
@@ -415,7 +417,7 @@ def crc32c(data, crc=0):
     return crc ^ 0xFFFFFFFF
 
 
-def spool_payload(path=b"/v1/write/metric?token=tkn_x", headers=((b"x-points", b"1"),), body=b"m f=1i 1\n"):
+def spool_payload(path=b"/v1/write/metric?token=tkn_x0000000000000000000000000000000", headers=((b"x-points", b"1"),), body=b"m f=1i 1\n"):
     out = struct.pack("<Q", 1700000000000) + struct.pack("<H", len(path)) + path
     out += struct.pack("<H", len(headers))
     for name, value in headers:
@@ -498,9 +500,87 @@ PROXY = {
 }
 
 
-def write(target, seeds):
-    if not 10 <= len(seeds) <= 25:
-        sys.exit(f"{target}: {len(seeds)} seeds, want 10 to 25")
+# --------------------------------------------------------------------------------------------
+# Guance equivalence (oracle/tests/equivalence.rs, fuzz target guance): three selector bytes,
+# then the body: Content-Type, Content-Encoding and precision, each an index into the tables
+# of oracle/src/lib.rs (CONTENT_TYPES, CONTENT_ENCODINGS, PRECISIONS). Each seed is a case the
+# issue "valid means what Guance decodes" found read two ways, or a shape real DataKit sends:
+# oneway must refuse it or read it as Guance does.
+# --------------------------------------------------------------------------------------------
+
+CT_LP, CT_PB, CT_JSON, CT_PBJSON, CT_NONE, CT_XPB, CT_PB_BARE, CT_PB_NOSPACE = range(8)
+CT_PB_CASE, CT_JSON_CHARSET, CT_TEXT = 8, 9, 10
+CE_NONE, CE_GZIP, CE_DEFLATE, CE_ZSTD = 0, 1, 2, 3
+P_NONE, P_N, P_U, P_MS, P_S = 0, 1, 2, 3, 4
+
+
+def case(ct, body, ce=CE_NONE, precision=P_NONE):
+    return bytes([ct, ce, precision]) + body
+
+
+def gzip_with(flags, extra, data):
+    deflated = gz(data)
+    member = bytearray(deflated[:10])
+    member[3] = flags
+    return bytes(member) + extra + deflated[10:]
+
+
+def fhcrc(data, good):
+    member = bytearray(gz(data)[:10])
+    member[3] = 0x02
+    crc = zlib.crc32(bytes(member)) & 0xFFFF if good else 0
+    return bytes(member) + struct.pack("<H", crc) + gz(data)[10:]
+
+
+# A PBPoints body that is also line protocol: `\n#` is a comment, then a point whose name
+# holds a line of its own.
+POLYGLOT = points(point(" evil,host=x pwned=1i 1700000000000000000\n#", [fi("f", 1)]))
+LP_OK = b"cpu,host=a usage=1i 1700000000000000000\n"
+
+GUANCE = {
+    # Content-Type spellings Guance reads as line protocol.
+    "polyglot_x_protobuf.bin": case(CT_XPB, POLYGLOT),
+    "polyglot_bare_protobuf.bin": case(CT_PB_BARE, POLYGLOT),
+    "polyglot_protobuf_nospace.bin": case(CT_PB_NOSPACE, POLYGLOT),
+    "polyglot_exact_protobuf.bin": case(CT_PB, POLYGLOT),
+    "json_with_charset.bin": case(CT_JSON_CHARSET, b'[{"measurement":"m","fields":{"a":1}}]'),
+    "pbjson.bin": case(CT_PBJSON, b'[{"name":"m","fields":[{"key":"a","i":"1"}]}]'),
+    # Bytes no decoder reads.
+    "gzip_fextra.bin": case(CT_LP, gzip_with(0x04, b"\x04\x00abcd", LP_OK), CE_GZIP),
+    "gzip_fname.bin": case(CT_LP, gzip_with(0x08, b"batch.lp\x00", LP_OK), CE_GZIP),
+    "gzip_fcomment.bin": case(CT_LP, gzip_with(0x10, b"hidden\x00", LP_OK), CE_GZIP),
+    "gzip_fhcrc_wrong.bin": case(CT_LP, fhcrc(LP_OK, False), CE_GZIP),
+    "gzip_fhcrc_right.bin": case(CT_LP, fhcrc(LP_OK, True), CE_GZIP),
+    "zstd_skippable.bin": case(CT_LP, zstd_skippable(LP_OK), CE_ZSTD),
+    # Line protocol Guance refuses or reads differently.
+    "lp_crlf.bin": case(CT_LP, b"cpu usage=1i 1\r\ncpu usage=2i 2\r\n"),
+    "lp_timestamp_max.bin": case(CT_LP, b"cpu usage=1i 9223372036854775807\n"),
+    "lp_float_1e400.bin": case(CT_LP, b"cpu usage=1e400\n"),
+    "json_float_1e400.bin": case(CT_JSON, b'[{"measurement":"m","fields":{"a":1e400}}]'),
+    "lp_equals_in_tag_value.bin": case(CT_LP, b"cpu,t=a=b usage=1i\n"),
+    "lp_brackets_in_keys.bin": case(CT_LP, b"cpu a]=1i\ncpu b[[c=1i\n"),
+    "lp_control_characters.bin": case(CT_LP, b"c\x01pu,k\x02=v\x03 f\x04=1i\n"),
+    "lp_empty_body.bin": case(CT_LP, b""),
+    "lp_comment_swallows_points.bin": case(CT_LP, b'# a k="x\ncpu f=1i\ncpu g="y"\n'),
+    "lp_comment_splits_a_point.bin": case(CT_LP, b"# x [[cpu f=1i\n"),
+    "lp_array_trailing_comma_panics_guance.bin": case(CT_LP, b"m f=[1i,]\n"),
+    "lp_escaped_backslash_before_space.bin": case(CT_LP, b"m,t=a\\\\ b f=1i\n"),
+    "lp_negative_timestamp.bin": case(CT_LP, b"m f=1i -5\n"),
+    "lp_no_timestamp_with_precision.bin": case(CT_LP, b"m f=1i\n", precision=P_S),
+    "pb_precision_seconds.bin": case(CT_PB, points(point("m", [fi("a", 1)], 5)), precision=P_S),
+    # What real DataKit sends, which must pass.
+    "datakit_nil_field.bin": case(CT_PB, points(point("app", [fs("message", "m"), ln(1, "extra")], 1))),
+    "datakit_tags_only.bin": case(CT_PB, points(point("only_string", [tag("host", "h")], 1))),
+    "datakit_metric_string.bin": case(CT_PB, points(point("custom", [ff("usage", 1.5), fs("version", "1.2.3")], 1))),
+    "datakit_lp_empty_array.bin": case(CT_LP, b'arrays,host=h arr_b=[true,false],arr_empty_s=[],message="x" 1\n'),
+    "datakit_duplicate_keys.bin": case(CT_PB, points(point("m", [fi("a", 1), fi("b", 2), fi("a", 3)], 1))),
+    "datakit_inf_nan.bin": case(CT_PB, points(point("t", [ff("p", float("inf")), ff("n", float("-inf")), ff("x", float("nan"))], 1))),
+}
+
+
+def write(target, seeds, most=25):
+    if not 10 <= len(seeds) <= most:
+        sys.exit(f"{target}: {len(seeds)} seeds, want 10 to {most}")
     directory = os.path.join(CORPUS, target)
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):
@@ -521,6 +601,8 @@ def main():
     write("decode", DECODE)
     write("spool_record", SPOOL)
     write("proxy_header", PROXY)
+    # Every case the equivalence test ever found read two ways is kept: no upper bound to speak of.
+    write("guance", GUANCE, most=1000)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,12 @@ const RECORDS: usize = WRITERS * PER_WRITER;
 fn payload(body: &Bytes) -> Payload {
     Payload::new(
         oneway_gateway::spool::unix_ms(),
-        "/v1/write/metric?token=tkn_bench&precision=ns",
+        "/v1/write/metric?token=tkn_bench000000000000000000000000000&precision=ns",
         [
-            ("content-type", &b"application/x-protobuf"[..]),
+            (
+                "content-type",
+                &b"application/protobuf; proto=com.guance.Point"[..],
+            ),
             ("content-encoding", &b"gzip"[..]),
             ("x-points", &b"100"[..]),
         ],

@@ -202,6 +202,13 @@ impl Agent {
     }
 }
 
+/// What DataKit is told when it asks for a tunnel (the reason phrase of the 405).
+pub const CONNECT_HINT: &str =
+    "oneway agent adds TLS itself: use an http:// DataWay URL, not https://";
+/// [`CONNECT_HINT`] as a reason phrase, checked when this is compiled.
+const CONNECT_REASON: hyper::ext::ReasonPhrase =
+    hyper::ext::ReasonPhrase::from_static(CONNECT_HINT.as_bytes());
+
 /// An answer the agent makes itself, in Guance's error shape.
 fn own(status: StatusCode, code: &str, message: &str) -> Response<AgentBody> {
     let body = serde_json::json!({
@@ -238,11 +245,21 @@ fn names_the_gateway(config: &AgentConfig, authority: &http::uri::Authority) -> 
 async fn relay(shared: &Shared, request: Request<Incoming>) -> Response<AgentBody> {
     let config = &shared.config;
     if request.method() == Method::CONNECT {
-        return own(
+        // DataKit with an https:// DataWay URL and this agent as its http_proxy asks for a
+        // tunnel. Go's client reports only the reason phrase of a refused CONNECT, so the
+        // hint goes there, where DataKit's log shows it.
+        warn!(
+            target = %request.uri(),
+            "agent: DataKit asked for a CONNECT tunnel: its DataWay URL is https://; make it \
+             http:// (the agent adds the TLS and the client certificate itself)"
+        );
+        let mut refused = own(
             StatusCode::METHOD_NOT_ALLOWED,
             "connect_refused",
-            "the agent adds TLS itself: give DataKit an http:// DataWay URL, not https://",
+            CONNECT_HINT,
         );
+        refused.extensions_mut().insert(CONNECT_REASON);
+        return refused;
     }
     if let Some(authority) = request.uri().authority()
         && !names_the_gateway(config, authority)

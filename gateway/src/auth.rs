@@ -181,21 +181,28 @@ mod tests {
 
     #[test]
     fn a_token_limited_to_endpoints_needs_one_of_them() {
-        let mut limited = token("tkn_e", vec![Identity::Dns("agent-a".into())]);
+        let mut limited = token(
+            "tkn_e0000000000000000000000000000000",
+            vec![Identity::Dns("agent-a".into())],
+        );
         limited.endpoints = ["vpce-1".to_string()].into_iter().collect();
         let table = TokenTable::new(&[limited]);
         let mut p = peer("agent-a");
         assert!(matches!(
-            table.authorize(Some("tkn_e"), &p),
+            table.authorize(Some("tkn_e0000000000000000000000000000000"), &p),
             Err(AuthError::EndpointNotAllowed)
         ));
         p.endpoint = Some("vpce-2".into());
         assert!(matches!(
-            table.authorize(Some("tkn_e"), &p),
+            table.authorize(Some("tkn_e0000000000000000000000000000000"), &p),
             Err(AuthError::EndpointNotAllowed)
         ));
         p.endpoint = Some("vpce-1".into());
-        assert!(table.authorize(Some("tkn_e"), &p).is_ok());
+        assert!(
+            table
+                .authorize(Some("tkn_e0000000000000000000000000000000"), &p)
+                .is_ok()
+        );
     }
 
     fn peer(dns: &str) -> PeerIdentity {
@@ -210,22 +217,58 @@ mod tests {
     #[test]
     fn authorize_checks_token_then_binding() {
         let table = TokenTable::new(&[
-            token("tkn_a", vec![Identity::Dns("agent-a".into())]),
-            token("tkn_b", vec![Identity::Uri("spiffe://x/agent".into())]),
-            token("tkn_c", vec![Identity::SpkiSha256([7; 32])]),
+            token(
+                "tkn_a0000000000000000000000000000000",
+                vec![Identity::Dns("agent-a".into())],
+            ),
+            token(
+                "tkn_b0000000000000000000000000000000",
+                vec![Identity::Uri("spiffe://x/agent".into())],
+            ),
+            token(
+                "tkn_c0000000000000000000000000000000",
+                vec![Identity::SpkiSha256([7; 32])],
+            ),
         ]);
-        assert!(table.authorize(Some("tkn_a"), &peer("agent-a")).is_ok());
+        assert!(
+            table
+                .authorize(
+                    Some("tkn_a0000000000000000000000000000000"),
+                    &peer("agent-a")
+                )
+                .is_ok()
+        );
         assert_eq!(
             table
-                .authorize(Some("tkn_a"), &peer("agent-b"))
+                .authorize(
+                    Some("tkn_a0000000000000000000000000000000"),
+                    &peer("agent-b")
+                )
                 .unwrap_err(),
             AuthError::NotBound
         );
-        assert!(table.authorize(Some("tkn_b"), &peer("anything")).is_ok());
-        assert!(table.authorize(Some("tkn_c"), &peer("anything")).is_ok());
+        assert!(
+            table
+                .authorize(
+                    Some("tkn_b0000000000000000000000000000000"),
+                    &peer("anything")
+                )
+                .is_ok()
+        );
+        assert!(
+            table
+                .authorize(
+                    Some("tkn_c0000000000000000000000000000000"),
+                    &peer("anything")
+                )
+                .is_ok()
+        );
         assert_eq!(
             table
-                .authorize(Some("tkn_z"), &peer("agent-a"))
+                .authorize(
+                    Some("tkn_z0000000000000000000000000000000"),
+                    &peer("agent-a")
+                )
                 .unwrap_err(),
             AuthError::UnknownToken
         );
@@ -241,9 +284,17 @@ mod tests {
 
     #[test]
     fn token_errors_never_contain_the_token() {
-        let table = TokenTable::new(&[token("tkn_secret", vec![Identity::Dns("a".into())])]);
-        let e = table.authorize(Some("tkn_secret"), &peer("b")).unwrap_err();
-        assert!(!e.to_string().contains("tkn_secret"));
-        assert!(!format!("{:?}", table).contains("tkn_secret"));
+        let table = TokenTable::new(&[token(
+            "tkn_secret00000000000000000000000000",
+            vec![Identity::Dns("a".into())],
+        )]);
+        let e = table
+            .authorize(Some("tkn_secret00000000000000000000000000"), &peer("b"))
+            .unwrap_err();
+        assert!(
+            !e.to_string()
+                .contains("tkn_secret00000000000000000000000000")
+        );
+        assert!(!format!("{:?}", table).contains("tkn_secret00000000000000000000000000"));
     }
 }

@@ -247,6 +247,7 @@ struct RawRules {
     reserved_key: Option<String>,
     duplicate_key: Option<String>,
     missing_expected_key: Option<String>,
+    invalid_utf8: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -390,6 +391,8 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// SHA-256 of the file's bytes, hex (for the audit trail).
     pub sha256: String,
+    /// What is valid but likely a mistake (`check-config` prints it, `run` logs it).
+    pub warnings: Vec<ConfigProblem>,
 }
 
 /// The public listener.
@@ -1087,6 +1090,12 @@ impl RawConfig {
                 &r.missing_expected_key,
                 da.missing_expected_key,
             ),
+            invalid_utf8: action(
+                &mut p,
+                "rules.invalid_utf8",
+                &r.invalid_utf8,
+                da.invalid_utf8,
+            ),
         };
 
         let identity_header =
@@ -1142,6 +1151,7 @@ impl RawConfig {
         );
         let mut tokens = Vec::new();
         let mut seen = BTreeSet::new();
+        let mut warnings = Vec::new();
         for (i, t) in self.tokens.iter().enumerate() {
             let path = format!("tokens[{i}]");
             let secret = match (&t.token, &t.token_sha256) {
@@ -1151,6 +1161,15 @@ impl RawConfig {
                             format!("{path}.token"),
                             "a token is 1-128 letters, digits, '_' or '-'",
                         );
+                    } else if let Err(why) = datakit_accepts_token(tok) {
+                        warnings.push(ConfigProblem {
+                            path: format!("{path}.token"),
+                            message: format!(
+                                "DataKit's installer refuses this agent token ({why}): it \
+                                 takes tkn_ or token_ and 32 characters, or tokn_ and 24, \
+                                 with one '_'"
+                            ),
+                        });
                     }
                     Some(TokenSecret::Sha256(crate::auth::sha256(tok.as_bytes())))
                 }
@@ -1293,7 +1312,28 @@ impl RawConfig {
             identity_header,
             overload,
             tokens,
+            warnings,
         })
+    }
+}
+
+/// DataKit's installer check on a DataWay token (`dataway.CheckToken`): `tkn_` or `token_`
+/// and 32 characters, or `tokn_` and 24, with exactly one `_`. A token it refuses cannot be
+/// put in a DataKit's DataWay URL by its installer.
+pub fn datakit_accepts_token(token: &str) -> Result<(), &'static str> {
+    let mut parts = token.split('_');
+    let (Some(prefix), Some(body), None) = (parts.next(), parts.next(), parts.next()) else {
+        return Err("not exactly one '_'");
+    };
+    let want = match prefix {
+        "tkn" | "token" => 32,
+        "tokn" => 24,
+        _ => return Err("unknown prefix"),
+    };
+    if body.len() == want {
+        Ok(())
+    } else {
+        Err("wrong length")
     }
 }
 
@@ -1390,6 +1430,34 @@ duplicate_key = "ignore"
     }
 
     #[test]
+    fn datakit_token_check_follows_its_installer() {
+        for good in [
+            "tkn_0123456789abcdef0123456789abcdef",
+            "token_0123456789abcdef0123456789abcdef",
+            "tokn_0123456789abcdef01234567",
+        ] {
+            assert_eq!(datakit_accepts_token(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "tkn_agent1_0123456789abcdef01234567",
+            "tkn_0123456789abcdef0123456789abcdefg",
+            "tokn_0123456789abcdef0123456789abcdef",
+            "abc_0123456789abcdef0123456789abcdef",
+            "tkn0123456789abcdef0123456789abcdef",
+        ] {
+            assert!(datakit_accepts_token(bad).is_err(), "{bad}");
+        }
+        let text = MINIMAL.replace(
+            "tkn_0123456789abcdef0123456789abcdef",
+            "tkn_agent1_0123456789abcdef01234567",
+        );
+        let c = load(&text).expect("valid, with a warning");
+        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(c.warnings[0].path, "tokens[0].token");
+        assert!(load(MINIMAL).expect("valid").warnings.is_empty());
+    }
+
+    #[test]
     fn admin_on_the_public_address_refused_but_two_ephemeral_ports_allowed() {
         let text = format!("{MINIMAL}\n[admin]\naddress = \"127.0.0.1:8443\"\n");
         assert!(matches!(load(&text), Err(ConfigError::Invalid(_))));
@@ -1444,7 +1512,7 @@ duplicate_key = "ignore"
         assert_eq!(spool.max_age, Some(Duration::from_secs(43200)));
         assert_eq!(
             c.tokens[0].upstream_token.as_deref(),
-            Some("tkn_workspace_0123456789abcdef0123")
+            Some("tkn_workspace00000000000000000000000")
         );
     }
 
@@ -1511,7 +1579,7 @@ duplicate_key = "ignore"
     #[test]
     fn rate_limits_default_per_token_override_and_replica_share() {
         let text = format!(
-            "{MINIMAL}\nrate = {{ requests_per_second = 10, over_limit_status = 429 }}\n\n[[tokens]]\ntoken = \"tkn_b\"\nidentities = [\"dns:b\"]\n\n[rate_limits]\nreplicas = 2\n[rate_limits.default]\npoints_per_second = 1000\npoints_burst = 4000\n"
+            "{MINIMAL}\nrate = {{ requests_per_second = 10, over_limit_status = 429 }}\n\n[[tokens]]\ntoken = \"tkn_b0000000000000000000000000000000\"\nidentities = [\"dns:b\"]\n\n[rate_limits]\nreplicas = 2\n[rate_limits.default]\npoints_per_second = 1000\npoints_burst = 4000\n"
         );
         let c = load(&text).unwrap();
         let a = &c.tokens[0];

@@ -29,6 +29,7 @@ pub mod limit;
 pub mod push;
 pub mod quickstart;
 pub mod reload;
+pub mod request;
 pub mod response;
 pub mod sandbox;
 pub mod server;

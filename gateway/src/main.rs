@@ -341,6 +341,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::from(64))
             }
             Ok(c) => {
+                for w in &c.warnings {
+                    eprintln!("oneway: warning: {}: {}", w.path, w.message);
+                }
                 println!(
                     "{}: valid ({} token(s), listener {}, upstream {:?})",
                     config.display(),
@@ -701,6 +704,9 @@ fn serve(
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    for w in &config.warnings {
+        tracing::warn!(key = %w.path, "{}", w.message);
+    }
     let fail_closed = |e: sandbox::SandboxError| {
         tracing::error!(error = %e, kind = e.kind(), "sandbox: not starting");
         eprintln!("oneway: {e}");

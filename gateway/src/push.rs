@@ -22,7 +22,7 @@ use hyper_util::rt::TokioIo;
 /// The body format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// `application/x-protobuf` (`PBPoints`), as DataKit sends by default.
+    /// `application/protobuf; proto=com.guance.Point` (`PBPoints`), as DataKit sends by default.
     Protobuf,
     /// `application/line-protocol`.
     LineProtocol,
@@ -205,7 +205,7 @@ fn bodies(config: &PushConfig) -> anyhow::Result<(Vec<Body>, &'static str)> {
             .collect(),
     };
     let content_type = match (config.file.is_some(), config.format) {
-        (false, Format::Protobuf) => "application/x-protobuf",
+        (false, Format::Protobuf) => oneway_protocol::PROTOBUF_CONTENT_TYPE,
         _ => "application/line-protocol",
     };
     let bodies = raw

@@ -23,9 +23,9 @@ use crate::config::Config;
 use crate::server::Gateway;
 
 /// The agent token the quickstart config binds to `agent-1`.
-pub const AGENT_TOKEN: &str = "tkn_quickstart_agent_0123456789abcdef";
+pub const AGENT_TOKEN: &str = "tkn_quickstartagent00000000000000000";
 /// The workspace token the gateway forwards in its place.
-pub const WORKSPACE_TOKEN: &str = "tkn_quickstart_workspace_0123456789ab";
+pub const WORKSPACE_TOKEN: &str = "tkn_quickstartworkspace0000000000000";
 
 type Log = Arc<Mutex<Vec<(String, http::HeaderMap, Bytes)>>>;
 

@@ -53,6 +53,12 @@ pub enum RequestError {
     /// An unknown `precision` parameter.
     #[error("precision must be one of n, u, ms, s, m, h")]
     BadPrecision,
+    /// A query Guance would read otherwise than oneway (see `request.rs`).
+    #[error(transparent)]
+    BadQuery(#[from] crate::request::QueryError),
+    /// A header that decides how the body is read, given twice.
+    #[error("the request has more than one {0} header")]
+    DuplicateHeader(&'static str),
     /// Validation rejected the batch. The message names the point, the byte offset and the
     /// rule, and never quotes the payload (DESIGN §3: payloads never appear in responses).
     #[error("invalid payload: {}, byte {}: {} ({})", .0.position, .0.offset, .0.rule, .0.rule.as_str())]
@@ -100,6 +106,8 @@ impl RequestError {
             RequestError::Decode(e) => e.kind(),
             RequestError::ContentType(_) => "unsupported_content_type",
             RequestError::BadPrecision => "bad_precision",
+            RequestError::BadQuery(_) => "bad_query",
+            RequestError::DuplicateHeader(_) => "duplicate_header",
             RequestError::Invalid(_) => "invalid_payload",
             RequestError::UpstreamUnavailable => "upstream_unavailable",
             RequestError::Internal => "internal",
@@ -127,9 +135,11 @@ impl RequestError {
                 DecodeErrorClass::Unsupported => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             },
             RequestError::ContentType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            RequestError::BadPrecision | RequestError::Invalid(_) | RequestError::BadFraming => {
-                StatusCode::BAD_REQUEST
-            }
+            RequestError::BadPrecision
+            | RequestError::BadQuery(_)
+            | RequestError::DuplicateHeader(_)
+            | RequestError::Invalid(_)
+            | RequestError::BadFraming => StatusCode::BAD_REQUEST,
             RequestError::UpstreamUnavailable
             | RequestError::Internal
             | RequestError::Spool(_)

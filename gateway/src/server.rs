@@ -34,6 +34,7 @@ use crate::auth::{AuthError, PeerIdentity, TokenTable};
 use crate::config::{Config, KNOWN_APIS, TokenConfig, TokenSecret};
 use crate::edge::{Counter, Expiry, Phase, Tracked, client_address, ip_key, read_proxy_header};
 use crate::limit::{Limiter, MonotonicClock, Throttled};
+use crate::request::Query;
 use crate::response::{RequestError, error_response};
 use crate::spool::{Spool, SpoolMode};
 use crate::telemetry;
@@ -41,6 +42,8 @@ use crate::upstream::Upstream;
 
 /// Headers DataKit sends that are forwarded upstream (reference §2, plus the upload headers).
 /// Nothing else is: no hop-by-hop or framing header of the client ever reaches the upstream.
+/// On writes, `Content-Type` and `Content-Encoding` are not the client's but the canonical
+/// spelling of the parser and decoder that checked the body.
 const FORWARDED_HEADERS: &[&str] = &[
     "content-type",
     "content-encoding",
@@ -631,25 +634,28 @@ fn route(path: &str) -> Result<Route, RequestError> {
 }
 
 /// The value of `key` in a query string (tokens are plain; no percent-decoding needed).
-fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query
-        .split('&')
-        .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| v)
+/// The token forwarded upstream: the mapped workspace token when there is one.
+fn forwarded_token<'a>(token: &'a TokenConfig, presented: &'a str) -> &'a str {
+    token.upstream_token.as_deref().unwrap_or(presented)
 }
 
-/// The query string forwarded upstream: the client's, with `token` replaced by the mapped
-/// workspace token when there is one.
-fn upstream_query(query: &str, token: &TokenConfig, presented: &str) -> String {
-    let forwarded = token.upstream_token.as_deref().unwrap_or(presented);
-    let mut out: Vec<String> = query
-        .split('&')
-        .filter(|p| !p.is_empty() && !p.starts_with("token=") && *p != "token")
-        .map(str::to_string)
-        .collect();
-    out.insert(0, format!("token={forwarded}"));
-    out.join("&")
+/// The request's query, parsed as Guance parses it.
+fn parsed_query(req: &Request<Incoming>) -> Result<Query, RequestError> {
+    Ok(Query::parse(req.uri().query().unwrap_or(""))?)
+}
+
+/// Refuses a second `Content-Type` or `Content-Encoding`: one of them would decide how oneway
+/// reads the body, maybe the other how Guance does.
+fn single_body_headers(headers: &HeaderMap) -> Result<(), RequestError> {
+    for (name, label) in [
+        (header::CONTENT_TYPE, "Content-Type"),
+        (header::CONTENT_ENCODING, "Content-Encoding"),
+    ] {
+        if headers.get_all(name).iter().count() > 1 {
+            return Err(RequestError::DuplicateHeader(label));
+        }
+    }
+    Ok(())
 }
 
 async fn handle(
@@ -756,8 +762,8 @@ async fn process(
 }
 
 /// The token: `?token=`, then `X-Token`, then (for `/v1/check/token/<token>`) the path.
-fn presented_token(req: &Request<Incoming>) -> Option<String> {
-    if let Some(t) = req.uri().query().and_then(|q| query_param(q, "token")) {
+fn presented_token(req: &Request<Incoming>, query: &Query) -> Option<String> {
+    if let Some(t) = query.get("token") {
         return Some(t.to_string());
     }
     if let Some(t) = req.headers().get("x-token").and_then(|v| v.to_str().ok()) {
@@ -931,11 +937,13 @@ async fn write(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, RequestError> {
     let live = state.live();
-    let presented = presented_token(&req);
+    let query = parsed_query(&req)?;
+    let presented = presented_token(&req, &query);
     let token = live.tokens.authorize(presented.as_deref(), identity)?;
     if req.method() != Method::POST {
         return Err(RequestError::MethodNotAllowed);
     }
+    single_body_headers(req.headers())?;
     // Step one, before the body is read: the request and its expected size and points, so an
     // agent over its limit costs us almost nothing.
     let expected_bytes = header_u64(req.headers(), "content-length");
@@ -948,10 +956,11 @@ async fn write(
     );
     metrics::gauge!(telemetry::TRACKED_TOKENS).set(state.limiter.tracked() as f64);
     admitted.map_err(|t| throttled(&token, t))?;
-    let precision = match req.uri().query().and_then(|q| query_param(q, "precision")) {
-        None => Precision::Nanoseconds,
-        Some(p) => Precision::parse(p).ok_or(RequestError::BadPrecision)?,
+    let given_precision = match query.get("precision") {
+        None => None,
+        Some(p) => Some(Precision::parse(p).ok_or(RequestError::BadPrecision)?),
     };
+    let precision = given_precision.unwrap_or_default();
     let encoding = Encoding::from_header(
         req.headers()
             .get(header::CONTENT_ENCODING)
@@ -962,7 +971,6 @@ async fn write(
             .get(header::CONTENT_TYPE)
             .map(HeaderValue::as_bytes),
     )?;
-    let query = req.uri().query().unwrap_or("").to_string();
     let (parts, body, mut held) = read_body(state, req, live.config.body.max_body_bytes).await?;
 
     let scratch = state
@@ -1059,13 +1067,32 @@ async fn write(
 
     let mut headers = forwarded_headers(&parts.headers, identity, &live.config);
     headers.insert("x-points", HeaderValue::from(verdict.points));
+    // The parser and decoder that checked the body, in the one spelling Guance maps to them.
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(kind.content_type()),
+    );
+    headers.remove(header::CONTENT_ENCODING);
+    if encoding != Encoding::Identity {
+        headers.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(encoding.as_str()),
+        );
+    }
     let upstream_uri = format!(
         "{}?{}",
         parts.uri.path(),
-        upstream_query(&query, &token, presented.as_deref().unwrap_or(""))
+        query.upstream(
+            forwarded_token(&token, presented.as_deref().unwrap_or("")),
+            given_precision.map(Precision::as_str)
+        )
     );
     let accepted = |outcome: &'static str| {
         metrics::counter!(telemetry::ACCEPTED, "outcome" => outcome).increment(1);
+        for (rule, points) in verdict.counted.iter() {
+            metrics::counter!(telemetry::VALIDATION_COUNTED, "rule" => rule.as_str())
+                .increment(points);
+        }
         metrics::counter!(telemetry::POINTS, "category" => category.as_str())
             .increment(verdict.points);
         metrics::counter!(telemetry::BYTES, "category" => category.as_str(), "stage" => "compressed")
@@ -1128,8 +1155,10 @@ async fn passthrough(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, RequestError> {
     let live = state.live();
-    let presented = presented_token(&req);
+    let query = parsed_query(&req)?;
+    let presented = presented_token(&req, &query);
     let token = live.tokens.authorize(presented.as_deref(), identity)?;
+    single_body_headers(req.headers())?;
     if !token.allowed_apis.contains(api) {
         return Err(RequestError::Auth(AuthError::ApiNotAllowed));
     }
@@ -1146,17 +1175,17 @@ async fn passthrough(
     if !matches!(method, Method::GET | Method::POST | Method::DELETE) {
         return Err(RequestError::MethodNotAllowed);
     }
-    let query = req.uri().query().unwrap_or("").to_string();
     let (parts, body, _held) = read_body(state, req, limit).await?;
     let presented = presented.unwrap_or_default();
-    let forwarded_token = token.upstream_token.as_deref().unwrap_or(&presented);
+    let forwarded = forwarded_token(&token, &presented);
     let uri = if api == "/v1/check/token" {
-        format!("/v1/check/token/{forwarded_token}")
+        format!("/v1/check/token/{forwarded}")
     } else {
+        let precision = query.get("precision");
         format!(
             "{}?{}",
             parts.uri.path(),
-            upstream_query(&query, &token, &presented)
+            query.upstream(forwarded, precision)
         )
     };
     let mut request = Request::new(Full::new(body));
@@ -1291,7 +1320,7 @@ mod tests {
             Ok(Route::Api("/v1/write/rum/replay"))
         ));
         assert!(matches!(
-            route("/v1/check/token/tkn_x"),
+            route("/v1/check/token/tkn_x0000000000000000000000000000000"),
             Ok(Route::Api("/v1/check/token"))
         ));
         assert!(matches!(
@@ -1306,29 +1335,27 @@ mod tests {
     }
 
     #[test]
-    fn upstream_query_replaces_the_token() {
+    fn forwarded_token_is_the_mapped_one() {
         let token = TokenConfig {
             secret: crate::config::TokenSecret::Sha256([0; 32]),
             identities: vec![],
-            upstream_token: Some("tkn_real".into()),
+            upstream_token: Some("tkn_real0000000000000000000000000000".into()),
             allowed_apis: Default::default(),
             limits: Default::default(),
             over_limit_status: StatusCode::SERVICE_UNAVAILABLE,
             endpoints: Default::default(),
         };
         assert_eq!(
-            upstream_query("token=tkn_agent&precision=s", &token, "tkn_agent"),
-            "token=tkn_real&precision=s"
+            forwarded_token(&token, "tkn_agent000000000000000000000000000"),
+            "tkn_real0000000000000000000000000000"
         );
         let plain = TokenConfig {
             upstream_token: None,
             ..token
         };
         assert_eq!(
-            upstream_query("precision=s", &plain, "tkn_agent"),
-            "token=tkn_agent&precision=s"
+            forwarded_token(&plain, "tkn_agent000000000000000000000000000"),
+            "tkn_agent000000000000000000000000000"
         );
-        assert_eq!(query_param("a=1&token=x&b", "token"), Some("x"));
-        assert_eq!(query_param("a=1", "token"), None);
     }
 }

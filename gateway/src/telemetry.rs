@@ -19,6 +19,8 @@ pub const POINTS: &str = "oneway_ingest_points_total";
 pub const BYTES: &str = "oneway_ingest_bytes_total";
 /// Batches rejected by validation, by `rule`.
 pub const VALIDATION_FAILURES: &str = "oneway_validation_failures_total";
+/// Points accepted while breaking a rule configured to count (`[rules]`), by `rule`.
+pub const VALIDATION_COUNTED: &str = "oneway_validation_counted_points_total";
 /// Bodies that failed to decode, by `kind`.
 pub const DECODE_FAILURES: &str = "oneway_decode_failures_total";
 /// Failed TLS handshakes, by `kind` (`timeout`, `no_certificate`, `bad_certificate`, `other`).
@@ -182,6 +184,10 @@ fn describe() {
     describe_counter!(
         VALIDATION_FAILURES,
         "Batches rejected by validation, by rule"
+    );
+    describe_counter!(
+        VALIDATION_COUNTED,
+        "Points accepted while breaking a rule configured to count, by rule"
     );
     describe_counter!(DECODE_FAILURES, "Bodies that failed to decode, by kind");
     describe_counter!(TLS_FAILURES, "Failed TLS handshakes, by kind");

@@ -18,8 +18,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{
-    ONEWAY, Running, audit, bystander, curl_push, launch_with, prepare, probe, start_event,
-    threaded_upstream,
+    ONEWAY, Running, agent_command, audit, bystander, curl_push, free_addr, launch_agent,
+    launch_with, prepare, probe, start_event, threaded_upstream,
 };
 use serde_json::Value;
 
@@ -299,78 +299,6 @@ fn split_edge_spools_while_the_upstream_is_down_and_replays_through_the_forwarde
     assert!(child.wait().unwrap().success());
 }
 
-/// `oneway agent` on `listen` for the quickstart's agent-1, towards `gateway`.
-fn agent_command(
-    dir: &std::path::Path,
-    listen: std::net::SocketAddr,
-    gateway: std::net::SocketAddr,
-) -> Command {
-    let mut command = Command::new(ONEWAY);
-    command
-        .arg("agent")
-        .arg(format!("--listen={listen}"))
-        .arg(format!("--gateway={gateway}"))
-        .args(["--server-name", "localhost", "--ca"])
-        .arg(dir.join("ca.pem"))
-        .arg("--cert")
-        .arg(dir.join("agent-1.pem"))
-        .arg("--key")
-        .arg(dir.join("agent-1.key"));
-    command
-}
-
-/// [`agent_command`] with `args`; returns it once it listens, with the sandbox report it
-/// printed.
-fn launch_agent(
-    dir: &std::path::Path,
-    listen: std::net::SocketAddr,
-    gateway: std::net::SocketAddr,
-    args: &[String],
-) -> (Running, Value) {
-    use std::io::BufRead;
-    let mut child = agent_command(dir, listen, gateway)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let child = Running::new(child);
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut report = None;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("the agent did not start in time");
-        if let Some(json) = line.strip_prefix("oneway agent: sandbox ") {
-            report = Some(serde_json::from_str(json).unwrap());
-        }
-        if line.contains("agent listening") {
-            break;
-        }
-    }
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    (child, report.expect("the agent printed no sandbox report"))
-}
-
-/// A loopback address nothing listens on right now.
-fn free_addr() -> std::net::SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
 /// DataKit's push to the agent: plain HTTP, `?token=`, no certificate. Returns the status.
 fn datakit_push(agent: std::net::SocketAddr, line: &str) -> String {
     let out = Command::new("curl")
@@ -411,7 +339,7 @@ fn the_sandboxed_agent_reaches_only_the_gateway() {
     let (_gateway, public, _) = launch_with(dir.path(), &[]);
     let (bystander, target) = bystander();
     let listen = free_addr();
-    let (agent, report) = launch_agent(
+    let (agent, report, _) = launch_agent(
         dir.path(),
         listen,
         public,

@@ -8,12 +8,18 @@
 //! - `identity`: no copy; the body itself is returned (after the size check).
 //! - `gzip` (and `x-gzip`): RFC 1952, header parsed here, CRC32 and ISIZE of every member
 //!   checked; multi-member streams are accepted, anything after the last member that is not
-//!   another member is [`DecodeError::TrailingGarbage`].
+//!   another member is [`DecodeError::TrailingGarbage`]. A header's optional extra field, file
+//!   name and comment are bytes nobody decodes, so they are [`DecodeError::Undecoded`]; its
+//!   header CRC is checked, as Go's reader checks it.
 //! - `deflate`: the zlib format of RFC 1950 (what RFC 9110 means by it), Adler-32 checked.
-//! - `zstd`: RFC 8878 frames, several frames and skippable frames accepted. The window is capped
-//!   at 8 MiB (RFC 9659): each frame header is read here first and a frame declaring a larger
-//!   window is [`DecodeError::WindowTooLarge`] before the decompressor sees it (which is also
-//!   configured with the same cap, so it can never allocate a larger window).
+//! - `zstd`: RFC 8878 frames, several frames accepted; a skippable frame (bytes the decoder
+//!   jumps over) is [`DecodeError::Undecoded`]. The window is capped at 8 MiB (RFC 9659): each
+//!   frame header is read here first and a frame declaring a larger window is
+//!   [`DecodeError::WindowTooLarge`] before the decompressor sees it (which is also configured
+//!   with the same cap, so it can never allocate a larger window).
+//!
+//! No byte of a body is forwarded unless it was decoded or checked here: DataKit sends none of
+//! the refused forms.
 //!
 //! Errors fall into three classes ([`DecodeError::class`]) for the gateway's 413/400/415.
 //! Cancel safety: not applicable (synchronous). A `Decoder` holds the decompressor states so
@@ -142,6 +148,17 @@ pub enum DecodeError {
         /// The encoding.
         encoding: Encoding,
     },
+    /// Bytes that no decoder reads (a gzip extra field, name or comment, a zstd skippable
+    /// frame): refused, so that nothing unchecked is forwarded.
+    #[error("{encoding} data at byte {offset} carries {what}, bytes that are never decoded")]
+    Undecoded {
+        /// The encoding.
+        encoding: Encoding,
+        /// Offset of the bytes in the compressed body.
+        offset: usize,
+        /// What they are.
+        what: &'static str,
+    },
     /// Bytes after the end of the compressed stream.
     #[error("{encoding} data has trailing bytes after the end of the stream at byte {offset}")]
     TrailingGarbage {
@@ -162,6 +179,7 @@ impl DecodeError {
             }
             DecodeError::Corrupt { .. }
             | DecodeError::Truncated { .. }
+            | DecodeError::Undecoded { .. }
             | DecodeError::TrailingGarbage { .. } => DecodeErrorClass::Corrupt,
         }
     }
@@ -175,6 +193,7 @@ impl DecodeError {
             DecodeError::WindowTooLarge { .. } => "zstd_window_too_large",
             DecodeError::Corrupt { .. } => "corrupt",
             DecodeError::Truncated { .. } => "truncated",
+            DecodeError::Undecoded { .. } => "undecoded_bytes",
             DecodeError::TrailingGarbage { .. } => "trailing_garbage",
         }
     }
@@ -429,28 +448,34 @@ fn gzip_header(input: &[u8], pos: usize) -> Result<usize, DecodeError> {
             "reserved header flags set",
         ));
     }
-    let mut i = pos + 10;
-    if flags & FEXTRA != 0 {
-        let x = input.get(i..i + 2).ok_or(truncated)?;
-        i += 2 + usize::from(u16::from_le_bytes([x[0], x[1]]));
-    }
-    for flag in [FNAME, FCOMMENT] {
+    for (flag, what) in [
+        (FEXTRA, "a header extra field"),
+        (FNAME, "a file name"),
+        (FCOMMENT, "a comment"),
+    ] {
         if flags & flag != 0 {
-            let rest = input.get(i..).ok_or(truncated)?;
-            i += memchr::memchr(0, rest).ok_or(truncated)? + 1;
+            return Err(DecodeError::Undecoded {
+                encoding: Encoding::Gzip,
+                offset: pos + 10,
+                what,
+            });
         }
     }
+    let mut i = pos + 10;
     if flags & FHCRC != 0 {
+        // The low 16 bits of the CRC-32 of the header before it (Go's reader checks it).
+        let crc = input.get(i..i + 2).ok_or(truncated)?;
+        let want = (crc32fast::hash(&input[pos..i]) & 0xffff) as u16;
+        if u16::from_le_bytes([crc[0], crc[1]]) != want {
+            return Err(corrupt(Encoding::Gzip, i, "header CRC mismatch"));
+        }
         i += 2;
-    }
-    if i > input.len() {
-        return Err(truncated);
     }
     Ok(i)
 }
 
-/// Checks the zstd frame header at `pos`: the magic number, and a window of at most 8 MiB.
-/// Skippable frames pass (the decompressor skips them).
+/// Checks the zstd frame header at `pos`: the magic number (a skippable frame is refused), and
+/// a window of at most 8 MiB.
 fn zstd_frame_check(input: &[u8], pos: usize) -> Result<(), DecodeError> {
     let truncated = DecodeError::Truncated {
         encoding: Encoding::Zstd,
@@ -465,7 +490,11 @@ fn zstd_frame_check(input: &[u8], pos: usize) -> Result<(), DecodeError> {
     })?;
     let magic = u32::from_le_bytes([magic[0], magic[1], magic[2], magic[3]]);
     if magic & 0xffff_fff0 == 0x184d_2a50 {
-        return Ok(());
+        return Err(DecodeError::Undecoded {
+            encoding: Encoding::Zstd,
+            offset: pos,
+            what: "a skippable frame",
+        });
     }
     if magic != 0xfd2f_b528 {
         return Err(if pos == 0 {
@@ -663,15 +692,51 @@ mod tests {
     }
 
     #[test]
-    fn gzip_optional_header_fields_accepted() {
-        let mut e = flate2::GzBuilder::new()
-            .filename("batch.lp")
-            .comment("from a test")
-            .extra(vec![1, 2, 3])
-            .write(Vec::new(), flate2::Compression::fast());
-        e.write_all(b"payload").unwrap();
-        let body = e.finish().unwrap();
-        assert_eq!(decode(Encoding::Gzip, &body, 100).unwrap(), b"payload");
+    fn gzip_undecoded_header_fields_refused_and_header_crc_checked() {
+        let build = |b: flate2::GzBuilder| {
+            let mut e = b.write(Vec::new(), flate2::Compression::fast());
+            e.write_all(b"payload").unwrap();
+            e.finish().unwrap()
+        };
+        for (body, what) in [
+            (
+                build(flate2::GzBuilder::new().extra(vec![1, 2, 3])),
+                "a header extra field",
+            ),
+            (
+                build(flate2::GzBuilder::new().filename("batch.lp")),
+                "a file name",
+            ),
+            (
+                build(flate2::GzBuilder::new().comment("from a test")),
+                "a comment",
+            ),
+        ] {
+            assert_eq!(
+                decode(Encoding::Gzip, &body, 100),
+                Err(DecodeError::Undecoded {
+                    encoding: Encoding::Gzip,
+                    offset: 10,
+                    what
+                })
+            );
+        }
+        // FHCRC: the low 16 bits of the header's CRC-32, as Go's reader checks it.
+        let plain = gz(b"payload");
+        let mut with_crc = plain[..10].to_vec();
+        with_crc[3] |= 2;
+        let crc = (crc32fast::hash(&with_crc) & 0xffff) as u16;
+        with_crc.extend_from_slice(&crc.to_le_bytes());
+        with_crc.extend_from_slice(&plain[10..]);
+        assert_eq!(decode(Encoding::Gzip, &with_crc, 100).unwrap(), b"payload");
+        with_crc[10] ^= 1;
+        assert!(matches!(
+            decode(Encoding::Gzip, &with_crc, 100),
+            Err(DecodeError::Corrupt {
+                reason: "header CRC mismatch",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -721,14 +786,22 @@ mod tests {
     }
 
     #[test]
-    fn zstd_multi_frame_skippable_and_garbage() {
+    fn zstd_multi_frame_accepted_skippable_and_garbage_refused() {
         let mut two = zst(b"one ");
+        two.extend(zst(b"two"));
+        assert_eq!(decode(Encoding::Zstd, &two, 100).unwrap(), b"one two");
         let mut skippable = 0x184d_2a53u32.to_le_bytes().to_vec();
         skippable.extend_from_slice(&3u32.to_le_bytes());
         skippable.extend_from_slice(b"xyz");
-        two.extend(skippable);
-        two.extend(zst(b"two"));
-        assert_eq!(decode(Encoding::Zstd, &two, 100).unwrap(), b"one two");
+        let mut hidden = zst(b"one ");
+        hidden.extend(skippable);
+        assert!(matches!(
+            decode(Encoding::Zstd, &hidden, 100),
+            Err(DecodeError::Undecoded {
+                what: "a skippable frame",
+                ..
+            })
+        ));
         let mut garbage = zst(b"data");
         garbage.extend_from_slice(b"junk");
         assert!(matches!(

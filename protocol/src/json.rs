@@ -5,16 +5,31 @@
 //! ```text
 //! [ { "measurement": string, "tags": { string: string, … }, "fields": { string: value, … },
 //!     "time": integer nanoseconds }, … ]
-//! value = number | string | true | false | [ scalar, … ]      (no null, no nested objects)
+//! value = number | string | true | false | null | [ scalar, … ]   (no nested objects)
 //! ```
 //!
-//! `measurement` and `fields` are required, `tags` and `time` optional; any other key, or a key
+//! `measurement` is required, `tags`, `fields` and `time` optional; any other key, or a key
 //! twice, is a [`Rule::BadPointShape`]. The JSON itself must be RFC 8259: no trailing commas,
 //! no comments, no control characters or lone surrogates in strings, numbers in the JSON
-//! grammar. The schema fixes the nesting depth, so nothing here recurses on input.
+//! grammar, UTF-8. The schema fixes the nesting depth, so nothing here recurses on input.
+//!
+//! # What Guance reads
+//!
+//! Guance first tries each element as the protobuf-JSON form of a `PBPoint` (which fails on the
+//! `measurement` key that form does not have), then decodes it with Go's `encoding/json` into
+//! `{measurement, tags, fields, time}`: every number becomes a `float64`, `null` a field with no
+//! value, an array of one scalar type an array; a key given twice in `tags` or `fields` keeps
+//! its last value, a tag replaces a field of its key. Time 0 (or none) is "no timestamp"; a
+//! negative one would be replaced by the receive time, so it is refused; any other time is
+//! multiplied by the request's precision. What Go would read differently is refused: invalid
+//! UTF-8 and lone surrogates (replaced by U+FFFD), numbers that overflow a float (an error),
+//! nested objects and mixed or empty arrays (no value), a `measurement` Go would match by
+//! another case, a newline or trailing backslash in a key or tag value (rewritten by the
+//! checker).
 
 use crate::point::{PointChecker, Spelling};
-use crate::verdict::{Excerpt, Position, Rejection, Rule, RuleCounts, Verdict};
+use crate::reading::{Point, Sink, Time, Value};
+use crate::verdict::{Excerpt, Position, Precision, Rejection, Rule, RuleCounts, Verdict};
 
 type Fail = (Rule, usize);
 
@@ -80,7 +95,12 @@ fn unicode_escape(b: &[u8]) -> Result<(char, usize), ()> {
 }
 
 /// Validates a whole JSON batch.
-pub(crate) fn validate(checker: &mut PointChecker, body: &[u8]) -> Result<Verdict, Rejection> {
+pub(crate) fn validate<S: Sink>(
+    checker: &mut PointChecker,
+    body: &[u8],
+    precision: Precision,
+    sink: &mut S,
+) -> Result<Verdict, Rejection> {
     if simdutf8::basic::from_utf8(body).is_err() {
         let offset = simdutf8::compat::from_utf8(body)
             .err()
@@ -92,6 +112,10 @@ pub(crate) fn validate(checker: &mut PointChecker, body: &[u8]) -> Result<Verdic
         i: 0,
         c: checker,
         counts: RuleCounts::default(),
+        nanos: precision.nanos_per_unit(),
+        sink,
+        pt: Point::new(),
+        scratch: Vec::new(),
     };
     let mut points = 0u64;
     p.ws();
@@ -163,16 +187,49 @@ enum Kind {
     Number,
     Str,
     Bool,
+    Null,
 }
 
-struct Parser<'a, 'c> {
+struct Parser<'a, 'c, S> {
     b: &'a [u8],
     i: usize,
     c: &'c mut PointChecker,
     counts: RuleCounts,
+    nanos: i64,
+    sink: &'c mut S,
+    /// The reading of the point being parsed (only with an active sink).
+    pt: Point,
+    /// Unescaped text, for the checks on escaped keys and tag values.
+    scratch: Vec<u8>,
 }
 
-impl Parser<'_, '_> {
+impl<S: Sink> Parser<'_, '_, S> {
+    /// The unescaped bytes of a scanned string.
+    fn text(&self, s: Str) -> Vec<u8> {
+        let raw = &self.b[s.start..s.end];
+        if !s.escaped {
+            return raw.to_vec();
+        }
+        let mut out = Vec::with_capacity(s.len);
+        // The scanner has checked every escape.
+        let _ = unescape_into(raw, &mut out);
+        out
+    }
+
+    /// Refuses a key or tag value Guance's checker would rewrite. Only an escaped string can
+    /// hold a newline or a backslash.
+    fn not_adjusted(&mut self, s: Str) -> Result<(), Fail> {
+        if !s.escaped {
+            return Ok(());
+        }
+        self.scratch.clear();
+        let _ = unescape_into(&self.b[s.start..s.end], &mut self.scratch);
+        if self.scratch.last() == Some(&b'\\') || self.scratch.contains(&b'\n') {
+            return Err((Rule::NewlineOrTrailingBackslash, s.start));
+        }
+        Ok(())
+    }
+
     #[inline]
     fn peek(&self) -> Option<u8> {
         self.b.get(self.i).copied()
@@ -335,6 +392,9 @@ impl Parser<'_, '_> {
     fn point(&mut self) -> Result<(), Fail> {
         let start = self.i;
         self.c.begin();
+        if S::ACTIVE {
+            self.pt.clear();
+        }
         let mut seen = 0u8;
         let mut measurement = None;
         self.object(|p, key| {
@@ -359,30 +419,35 @@ impl Parser<'_, '_> {
                     Ok(())
                 }
                 2 => p.object(|p, k| {
+                    p.not_adjusted(k)?;
                     p.c.key(p.b, k.start, k.end, k.spelling(), true)
                         .map_err(|r| (r, k.start))?;
                     if p.peek() != Some(b'"') {
                         return Err((Rule::TagNotString, p.i));
                     }
                     let v = p.string()?;
-                    p.c.tag_value(v.len).map_err(|r| (r, v.start))
+                    p.not_adjusted(v)?;
+                    p.c.tag_value(v.len).map_err(|r| (r, v.start))?;
+                    if S::ACTIVE {
+                        let (k, v) = (p.text(k), p.text(v));
+                        p.pt.tags.push((k, v));
+                    }
+                    Ok(())
                 }),
                 4 => p.object(|p, k| {
+                    p.not_adjusted(k)?;
                     p.c.key(p.b, k.start, k.end, k.spelling(), false)
                         .map_err(|r| (r, k.start))?;
-                    p.field_value()
-                }),
-                _ => {
                     let at = p.i;
-                    if !matches!(p.peek(), Some(b'-' | b'0'..=b'9')) || !p.number()? {
-                        return Err((Rule::BadTimestamp, at));
+                    p.field_value()?;
+                    if S::ACTIVE {
+                        let v = read_value(&p.b[at..p.i]);
+                        let k = p.text(k);
+                        p.pt.fields.push((k, v));
                     }
-                    let digits = std::str::from_utf8(&p.b[at..p.i]).unwrap_or_default();
-                    digits
-                        .parse::<i64>()
-                        .map_err(|_| (Rule::BadTimestamp, at))?;
                     Ok(())
-                }
+                }),
+                _ => p.time(),
             }
         })?;
         self.c.line(self.i - start).map_err(|r| (r, start))?;
@@ -390,10 +455,37 @@ impl Parser<'_, '_> {
             return Err((Rule::MissingMeasurement, start));
         };
         self.c.measurement(m.len).map_err(|r| (r, m.start))?;
-        if seen & 4 == 0 {
-            return Err((Rule::MissingFields, start));
+        self.c.finish(&mut self.counts).map_err(|r| (r, start))?;
+        if S::ACTIVE {
+            self.pt.name = self.text(m);
+            if self.c.has_duplicates() {
+                dedup_like_go(&mut self.pt);
+            }
+            self.sink.point(&self.pt);
         }
-        self.c.finish(&mut self.counts).map_err(|r| (r, start))
+        Ok(())
+    }
+
+    /// `time`: an integer literal (Go decodes it into an `int64`).
+    fn time(&mut self) -> Result<(), Fail> {
+        let at = self.i;
+        if !matches!(self.peek(), Some(b'-' | b'0'..=b'9')) || !self.number()? {
+            return Err((Rule::BadTimestamp, at));
+        }
+        let digits = std::str::from_utf8(&self.b[at..self.i]).unwrap_or_default();
+        let t = digits
+            .parse::<i64>()
+            .map_err(|_| (Rule::BadTimestamp, at))?;
+        if t < 0 {
+            return Err((Rule::NegativeTimestamp, at));
+        }
+        if t != 0 {
+            let t = t.checked_mul(self.nanos).ok_or((Rule::BadTimestamp, at))?;
+            if S::ACTIVE {
+                self.pt.time = Time::At(t);
+            }
+        }
+        Ok(())
     }
 
     fn scalar(&mut self) -> Result<Kind, Fail> {
@@ -403,14 +495,22 @@ impl Parser<'_, '_> {
                 self.c.field_value(s.len).map_err(|r| (r, s.start))?;
                 Ok(Kind::Str)
             }
-            Some(b'-' | b'0'..=b'9') => self.number().map(|_| Kind::Number),
-            Some(b't' | b'f' | b'n') => {
+            Some(b'-' | b'0'..=b'9') => {
                 let at = self.i;
-                match self.literal()? {
-                    b"null" => Err((Rule::BadFieldValue, at)),
-                    _ => Ok(Kind::Bool),
+                self.number()?;
+                // Go's decoder refuses a number that overflows a float64.
+                match std::str::from_utf8(&self.b[at..self.i])
+                    .ok()
+                    .and_then(|t| t.parse::<f64>().ok())
+                {
+                    Some(f) if f.is_finite() => Ok(Kind::Number),
+                    _ => Err((Rule::BadFieldValue, at)),
                 }
             }
+            Some(b't' | b'f' | b'n') => match self.literal()? {
+                b"null" => Ok(Kind::Null),
+                _ => Ok(Kind::Bool),
+            },
             _ => Err((Rule::BadFieldValue, self.i)),
         }
     }
@@ -420,33 +520,34 @@ impl Parser<'_, '_> {
         let kind = if self.peek() == Some(b'[') {
             self.i += 1;
             self.ws();
-            let mut first = None;
             if self.peek() == Some(b']') {
-                self.i += 1;
-            } else {
-                loop {
-                    let elem = self.i;
-                    if matches!(self.peek(), Some(b'[' | b'{')) {
-                        return Err((Rule::BadArray, elem));
+                // Go's point library makes no value of an empty array.
+                return Err((Rule::EmptyArray, at));
+            }
+            let mut first = None;
+            loop {
+                let elem = self.i;
+                if matches!(self.peek(), Some(b'[' | b'{')) {
+                    return Err((Rule::BadArray, elem));
+                }
+                let kind = self.scalar()?;
+                match first {
+                    None if kind == Kind::Null => return Err((Rule::BadArray, elem)),
+                    None => first = Some(kind),
+                    Some(k) if k == kind => {}
+                    Some(_) => return Err((Rule::BadArray, elem)),
+                }
+                self.ws();
+                match self.peek() {
+                    Some(b',') => {
+                        self.i += 1;
+                        self.ws();
                     }
-                    let kind = self.scalar()?;
-                    match first {
-                        None => first = Some(kind),
-                        Some(k) if k == kind => {}
-                        Some(_) => return Err((Rule::BadArray, elem)),
+                    Some(b']') => {
+                        self.i += 1;
+                        break;
                     }
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => {
-                            self.i += 1;
-                            self.ws();
-                        }
-                        Some(b']') => {
-                            self.i += 1;
-                            break;
-                        }
-                        _ => return Err((Rule::JsonSyntax, self.i)),
-                    }
+                    _ => return Err((Rule::JsonSyntax, self.i)),
                 }
             }
             first
@@ -460,188 +561,71 @@ impl Parser<'_, '_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::verdict::{Category, Limits, RuleActions};
-
-    fn run(category: Category, body: &str) -> Result<Verdict, Rejection> {
-        let mut c = PointChecker::new(Limits::default(), RuleActions::default(), category);
-        validate(&mut c, body.as_bytes())
-    }
-
-    #[test]
-    fn accepted_table() {
-        let cases: &[(&str, u64)] = &[
-            ("[]", 0),
-            (" [ ] \n", 0),
-            (r#"[{"measurement":"cpu","fields":{"a":1}}]"#, 1),
-            (
-                r#"[{"measurement":"cpu","tags":{"host":"h1","t":"\u00e9\ud83d\ude00"},
-                    "fields":{"a":1,"b":-1.5e3,"c":true,"d":false,"e":[1,2.5],"f":[]},
-                    "time":1700000000000000000},
-                   {"time":-5,"fields":{"x":0},"measurement":"m\"q"}]"#,
-                2,
-            ),
-        ];
-        for (body, n) in cases {
-            match run(Category::Metric, body) {
-                Ok(v) => assert_eq!(v.points, *n, "{body}"),
-                Err(e) => panic!("{body} rejected: {e}"),
+/// Guance's reading of a (valid) JSON field value.
+fn read_value(text: &[u8]) -> Value {
+    let text = text.trim_ascii();
+    match text.first() {
+        Some(b'[') => {
+            let mut out = Vec::new();
+            let inner = &text[1..text.len() - 1];
+            let mut i = 0;
+            while i < inner.len() {
+                let start = i;
+                if inner[i] == b'"' {
+                    i += 1;
+                    while inner[i] != b'"' {
+                        i += if inner[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 1;
+                } else {
+                    while i < inner.len() && inner[i] != b',' {
+                        i += 1;
+                    }
+                }
+                out.push(read_value(&inner[start..i]));
+                while i < inner.len() && (inner[i] == b',' || inner[i].is_ascii_whitespace()) {
+                    i += 1;
+                }
             }
+            Value::Array(out)
         }
-        let logging =
-            r#"[{"measurement":"nginx","tags":{"status":"ok"},"fields":{"message":"a\nb"}}]"#;
-        assert!(run(Category::Logging, logging).is_ok());
-    }
-
-    #[test]
-    fn rejected_table() {
-        let cases: &[(&str, Rule)] = &[
-            ("", Rule::BadPointShape),
-            ("{}", Rule::BadPointShape),
-            ("[", Rule::BadPointShape),
-            ("[{}]", Rule::MissingMeasurement),
-            (r#"[{"measurement":"m"}]"#, Rule::MissingFields),
-            (r#"[{"measurement":"m","fields":{}}]"#, Rule::MissingFields),
-            (
-                r#"[{"measurement":"","fields":{"a":1}}]"#,
-                Rule::MissingMeasurement,
-            ),
-            (
-                r#"[{"measurement":1,"fields":{"a":1}}]"#,
-                Rule::BadPointShape,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":1},"extra":1}]"#,
-                Rule::BadPointShape,
-            ),
-            (
-                r#"[{"measurement":"m","measurement":"n","fields":{"a":1}}]"#,
-                Rule::BadPointShape,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":1}},]"#,
-                Rule::BadPointShape,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":1}}] x"#,
-                Rule::JsonSyntax,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":null}}]"#,
-                Rule::BadFieldValue,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":{"b":1}}}]"#,
-                Rule::BadFieldValue,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":[1,"x"]}}]"#,
-                Rule::BadArray,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":[[1]]}}]"#,
-                Rule::BadArray,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":01}}]"#,
-                Rule::JsonSyntax,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":1.}}]"#,
-                Rule::JsonSyntax,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":tru}}]"#,
-                Rule::JsonSyntax,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":1,}}]"#,
-                Rule::JsonSyntax,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":"\x"}}]"#,
-                Rule::JsonSyntax,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":"\ud800"}}]"#,
-                Rule::JsonSyntax,
-            ),
-            (
-                "[{\"measurement\":\"m\",\"fields\":{\"a\":\"\t\"}}]",
-                Rule::JsonSyntax,
-            ),
-            (
-                r#"[{"measurement":"m","tags":{"t":1},"fields":{"a":1}}]"#,
-                Rule::TagNotString,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":1,"a":2}}]"#,
-                Rule::DuplicateKey,
-            ),
-            (
-                r#"[{"measurement":"m","tags":{"a":"x"},"fields":{"\u0061":2}}]"#,
-                Rule::DuplicateKey,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":1},"time":1.5}]"#,
-                Rule::BadTimestamp,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":1},"time":"1"}]"#,
-                Rule::BadTimestamp,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":1},"time":9223372036854775808}]"#,
-                Rule::BadTimestamp,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":"s"}}]"#,
-                Rule::MetricStringField,
-            ),
-            (
-                r#"[{"measurement":"m","fields":{"a":["s"]}}]"#,
-                Rule::MetricStringField,
-            ),
-        ];
-        for (body, rule) in cases {
-            match run(Category::Metric, body) {
-                Ok(v) => panic!("{body} accepted: {v:?}"),
-                Err(e) => assert_eq!(e.rule, *rule, "{body}: {e}"),
-            }
+        Some(b'"') => {
+            let mut out = Vec::new();
+            let _ = unescape_into(&text[1..text.len() - 1], &mut out);
+            Value::Str(out)
         }
-    }
-
-    #[test]
-    fn rejection_names_point_index() {
-        let body = r#"[{"measurement":"a","fields":{"x":1}},{"measurement":"b","fields":{}}]"#;
-        let e = run(Category::Metric, body).unwrap_err();
-        assert_eq!(e.position, Position::Point(Some(1)));
-        assert!(e.excerpt.as_bytes().starts_with(br#"{"measurement":"b""#));
-    }
-
-    #[test]
-    fn unescaped_lengths_are_checked() {
-        let limits = Limits {
-            max_tag_value_bytes: 2,
-            ..Limits::default()
-        };
-        let mut c = PointChecker::new(limits, RuleActions::default(), Category::Rum);
-        let ok = br#"[{"measurement":"m","tags":{"t":"\u00e9"},"fields":{"a":1}}]"#;
-        assert!(validate(&mut c, ok).is_ok());
-        let bad = br#"[{"measurement":"m","tags":{"t":"\u00e9x"},"fields":{"a":1}}]"#;
-        assert_eq!(
-            validate(&mut c, bad).unwrap_err().rule,
-            Rule::TagValueTooLong
-        );
-    }
-
-    #[test]
-    fn unescape_into_decodes_every_escape() {
-        let mut out = Vec::new();
-        unescape_into(br#"a\"\\\/\b\f\n\r\t\u00e9\ud83d\ude00"#, &mut out).unwrap();
-        assert_eq!(out, "a\"\\/\u{8}\u{c}\n\r\té😀".as_bytes());
-        assert!(unescape_into(br"\q", &mut out).is_err());
+        Some(b't') => Value::Bool(true),
+        Some(b'f') => Value::Bool(false),
+        Some(b'n') => Value::None,
+        _ => Value::Float(
+            std::str::from_utf8(text)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or(f64::NAN),
+        ),
     }
 }
+
+/// Go's maps keep the last value of a key; a tag then replaces the field of its key.
+fn dedup_like_go(pt: &mut Point) {
+    let mut tags: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(pt.tags.len());
+    for (k, v) in pt.tags.drain(..) {
+        match tags.iter_mut().find(|(t, _)| *t == k) {
+            Some(slot) => slot.1 = v,
+            None => tags.push((k, v)),
+        }
+    }
+    let mut fields: Vec<(Vec<u8>, Value)> = Vec::with_capacity(pt.fields.len());
+    for (k, v) in pt.fields.drain(..) {
+        match fields.iter_mut().find(|(f, _)| *f == k) {
+            Some(slot) => slot.1 = v,
+            None => fields.push((k, v)),
+        }
+    }
+    fields.retain(|(k, _)| !tags.iter().any(|(t, _)| t == k));
+    pt.tags = tags;
+    pt.fields = fields;
+}
+
+#[cfg(test)]
+mod tests;

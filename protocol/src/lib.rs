@@ -7,7 +7,10 @@
 //!   with a hard cap on the decoded size.
 //! - [`Validator`]: validates a decoded batch (protobuf `PBPoints`, line protocol, JSON)
 //!   against the Guance point model and the category's rules. A batch is all-or-nothing: a
-//!   [`Verdict`] with the point count, or a [`Rejection`] naming the first bad point.
+//!   [`Verdict`] with the point count, or a [`Rejection`] naming the first bad point. A batch is
+//!   accepted only if Guance's own decoder reads it as exactly the points counted:
+//!   [`Validator::read`] returns that reading ([`reading`]), which the equivalence test
+//!   compares with Guance's decoder.
 //! - [`proxy_header`]: the PROXY protocol header a load balancer sends before TLS.
 //! - [`spool_record`]: the gateway's spool format (records read back from disk after a crash).
 //! - [`fuzzing`]: entry points for the fuzz targets, so each target is one line and the
@@ -28,6 +31,7 @@ mod lp;
 mod pb;
 mod point;
 pub mod proxy_header;
+pub mod reading;
 pub mod spool_record;
 mod swar;
 pub mod verdict;
@@ -45,7 +49,7 @@ use point::PointChecker;
 pub enum BodyKind {
     /// `application/protobuf; proto=com.guance.Point` (`PBPoints`), DataKit's default.
     Protobuf,
-    /// `application/line-protocol`, and any missing or unknown type (as DataWay does).
+    /// `application/line-protocol`, and every other or missing type (as Guance reads them).
     LineProtocol,
     /// `application/json`.
     Json,
@@ -54,32 +58,43 @@ pub enum BodyKind {
 /// A `Content-Type` this crate cannot validate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "Content-Type application/pbjson is not supported: send application/protobuf, \
-     application/line-protocol or application/json"
+    "Content-Type application/pbjson is not supported (Guance's decoder cannot read it): send \
+     application/protobuf; proto=com.guance.Point, application/line-protocol or application/json"
 )]
 pub struct UnsupportedContentType;
 
+/// DataKit's protobuf `Content-Type`, the only spelling Guance reads as protobuf.
+pub const PROTOBUF_CONTENT_TYPE: &str = "application/protobuf; proto=com.guance.Point";
+/// The `Content-Type` of line protocol.
+pub const LINE_PROTOCOL_CONTENT_TYPE: &str = "application/line-protocol";
+/// The `Content-Type` of JSON points.
+pub const JSON_CONTENT_TYPE: &str = "application/json";
+/// Protobuf-JSON points: Guance maps the type, then cannot decode it.
+const PBJSON_CONTENT_TYPE: &[u8] = b"application/pbjson; proto=com.guance.Point";
+
 impl BodyKind {
-    /// Maps a `Content-Type` header value to a body kind. A missing or unknown type is line
-    /// protocol (as Guance's DataWay treats it); `application/pbjson` is not supported yet.
+    /// Maps a `Content-Type` header value to a body kind exactly as Guance's decoder does
+    /// (cliutils `point.HTTPContentType`): a switch on the exact string, so case, spacing and
+    /// parameters count, and everything else, a missing header included, is line protocol.
+    /// (`application/x-protobuf` or `application/json; charset=utf-8` are line protocol to
+    /// Guance, so they are validated as line protocol here: a body is only ever checked by the
+    /// parser Guance will use.) `application/pbjson; proto=com.guance.Point` is refused: Guance
+    /// maps it and then cannot decode it.
     pub fn from_content_type(value: Option<&[u8]>) -> Result<BodyKind, UnsupportedContentType> {
-        let Some(value) = value else {
-            return Ok(BodyKind::LineProtocol);
-        };
-        let essence = match memchr::memchr(b';', value) {
-            Some(i) => &value[..i],
-            None => value,
+        match value {
+            Some(v) if v == PROTOBUF_CONTENT_TYPE.as_bytes() => Ok(BodyKind::Protobuf),
+            Some(v) if v == JSON_CONTENT_TYPE.as_bytes() => Ok(BodyKind::Json),
+            Some(PBJSON_CONTENT_TYPE) => Err(UnsupportedContentType),
+            _ => Ok(BodyKind::LineProtocol),
         }
-        .trim_ascii();
-        let is = |t: &[u8]| essence.eq_ignore_ascii_case(t);
-        if is(b"application/protobuf") || is(b"application/x-protobuf") {
-            Ok(BodyKind::Protobuf)
-        } else if is(b"application/json") {
-            Ok(BodyKind::Json)
-        } else if is(b"application/pbjson") {
-            Err(UnsupportedContentType)
-        } else {
-            Ok(BodyKind::LineProtocol)
+    }
+
+    /// The `Content-Type` to forward: the one spelling Guance maps to this parser.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            BodyKind::Protobuf => PROTOBUF_CONTENT_TYPE,
+            BodyKind::LineProtocol => LINE_PROTOCOL_CONTENT_TYPE,
+            BodyKind::Json => JSON_CONTENT_TYPE,
         }
     }
 
@@ -120,8 +135,8 @@ impl Validator {
         self.checker.set_config(config.limits, config.actions);
     }
 
-    /// Validates a decoded batch of `kind` for `category`. `precision` applies to line
-    /// protocol timestamps only (protobuf and JSON are always nanoseconds).
+    /// Validates a decoded batch of `kind` for `category`. `precision` (the request's
+    /// `?precision=`) applies to every timestamp, as Guance applies it to every format.
     pub fn validate(
         &mut self,
         kind: BodyKind,
@@ -129,13 +144,38 @@ impl Validator {
         precision: Precision,
         body: &[u8],
     ) -> Result<Verdict, Rejection> {
+        self.validate_into(kind, category, precision, body, &mut ())
+    }
+
+    /// Validates a batch and returns, with the verdict, every point as Guance reads it.
+    pub fn read(
+        &mut self,
+        kind: BodyKind,
+        category: Category,
+        precision: Precision,
+        body: &[u8],
+    ) -> Result<(Verdict, Vec<reading::Point>), Rejection> {
+        let mut points = reading::Points::default();
+        let verdict = self.validate_into(kind, category, precision, body, &mut points)?;
+        Ok((verdict, points.0))
+    }
+
+    /// Validates a batch, handing each accepted point's reading to `sink`.
+    pub fn validate_into<S: reading::Sink>(
+        &mut self,
+        kind: BodyKind,
+        category: Category,
+        precision: Precision,
+        body: &[u8],
+        sink: &mut S,
+    ) -> Result<Verdict, Rejection> {
         self.checker.set_category(category);
         debug_assert_eq!(self.checker.category(), category);
         debug_assert_eq!(*self.checker.limits(), self.config.limits);
         match kind {
-            BodyKind::Protobuf => pb::validate(&mut self.checker, body),
-            BodyKind::LineProtocol => lp::validate(&mut self.checker, body, precision),
-            BodyKind::Json => json::validate(&mut self.checker, body),
+            BodyKind::Protobuf => pb::validate(&mut self.checker, body, precision, sink),
+            BodyKind::LineProtocol => lp::validate(&mut self.checker, body, precision, sink),
+            BodyKind::Json => json::validate(&mut self.checker, body, precision, sink),
         }
     }
 }
@@ -151,18 +191,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn content_type_maps_to_body_kind() {
+    fn content_type_maps_to_body_kind_as_guance_does() {
         let kind = |v: &str| BodyKind::from_content_type(Some(v.as_bytes()));
-        assert_eq!(
-            kind("application/protobuf; proto=com.guance.Point"),
-            Ok(BodyKind::Protobuf)
-        );
-        assert_eq!(kind("Application/JSON; charset=utf-8"), Ok(BodyKind::Json));
-        assert_eq!(
-            kind("application/line-protocol"),
-            Ok(BodyKind::LineProtocol)
-        );
-        assert_eq!(kind("text/plain"), Ok(BodyKind::LineProtocol));
+        assert_eq!(kind(PROTOBUF_CONTENT_TYPE), Ok(BodyKind::Protobuf));
+        assert_eq!(kind(JSON_CONTENT_TYPE), Ok(BodyKind::Json));
+        assert_eq!(kind(LINE_PROTOCOL_CONTENT_TYPE), Ok(BodyKind::LineProtocol));
+        // Every other spelling is line protocol to Guance, so it is line protocol here.
+        for other in [
+            "application/x-protobuf",
+            "application/protobuf",
+            "application/protobuf;proto=com.guance.Point",
+            "Application/Protobuf; proto=com.guance.Point",
+            "application/protobuf; proto=com.guance.Point ",
+            "application/json; charset=utf-8",
+            "Application/JSON",
+            "text/plain",
+            "",
+        ] {
+            assert_eq!(kind(other), Ok(BodyKind::LineProtocol), "{other:?}");
+        }
         assert_eq!(
             kind("application/pbjson; proto=com.guance.Point"),
             Err(UnsupportedContentType)
@@ -171,6 +218,9 @@ mod tests {
             BodyKind::from_content_type(None),
             Ok(BodyKind::LineProtocol)
         );
+        for k in [BodyKind::Protobuf, BodyKind::LineProtocol, BodyKind::Json] {
+            assert_eq!(kind(k.content_type()), Ok(k));
+        }
     }
 
     #[test]
@@ -182,10 +232,10 @@ mod tests {
             v.validate(BodyKind::LineProtocol, Category::Logging, n, body)
                 .is_ok()
         );
-        let e = v
+        let v = v
             .validate(BodyKind::LineProtocol, Category::Metric, n, body)
-            .unwrap_err();
-        assert_eq!(e.rule, Rule::MetricStringField);
+            .unwrap();
+        assert_eq!(v.counted.metric_string_field, 1);
     }
 
     #[test]

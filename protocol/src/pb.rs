@@ -16,26 +16,37 @@
 //!              string s = 6; } }
 //! ```
 //!
-//! Every field number and wire type is checked against this schema, every `string` is checked
-//! for UTF-8, and `Any` values are walked as the array or map they declare. Nesting is fixed by
-//! the schema (at most six levels), so there is no recursion on input.
+//! Every field number and wire type is checked against this schema, and `Any` values are walked
+//! as the array or map they declare. Nesting is fixed by the schema (at most six levels), so
+//! there is no recursion on input.
 //!
-//! # Differences from a generic decoder (`prost`), all deliberate
+//! # What Guance reads (gogo's generated decoder, then cliutils' checker)
 //!
-//! Anything we accept, `prost` decodes (tested). We are stricter in that:
-//! - unknown field numbers and group wire types are rejected (a generic decoder skips them);
-//!   the point schema has been stable and a field we cannot see is a field we cannot validate;
-//! - a repeated occurrence of a singular message field (`Field.a`) is validated on its own,
-//!   where protobuf would merge the occurrences;
-//! - the point-model rules apply: a point needs a name and a field, a field needs a key and a
-//!   value, a tag's value is a string, an `Any` is a `point.Array` or `point.Map`.
+//! - A repeated occurrence of a singular field replaces the earlier one (`name`, `time`, a
+//!   field's `key`, `is_tag` and its `val` oneof, an `Any`'s members).
+//! - A field without a value is kept (DataKit's Pipeline makes them); a point without fields
+//!   is kept (DataKit's metric checker leaves them).
+//! - Time 0 means "no timestamp"; any other time is multiplied by the request's precision.
+//! - `±Inf` becomes `u64::MAX` / `i64::MIN` as a float; NaN stays.
+//! - Bytes that are not UTF-8 are kept ([`Rule::InvalidUtf8`] counts them by default).
+//! - Keys repeated in a point: the checker drops them (both copies of a pair; the rules of its
+//!   in-place compaction are reproduced in the reading).
 //!
-//! Scalar fields that occur twice follow protobuf's "last one wins", and so does the `val`
-//! oneof.
+//! # Stricter than Guance, all deliberate
+//!
+//! - Unknown field numbers and group wire types are refused (gogo skips them): a field we cannot
+//!   see is a field we cannot validate. DataKit sends none.
+//! - The point-model limits are refused where Guance's checker would truncate, an empty name
+//!   where it would rename it, an empty key where it would drop it, and a key or tag value with
+//!   a newline or a trailing backslash where it would rewrite it: DataKit's own checker has
+//!   already done all of these before it sends.
+//! - A tag whose value is not a string, or has none, is refused: Guance's checker panics on it.
+//! - An `Any` must be a `point.Array` or a `point.Map` of `BasicTypes`.
 
 use crate::point::{PointChecker, Spelling};
+use crate::reading::{Point, Sink, Time, Value as Reading, clamp_infinite};
 use crate::swar;
-use crate::verdict::{Excerpt, Position, Rejection, Rule, RuleCounts, Verdict};
+use crate::verdict::{Excerpt, Position, Precision, Rejection, Rule, RuleCounts, Verdict};
 
 const ARRAY_TYPE_URL: &[u8] = b"type.googleapis.com/point.Array";
 const MAP_TYPE_URL: &[u8] = b"type.googleapis.com/point.Map";
@@ -156,19 +167,54 @@ fn span(v: Value) -> (usize, usize) {
     }
 }
 
-#[inline(always)]
-fn utf8(b: &[u8], (s, e): (usize, usize)) -> Result<(), Fail> {
-    let text = &b[s..e];
-    if swar::is_ascii(text) || simdutf8::basic::from_utf8(text).is_ok() {
-        Ok(())
-    } else {
-        Err((Rule::InvalidUtf8, s))
+#[inline]
+fn varint(v: Value) -> u64 {
+    match v {
+        Value::Varint(x) => x,
+        Value::Span(..) => 0,
     }
 }
 
+fn f64_at(b: &[u8], (s, _): (usize, usize)) -> f64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&b[s..s + 8]);
+    f64::from_le_bytes(w)
+}
+
+/// One key-value of the point being read, in body order (Guance keeps tags and fields in one
+/// list, and its duplicate rule depends on that order).
+type Kv = (Vec<u8>, bool, Reading);
+
+/// What one batch's walk carries.
+struct Walk<'a, 'c, S> {
+    b: &'a [u8],
+    c: &'c mut PointChecker,
+    nanos: i64,
+    counts: RuleCounts,
+    /// Whether this point holds bytes that are not UTF-8.
+    bad_utf8: bool,
+    sink: &'c mut S,
+    kvs: Vec<Kv>,
+    pt: Point,
+}
+
 /// Validates a whole `PBPoints` batch.
-pub(crate) fn validate(checker: &mut PointChecker, body: &[u8]) -> Result<Verdict, Rejection> {
-    let mut counts = RuleCounts::default();
+pub(crate) fn validate<S: Sink>(
+    checker: &mut PointChecker,
+    body: &[u8],
+    precision: Precision,
+    sink: &mut S,
+) -> Result<Verdict, Rejection> {
+    let mut w = Walk {
+        b: body,
+        c: checker,
+        nanos: precision.nanos_per_unit(),
+        counts: RuleCounts::default(),
+        bad_utf8: false,
+        sink,
+        kvs: Vec::new(),
+        pt: Point::new(),
+    };
     let mut points = 0u64;
     let mut r = Reader::new(body, 0, body.len());
     loop {
@@ -181,12 +227,13 @@ pub(crate) fn validate(checker: &mut PointChecker, body: &[u8]) -> Result<Verdic
         }
         expect(wire, LEN, at).map_err(|f| rejection(body, None, at, f))?;
         let (s, e) = span(value);
-        point(checker, body, s, e, &mut counts).map_err(|f| rejection(body, Some(points), s, f))?;
+        w.point(s, e)
+            .map_err(|f| rejection(body, Some(points), s, f))?;
         points += 1;
     }
     Ok(Verdict {
         points,
-        counted: counts,
+        counted: w.counts,
     })
 }
 
@@ -199,62 +246,6 @@ fn rejection(body: &[u8], index: Option<u64>, start: usize, (rule, offset): Fail
     }
 }
 
-/// Validates one `PBPoint` in `b[start..end]`.
-fn point(
-    c: &mut PointChecker,
-    b: &[u8],
-    start: usize,
-    end: usize,
-    counts: &mut RuleCounts,
-) -> Result<(), Fail> {
-    c.line(end - start).map_err(|r| (r, start))?;
-    c.begin();
-    let mut name = (start, start);
-    let mut r = Reader::new(b, start, end);
-    while let Some((number, wire, value, at)) = r.next()? {
-        match number {
-            1 => {
-                expect(wire, LEN, at)?;
-                name = span(value);
-            }
-            2 => {
-                expect(wire, LEN, at)?;
-                let (s, e) = span(value);
-                field(c, b, s, e)?;
-            }
-            3 => expect(wire, VARINT, at)?,
-            4 => {
-                expect(wire, LEN, at)?;
-                let (s, e) = span(value);
-                strings_only(b, s, e, &[1, 2])?;
-            }
-            5 => {
-                expect(wire, LEN, at)?;
-                let (s, e) = span(value);
-                strings_only(b, s, e, &[1])?;
-            }
-            _ => return Err((Rule::UnknownField, at)),
-        }
-    }
-    utf8(b, name)?;
-    c.measurement(name.1 - name.0)
-        .map_err(|r| (r, name.0.max(start)))?;
-    c.finish(counts).map_err(|r| (r, start))
-}
-
-/// A message whose fields are all `string`s with the given numbers (`Warn`, `Debug`).
-fn strings_only(b: &[u8], start: usize, end: usize, numbers: &[u32]) -> Result<(), Fail> {
-    let mut r = Reader::new(b, start, end);
-    while let Some((number, wire, value, at)) = r.next()? {
-        if !numbers.contains(&number) {
-            return Err((Rule::UnknownField, at));
-        }
-        expect(wire, LEN, at)?;
-        utf8(b, span(value))?;
-    }
-    Ok(())
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Val {
     None,
@@ -264,383 +255,403 @@ enum Val {
     Any { strings: bool },
 }
 
-/// Validates one `Field` in `b[start..end]` and records it in the point.
-fn field(c: &mut PointChecker, b: &[u8], start: usize, end: usize) -> Result<(), Fail> {
-    let mut key = (start, start);
-    let mut is_tag = false;
-    let mut val = Val::None;
-    let mut r = Reader::new(b, start, end);
-    while let Some((number, wire, value, at)) = r.next()? {
+impl<S: Sink> Walk<'_, '_, S> {
+    /// Records text that must be UTF-8 (or is counted as not).
+    #[inline(always)]
+    fn utf8(&mut self, (s, e): (usize, usize)) {
+        let text = &self.b[s..e];
+        if !(swar::is_ascii(text) || simdutf8::basic::from_utf8(text).is_ok()) {
+            self.bad_utf8 = true;
+        }
+    }
+
+    /// Validates one `PBPoint` in `b[start..end]`.
+    fn point(&mut self, start: usize, end: usize) -> Result<(), Fail> {
+        let b = self.b;
+        self.c.line(end - start).map_err(|r| (r, start))?;
+        self.c.begin();
+        self.bad_utf8 = false;
+        if S::ACTIVE {
+            self.kvs.clear();
+        }
+        let mut name = (start, start);
+        let mut time = 0u64;
+        let mut r = Reader::new(b, start, end);
+        while let Some((number, wire, value, at)) = r.next()? {
+            match number {
+                1 => {
+                    expect(wire, LEN, at)?;
+                    name = span(value);
+                }
+                2 => {
+                    expect(wire, LEN, at)?;
+                    let (s, e) = span(value);
+                    self.field(s, e)?;
+                }
+                3 => {
+                    expect(wire, VARINT, at)?;
+                    time = varint(value);
+                }
+                4 => {
+                    expect(wire, LEN, at)?;
+                    let (s, e) = span(value);
+                    self.strings_only(s, e, &[1, 2])?;
+                }
+                5 => {
+                    expect(wire, LEN, at)?;
+                    let (s, e) = span(value);
+                    self.strings_only(s, e, &[1])?;
+                }
+                _ => return Err((Rule::UnknownField, at)),
+            }
+        }
+        self.utf8(name);
+        self.c
+            .measurement(name.1 - name.0)
+            .map_err(|r| (r, name.0.max(start)))?;
+        // Guance multiplies every non-zero time by the precision, without an overflow check.
+        let time = match time as i64 {
+            0 => Time::Unset,
+            t => Time::At(
+                t.checked_mul(self.nanos)
+                    .ok_or((Rule::BadTimestamp, start))?,
+            ),
+        };
+        if self.bad_utf8 {
+            self.c.invalid_utf8().map_err(|r| (r, start))?;
+        }
+        self.c.finish(&mut self.counts).map_err(|r| (r, start))?;
+        if S::ACTIVE {
+            self.emit(name, time);
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self, name: (usize, usize), time: Time) {
+        let mut kvs = core::mem::take(&mut self.kvs);
+        if self.c.has_duplicates() {
+            compact_like_guance(&mut kvs);
+        }
+        self.pt.clear();
+        self.pt.name.extend_from_slice(&self.b[name.0..name.1]);
+        self.pt.time = time;
+        for (k, is_tag, v) in kvs.drain(..) {
+            match (is_tag, v) {
+                (true, Reading::Str(s)) => self.pt.tags.push((k, s)),
+                (_, v) => self.pt.fields.push((k, v)),
+            }
+        }
+        self.kvs = kvs;
+        self.sink.point(&self.pt);
+    }
+
+    /// A message whose fields are all `string`s with the given numbers (`Warn`, `Debug`).
+    fn strings_only(&mut self, start: usize, end: usize, numbers: &[u32]) -> Result<(), Fail> {
+        let mut r = Reader::new(self.b, start, end);
+        while let Some((number, wire, value, at)) = r.next()? {
+            if !numbers.contains(&number) {
+                return Err((Rule::UnknownField, at));
+            }
+            expect(wire, LEN, at)?;
+            self.utf8(span(value));
+        }
+        Ok(())
+    }
+
+    /// Validates one `Field` in `b[start..end]` and records it in the point.
+    fn field(&mut self, start: usize, end: usize) -> Result<(), Fail> {
+        let b = self.b;
+        let mut key = (start, start);
+        let mut is_tag = false;
+        let mut val = Val::None;
+        // The last value, for the reading.
+        let mut last: Option<(u32, Value)> = None;
+        let mut r = Reader::new(b, start, end);
+        while let Some((number, wire, value, at)) = r.next()? {
+            match number {
+                1 => {
+                    expect(wire, LEN, at)?;
+                    key = span(value);
+                }
+                2 | 3 | 5 => {
+                    expect(wire, VARINT, at)?;
+                    val = Val::Scalar;
+                    last = Some((number, value));
+                }
+                4 => {
+                    expect(wire, I64, at)?;
+                    val = Val::Scalar;
+                    last = Some((number, value));
+                }
+                6 => {
+                    expect(wire, LEN, at)?;
+                    let (s, e) = span(value);
+                    val = Val::Bytes(s, e);
+                    last = Some((number, value));
+                }
+                11 => {
+                    expect(wire, LEN, at)?;
+                    let (s, e) = span(value);
+                    self.utf8((s, e));
+                    val = Val::Str(s, e);
+                    last = Some((number, value));
+                }
+                7 => {
+                    expect(wire, LEN, at)?;
+                    let (s, e) = span(value);
+                    let strings = self.any(s, e)?;
+                    val = Val::Any { strings };
+                    last = Some((number, value));
+                }
+                8 => {
+                    expect(wire, VARINT, at)?;
+                    is_tag = varint(value) != 0;
+                }
+                9 => expect(wire, VARINT, at)?,
+                10 | 12 => {
+                    expect(wire, LEN, at)?;
+                    self.utf8(span(value));
+                }
+                _ => return Err((Rule::UnknownField, at)),
+            }
+        }
+        self.utf8(key);
+        let key_bytes = &b[key.0..key.1];
+        if adjusted_by_guance(key_bytes) {
+            return Err((Rule::NewlineOrTrailingBackslash, key.0.max(start)));
+        }
+        self.c
+            .key(b, key.0, key.1, Spelling::Plain, is_tag)
+            .map_err(|r| (r, key.0.max(start)))?;
+        match val {
+            Val::Str(s, e) if is_tag => {
+                if adjusted_by_guance(&b[s..e]) {
+                    return Err((Rule::NewlineOrTrailingBackslash, s));
+                }
+                self.c.tag_value(e - s).map_err(|r| (r, s))?;
+            }
+            // Guance's checker panics on a tag that is not a string.
+            _ if is_tag => return Err((Rule::TagNotString, start)),
+            Val::Str(s, e) | Val::Bytes(s, e) => {
+                self.c.field_value(e - s).map_err(|r| (r, s))?;
+                self.c.string_field().map_err(|r| (r, start))?;
+            }
+            Val::Any { strings: true } => self.c.string_field().map_err(|r| (r, start))?,
+            Val::None | Val::Scalar | Val::Any { strings: false } => {}
+        }
+        if S::ACTIVE {
+            let v = match last {
+                None => Reading::None,
+                Some((number, v)) => self.read(number, v),
+            };
+            self.kvs.push((key_bytes.to_vec(), is_tag, v));
+        }
+        Ok(())
+    }
+
+    /// Guance's reading of a (valid) `Field.val` member.
+    fn read(&self, number: u32, v: Value) -> Reading {
+        let b = self.b;
         match number {
-            1 => {
-                expect(wire, LEN, at)?;
-                key = span(value);
-            }
-            2 | 3 | 5 => {
-                expect(wire, VARINT, at)?;
-                val = Val::Scalar;
-            }
-            4 => {
-                expect(wire, I64, at)?;
-                val = Val::Scalar;
-            }
+            2 => Reading::Int(varint(v) as i64),
+            3 => Reading::Uint(varint(v)),
+            4 => Reading::Float(clamp_infinite(f64_at(b, span(v)))),
+            5 => Reading::Bool(varint(v) != 0),
             6 => {
-                expect(wire, LEN, at)?;
-                let (s, e) = span(value);
-                val = Val::Bytes(s, e);
+                let (s, e) = span(v);
+                Reading::Bytes(b[s..e].to_vec())
             }
             11 => {
-                expect(wire, LEN, at)?;
-                let (s, e) = span(value);
-                utf8(b, (s, e))?;
-                val = Val::Str(s, e);
+                let (s, e) = span(v);
+                Reading::Str(b[s..e].to_vec())
             }
-            7 => {
-                expect(wire, LEN, at)?;
-                let (s, e) = span(value);
-                let strings = any(c, b, s, e)?;
-                val = Val::Any { strings };
+            _ => {
+                let (s, e) = span(v);
+                read_any(b, s, e)
             }
-            8 => {
-                expect(wire, VARINT, at)?;
-                is_tag = matches!(value, Value::Varint(v) if v != 0);
-            }
-            9 => expect(wire, VARINT, at)?,
-            10 | 12 => {
-                expect(wire, LEN, at)?;
-                utf8(b, span(value))?;
-            }
-            _ => return Err((Rule::UnknownField, at)),
         }
     }
-    utf8(b, key)?;
-    c.key(b, key.0, key.1, Spelling::Plain, is_tag)
-        .map_err(|r| (r, key.0.max(start)))?;
-    match val {
-        Val::None => Err((Rule::MissingValue, start)),
-        Val::Str(s, e) if is_tag => c.tag_value(e - s).map_err(|r| (r, s)),
-        _ if is_tag => Err((Rule::TagNotString, start)),
-        Val::Str(s, e) | Val::Bytes(s, e) => {
-            c.field_value(e - s).map_err(|r| (r, s))?;
-            c.string_field().map_err(|r| (r, start))
-        }
-        Val::Any { strings: true } => c.string_field().map_err(|r| (r, start)),
-        Val::Scalar | Val::Any { strings: false } => Ok(()),
-    }
-}
 
-/// Validates a `google.protobuf.Any` holding a `point.Array` or `point.Map`; returns whether it
-/// holds string or bytes values.
-fn any(c: &PointChecker, b: &[u8], start: usize, end: usize) -> Result<bool, Fail> {
-    let mut type_url = (start, start);
-    let mut value = (start, start);
-    let mut r = Reader::new(b, start, end);
-    while let Some((number, wire, v, at)) = r.next()? {
-        match number {
-            1 => {
-                expect(wire, LEN, at)?;
-                type_url = span(v);
-                utf8(b, type_url)?;
-            }
-            2 => {
-                expect(wire, LEN, at)?;
-                value = span(v);
-            }
-            _ => return Err((Rule::UnknownField, at)),
-        }
-    }
-    let (s, e) = value;
-    let mut strings = false;
-    let mut r = Reader::new(b, s, e);
-    match &b[type_url.0..type_url.1] {
-        ARRAY_TYPE_URL => {
-            while let Some((number, wire, v, at)) = r.next()? {
-                if number != 1 {
-                    return Err((Rule::UnknownField, at));
-                }
-                expect(wire, LEN, at)?;
-                let (s, e) = span(v);
-                strings |= basic(c, b, s, e)?;
-            }
-        }
-        MAP_TYPE_URL => {
-            while let Some((number, wire, v, at)) = r.next()? {
-                if number != 1 {
-                    return Err((Rule::UnknownField, at));
-                }
-                expect(wire, LEN, at)?;
-                let (s, e) = span(v);
-                let mut entry = Reader::new(b, s, e);
-                while let Some((number, wire, v, at)) = entry.next()? {
+    /// Validates a `google.protobuf.Any` holding a `point.Array` or `point.Map`; returns
+    /// whether it holds string or bytes values.
+    fn any(&mut self, start: usize, end: usize) -> Result<bool, Fail> {
+        let b = self.b;
+        let mut type_url = (start, start);
+        let mut value = (start, start);
+        let mut r = Reader::new(b, start, end);
+        while let Some((number, wire, v, at)) = r.next()? {
+            match number {
+                1 => {
                     expect(wire, LEN, at)?;
-                    match number {
-                        1 => utf8(b, span(v))?,
-                        2 => {
-                            let (s, e) = span(v);
-                            strings |= basic(c, b, s, e)?;
+                    type_url = span(v);
+                }
+                2 => {
+                    expect(wire, LEN, at)?;
+                    value = span(v);
+                }
+                _ => return Err((Rule::UnknownField, at)),
+            }
+        }
+        let (s, e) = value;
+        let mut strings = false;
+        let mut r = Reader::new(b, s, e);
+        match &b[type_url.0..type_url.1] {
+            ARRAY_TYPE_URL => {
+                while let Some((number, wire, v, at)) = r.next()? {
+                    if number != 1 {
+                        return Err((Rule::UnknownField, at));
+                    }
+                    expect(wire, LEN, at)?;
+                    let (s, e) = span(v);
+                    strings |= self.basic(s, e)?;
+                }
+            }
+            MAP_TYPE_URL => {
+                while let Some((number, wire, v, at)) = r.next()? {
+                    if number != 1 {
+                        return Err((Rule::UnknownField, at));
+                    }
+                    expect(wire, LEN, at)?;
+                    let (s, e) = span(v);
+                    let mut entry = Reader::new(b, s, e);
+                    while let Some((number, wire, v, at)) = entry.next()? {
+                        expect(wire, LEN, at)?;
+                        match number {
+                            1 => self.utf8(span(v)),
+                            2 => {
+                                let (s, e) = span(v);
+                                strings |= self.basic(s, e)?;
+                            }
+                            _ => return Err((Rule::UnknownField, at)),
                         }
-                        _ => return Err((Rule::UnknownField, at)),
                     }
                 }
             }
+            _ => return Err((Rule::BadAnyType, type_url.0.max(start))),
         }
-        _ => return Err((Rule::BadAnyType, type_url.0.max(start))),
+        Ok(strings)
     }
-    Ok(strings)
+
+    /// Validates a `BasicTypes`; returns whether its (last) value is a string or bytes.
+    fn basic(&mut self, start: usize, end: usize) -> Result<bool, Fail> {
+        let mut strings = false;
+        let mut r = Reader::new(self.b, start, end);
+        while let Some((number, wire, v, at)) = r.next()? {
+            strings = match number {
+                1 | 2 | 4 => {
+                    expect(wire, VARINT, at)?;
+                    false
+                }
+                3 => {
+                    expect(wire, I64, at)?;
+                    false
+                }
+                5 | 6 => {
+                    expect(wire, LEN, at)?;
+                    let (s, e) = span(v);
+                    if number == 6 {
+                        self.utf8((s, e));
+                    }
+                    self.c.field_value(e - s).map_err(|r| (r, s))?;
+                    true
+                }
+                _ => return Err((Rule::UnknownField, at)),
+            };
+        }
+        Ok(strings)
+    }
 }
 
-/// Validates a `BasicTypes`; returns whether its (last) value is a string or bytes.
-fn basic(c: &PointChecker, b: &[u8], start: usize, end: usize) -> Result<bool, Fail> {
-    let mut strings = false;
+/// Whether Guance's checker would rewrite this key or tag value (`adjustKV`: a newline becomes
+/// a space, trailing backslashes are dropped).
+#[inline(always)]
+fn adjusted_by_guance(text: &[u8]) -> bool {
+    text.last() == Some(&b'\\') || memchr::memchr(b'\n', text).is_some()
+}
+
+/// Guance's reading of a (valid) `Any`: the array's or map's scalars.
+fn read_any(b: &[u8], start: usize, end: usize) -> Reading {
+    let mut type_url = (start, start);
+    let mut value = (start, start);
     let mut r = Reader::new(b, start, end);
-    while let Some((number, wire, v, at)) = r.next()? {
-        strings = match number {
-            1 | 2 | 4 => {
-                expect(wire, VARINT, at)?;
-                false
-            }
-            3 => {
-                expect(wire, I64, at)?;
-                false
-            }
-            5 | 6 => {
-                expect(wire, LEN, at)?;
+    while let Ok(Some((number, _, v, _))) = r.next() {
+        match number {
+            1 => type_url = span(v),
+            _ => value = span(v),
+        }
+    }
+    let mut r = Reader::new(b, value.0, value.1);
+    if &b[type_url.0..type_url.1] == ARRAY_TYPE_URL {
+        let mut out = Vec::new();
+        while let Ok(Some((_, _, v, _))) = r.next() {
+            let (s, e) = span(v);
+            out.push(read_basic(b, s, e));
+        }
+        Reading::Array(out)
+    } else {
+        let mut out: Vec<(Vec<u8>, Reading)> = Vec::new();
+        while let Ok(Some((_, _, v, _))) = r.next() {
+            let (s, e) = span(v);
+            let mut entry = Reader::new(b, s, e);
+            let (mut key, mut val) = (Vec::new(), Reading::None);
+            while let Ok(Some((number, _, v, _))) = entry.next() {
                 let (s, e) = span(v);
-                if number == 6 {
-                    utf8(b, (s, e))?;
+                if number == 1 {
+                    key = b[s..e].to_vec();
+                } else {
+                    val = read_basic(b, s, e);
                 }
-                c.field_value(e - s).map_err(|r| (r, s))?;
-                true
             }
-            _ => return Err((Rule::UnknownField, at)),
+            // A protobuf map keeps the last entry of a key.
+            match out.iter_mut().find(|(k, _)| *k == key) {
+                Some(slot) => slot.1 = val,
+                None => out.push((key, val)),
+            }
+        }
+        Reading::Map(out)
+    }
+}
+
+fn read_basic(b: &[u8], start: usize, end: usize) -> Reading {
+    let mut out = Reading::None;
+    let mut r = Reader::new(b, start, end);
+    while let Ok(Some((number, _, v, _))) = r.next() {
+        out = match number {
+            1 => Reading::Int(varint(v) as i64),
+            2 => Reading::Uint(varint(v)),
+            3 => Reading::Float(f64_at(b, span(v))),
+            4 => Reading::Bool(varint(v) != 0),
+            5 => {
+                let (s, e) = span(v);
+                Reading::Bytes(b[s..e].to_vec())
+            }
+            _ => {
+                let (s, e) = span(v);
+                Reading::Str(b[s..e].to_vec())
+            }
         };
     }
-    Ok(strings)
+    out
+}
+
+/// Guance's checker on keys that occur more than once (`checkKVs` with `keyConflict`): it
+/// walks the list, drops a key that occurs more than once in the list *as it stands*, and
+/// compacts the kept ones to the front in place, so later copies may survive an earlier drop.
+pub(crate) fn compact_like_guance(kvs: &mut Vec<Kv>) {
+    let mut idx = 0;
+    for i in 0..kvs.len() {
+        let count = kvs.iter().filter(|(k, _, _)| *k == kvs[i].0).count();
+        if count <= 1 {
+            kvs.swap(idx, i);
+            // Go writes `kvs[idx] = x` without clearing slot i: keep a copy of it there.
+            if idx != i {
+                kvs[i] = kvs[idx].clone();
+            }
+            idx += 1;
+        }
+    }
+    kvs.truncate(idx);
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::verdict::{Category, Limits, RuleActions};
-
-    /// A tiny protobuf writer for hand-made cases.
-    #[derive(Default)]
-    struct W(Vec<u8>);
-    impl W {
-        fn varint(mut self, mut v: u64) -> Self {
-            while v >= 0x80 {
-                self.0.push((v as u8) | 0x80);
-                v >>= 7;
-            }
-            self.0.push(v as u8);
-            self
-        }
-        fn tag(self, n: u32, wire: u8) -> Self {
-            self.varint(u64::from(n) << 3 | u64::from(wire))
-        }
-        fn len(self, n: u32, bytes: &[u8]) -> Self {
-            let mut w = self.tag(n, LEN).varint(bytes.len() as u64);
-            w.0.extend_from_slice(bytes);
-            w
-        }
-        fn int(self, n: u32, v: u64) -> Self {
-            self.tag(n, VARINT).varint(v)
-        }
-        fn f64(self, n: u32, v: f64) -> Self {
-            let mut w = self.tag(n, I64);
-            w.0.extend_from_slice(&v.to_le_bytes());
-            w
-        }
-    }
-
-    fn f_int(key: &str, v: u64) -> Vec<u8> {
-        W::default().len(1, key.as_bytes()).int(2, v).0
-    }
-    fn f_str(key: &str, v: &str, tag: bool) -> Vec<u8> {
-        W::default()
-            .len(1, key.as_bytes())
-            .len(11, v.as_bytes())
-            .int(8, u64::from(tag))
-            .0
-    }
-    fn pt(name: &str, fields: &[Vec<u8>]) -> Vec<u8> {
-        let mut w = W::default().len(1, name.as_bytes());
-        for f in fields {
-            w = w.len(2, f);
-        }
-        w.int(3, 1_700_000_000_000_000_000).0
-    }
-    fn batch(points: &[Vec<u8>]) -> Vec<u8> {
-        let mut w = W::default();
-        for p in points {
-            w = w.len(1, p);
-        }
-        w.0
-    }
-    fn run(category: Category, body: &[u8]) -> Result<Verdict, Rejection> {
-        let mut c = PointChecker::new(Limits::default(), RuleActions::default(), category);
-        validate(&mut c, body)
-    }
-    fn rule(category: Category, body: &[u8]) -> Rule {
-        run(category, body).expect_err("must be rejected").rule
-    }
-
-    #[test]
-    fn valid_batch_counts_points() {
-        let body = batch(&[
-            pt("cpu", &[f_str("host", "a", true), f_int("usage", 5)]),
-            pt("mem", &[W::default().len(1, b"free").f64(4, 1.5).0]),
-        ]);
-        assert_eq!(run(Category::Metric, &body).unwrap().points, 2);
-        assert_eq!(run(Category::Metric, &[]).unwrap().points, 0);
-    }
-
-    #[test]
-    fn auxiliary_warns_and_debugs_tolerated() {
-        let warn = W::default().len(1, b"type").len(2, b"msg").0;
-        let debug = W::default().len(1, b"info").0;
-        let mut p = pt("cpu", &[f_int("usage", 5)]);
-        p.extend(W::default().len(4, &warn).len(5, &debug).0);
-        assert_eq!(run(Category::Metric, &batch(&[p])).unwrap().points, 1);
-        let bad_warn = W::default().len(3, b"x").0;
-        let mut p = pt("cpu", &[f_int("usage", 5)]);
-        p.extend(W::default().len(4, &bad_warn).0);
-        assert_eq!(rule(Category::Metric, &batch(&[p])), Rule::UnknownField);
-    }
-
-    #[test]
-    fn any_array_and_map_accepted_and_checked() {
-        let elems = W::default()
-            .len(1, &W::default().int(1, 5).0)
-            .len(1, &W::default().int(1, 6).0);
-        let any = W::default().len(1, ARRAY_TYPE_URL).len(2, &elems.0);
-        let f = W::default().len(1, b"arr").len(7, &any.0).0;
-        assert!(run(Category::Metric, &batch(&[pt("m", &[f])])).is_ok());
-
-        let entry = W::default()
-            .len(1, b"k")
-            .len(2, &W::default().len(6, b"v").0);
-        let map = W::default().len(1, &entry.0);
-        let any = W::default().len(2, &map.0).len(1, MAP_TYPE_URL);
-        let f = W::default().len(1, b"map").len(7, &any.0).0;
-        let body = batch(&[pt("m", std::slice::from_ref(&f))]);
-        assert!(run(Category::Logging, &body).is_ok());
-        assert_eq!(rule(Category::Metric, &body), Rule::MetricStringField);
-
-        let any = W::default()
-            .len(1, b"type.googleapis.com/point.Other")
-            .len(2, &map.0);
-        let f = W::default().len(1, b"x").len(7, &any.0).0;
-        assert_eq!(
-            rule(Category::Logging, &batch(&[pt("m", &[f])])),
-            Rule::BadAnyType
-        );
-
-        let bad_utf8 = W::default().len(1, &W::default().len(6, &[0xff]).0);
-        let any = W::default().len(1, ARRAY_TYPE_URL).len(2, &bad_utf8.0);
-        let f = W::default().len(1, b"x").len(7, &any.0).0;
-        assert_eq!(
-            rule(Category::Logging, &batch(&[pt("m", &[f])])),
-            Rule::InvalidUtf8
-        );
-    }
-
-    #[test]
-    fn schema_violations_rejected() {
-        let c = Category::Logging;
-        // top level: unknown field, wrong wire type
-        assert_eq!(rule(c, &W::default().len(2, b"").0), Rule::UnknownField);
-        assert_eq!(rule(c, &W::default().int(1, 3).0), Rule::WrongWireType);
-        // truncated length and truncated varint
-        assert_eq!(rule(c, &[0x0a, 0x05, 0x01]), Rule::Truncated);
-        assert_eq!(rule(c, &[0x0a, 0x80]), Rule::Truncated);
-        // eleven-byte varint, and a tenth byte > 1
-        let mut long = vec![0x0a];
-        long.extend([0xff; 10]);
-        long.push(0x00);
-        assert_eq!(rule(c, &long), Rule::BadVarint);
-        let mut ten = vec![0x0a];
-        ten.extend([0xff; 9]);
-        ten.push(0x02);
-        assert_eq!(rule(c, &ten), Rule::BadVarint);
-        // field number 0, group wire type
-        assert_eq!(rule(c, &[0x02, 0x00]), Rule::UnknownField);
-        assert_eq!(rule(c, &[0x0b]), Rule::WrongWireType);
-        // point: name as varint
-        let p = W::default().int(1, 5).0;
-        assert_eq!(rule(c, &batch(&[p])), Rule::WrongWireType);
-        // field: i as a string
-        let f = W::default().len(1, b"k").len(2, b"x").0;
-        assert_eq!(rule(c, &batch(&[pt("m", &[f])])), Rule::WrongWireType);
-        // field: unknown number 13
-        let f = W::default().len(1, b"k").int(2, 1).int(13, 1).0;
-        assert_eq!(rule(c, &batch(&[pt("m", &[f])])), Rule::UnknownField);
-    }
-
-    #[test]
-    fn point_model_violations_rejected() {
-        let c = Category::Logging;
-        assert_eq!(
-            rule(c, &batch(&[pt("", &[f_int("a", 1)])])),
-            Rule::MissingMeasurement
-        );
-        assert_eq!(rule(c, &batch(&[pt("m", &[])])), Rule::MissingFields);
-        let f = W::default().len(1, b"k").0;
-        assert_eq!(rule(c, &batch(&[pt("m", &[f])])), Rule::MissingValue);
-        let f = W::default().len(1, b"k").int(2, 1).int(8, 1).0;
-        assert_eq!(rule(c, &batch(&[pt("m", &[f])])), Rule::TagNotString);
-        let f = W::default().int(2, 1).0;
-        assert_eq!(rule(c, &batch(&[pt("m", &[f])])), Rule::EmptyKey);
-        let dup = [f_int("a", 1), f_str("a", "x", true)];
-        assert_eq!(rule(c, &batch(&[pt("m", &dup)])), Rule::DuplicateKey);
-        let f = f_str("k", "\u{ff}", false);
-        let mut bad = f.clone();
-        let pos = bad.iter().rposition(|&x| x == 0xbf).unwrap();
-        bad[pos] = 0xff;
-        assert_eq!(rule(c, &batch(&[pt("m", &[bad])])), Rule::InvalidUtf8);
-        assert_eq!(
-            rule(Category::Metric, &batch(&[pt("m", &[f])])),
-            Rule::MetricStringField
-        );
-        let bytes = W::default().len(1, b"k").len(6, &[0xff]).0;
-        assert_eq!(
-            rule(Category::Metric, &batch(&[pt("m", &[bytes])])),
-            Rule::MetricStringField
-        );
-        let e = run(c, &batch(&[pt("ok", &[f_int("a", 1)]), pt("m", &[])])).unwrap_err();
-        assert_eq!(e.position, Position::Point(Some(1)));
-    }
-
-    #[test]
-    fn last_value_of_oneof_wins() {
-        // s then i: the value is an integer, allowed in metric
-        let f = W::default().len(1, b"k").len(11, b"x").int(2, 1).0;
-        assert!(run(Category::Metric, &batch(&[pt("m", &[f])])).is_ok());
-        // i then s: a string
-        let f = W::default().len(1, b"k").int(2, 1).len(11, b"x").0;
-        assert_eq!(
-            rule(Category::Metric, &batch(&[pt("m", &[f])])),
-            Rule::MetricStringField
-        );
-    }
-
-    #[test]
-    fn limits_apply() {
-        let limits = Limits {
-            max_tag_value_bytes: 2,
-            max_field_value_bytes: 3,
-            ..Limits::default()
-        };
-        let mut c = PointChecker::new(limits, RuleActions::default(), Category::Logging);
-        let body = batch(&[pt("m", &[f_str("t", "abc", true), f_int("x", 1)])]);
-        assert_eq!(
-            validate(&mut c, &body).unwrap_err().rule,
-            Rule::TagValueTooLong
-        );
-        let body = batch(&[pt("m", &[f_str("t", "abcd", false)])]);
-        assert_eq!(
-            validate(&mut c, &body).unwrap_err().rule,
-            Rule::FieldValueTooLong
-        );
-    }
-}
+mod tests;

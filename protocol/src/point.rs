@@ -21,8 +21,10 @@ const LINEAR_KEYS: usize = 32;
 pub(crate) enum Spelling {
     /// The bytes are the key.
     Plain,
-    /// Line protocol escapes (`\,`, `\=`, `\ `, `\\`) may be present.
-    LineProtocol,
+    /// A line-protocol tag key: `\,`, `\=`, `\ ` may be present (Guance's `unescapeTag`).
+    LpTag,
+    /// A line-protocol field key: also `\"` (Guance's `escape.AppendUnescaped`).
+    LpField,
     /// JSON string escapes may be present (the raw bytes between the quotes).
     Json,
 }
@@ -66,11 +68,14 @@ pub(crate) struct PointChecker {
     fields: u32,
     broke: u8,
     expected_seen: bool,
+    /// Whether the last key recorded was a duplicate (counted, not refused).
+    last_duplicate: bool,
 }
 
 const BROKE_STRING: u8 = 1;
 const BROKE_RESERVED: u8 = 2;
 const BROKE_DUP: u8 = 4;
+const BROKE_UTF8: u8 = 8;
 
 impl PointChecker {
     pub(crate) fn new(limits: Limits, actions: RuleActions, category: Category) -> PointChecker {
@@ -101,6 +106,7 @@ impl PointChecker {
             fields: 0,
             broke: 0,
             expected_seen: false,
+            last_duplicate: false,
         }
     }
 
@@ -137,11 +143,36 @@ impl PointChecker {
         self.fields = 0;
         self.broke = 0;
         self.expected_seen = false;
+        self.last_duplicate = false;
     }
 
     #[inline]
     pub(crate) fn fields(&self) -> u32 {
         self.fields
+    }
+
+    /// Whether the key just recorded repeats an earlier key of the point.
+    #[inline]
+    pub(crate) fn last_duplicate(&self) -> bool {
+        self.last_duplicate
+    }
+
+    /// Whether any key of this point so far was a (counted) duplicate.
+    #[inline]
+    pub(crate) fn has_duplicates(&self) -> bool {
+        self.broke & BROKE_DUP != 0
+    }
+
+    /// Records bytes that are not UTF-8 in this point.
+    #[inline]
+    pub(crate) fn invalid_utf8(&mut self) -> Result<(), Rule> {
+        self.violate(Rule::InvalidUtf8, BROKE_UTF8, self.actions.invalid_utf8)
+    }
+
+    /// The action for a rule that a format checks itself.
+    #[inline]
+    pub(crate) fn actions(&self) -> &RuleActions {
+        &self.actions
     }
 
     /// Checks the measurement's (unescaped) length.
@@ -252,7 +283,8 @@ impl PointChecker {
         if self.has_key_rules {
             self.key_rules(input, key)?;
         }
-        if self.is_duplicate(input, key) {
+        self.last_duplicate = self.is_duplicate(input, key);
+        if self.last_duplicate {
             self.violate(Rule::DuplicateKey, BROKE_DUP, self.actions.duplicate_key)?;
         }
         Ok(())
@@ -273,7 +305,10 @@ impl PointChecker {
         match spelling {
             Spelling::Json => crate::json::unescape_into(raw, &mut self.unescaped)
                 .map_err(|()| Rule::JsonSyntax)?,
-            _ => unescape_line_protocol(raw, &mut self.unescaped),
+            Spelling::LpTag => unescape_line_protocol(raw, false, &mut self.unescaped),
+            Spelling::LpField | Spelling::Plain => {
+                unescape_line_protocol(raw, true, &mut self.unescaped)
+            }
         }
         let bytes = &self.unescaped[from..];
         if bytes.is_empty() {
@@ -304,12 +339,11 @@ impl PointChecker {
         Ok(())
     }
 
-    /// Ends the point, counting the rules it broke that are configured to count.
+    /// Ends the point, counting the rules it broke that are configured to count. A point
+    /// without fields is the format's business (line protocol cannot spell one; Guance keeps
+    /// protobuf and JSON points with tags only).
     #[inline]
     pub(crate) fn finish(&mut self, counts: &mut RuleCounts) -> Result<(), Rule> {
-        if self.fields == 0 {
-            return Err(Rule::MissingFields);
-        }
         if !self.expected_seen && self.expected.is_some() {
             self.violate(
                 Rule::MissingExpectedKey,
@@ -327,6 +361,9 @@ impl PointChecker {
             }
             if self.broke & BROKE_DUP != 0 {
                 counts.add(Rule::DuplicateKey);
+            }
+            if self.broke & BROKE_UTF8 != 0 {
+                counts.add(Rule::InvalidUtf8);
             }
         }
         Ok(())
@@ -417,12 +454,21 @@ impl PointChecker {
     }
 }
 
-/// Appends the unescaped form of a line-protocol name, key or tag value.
-pub(crate) fn unescape_line_protocol(raw: &[u8], out: &mut Vec<u8>) {
+/// Appends the unescaped form of a line-protocol name, key or tag value, as Guance reads it:
+/// `\,`, `\=` and `\ ` stand for the byte, and so does `\"` where `quotes` (measurements and
+/// field keys); every other backslash stays, `\\` included. (The validator refuses the
+/// spellings where Guance's scanners and unescapers disagree: an escaped backslash before one of
+/// those bytes.)
+pub(crate) fn unescape_line_protocol(raw: &[u8], quotes: bool, out: &mut Vec<u8>) {
     let mut i = 0;
     while i < raw.len() {
         let b = raw[i];
-        if b == b'\\' && matches!(raw.get(i + 1), Some(b',' | b'=' | b' ' | b'\\')) {
+        let escapes = match raw.get(i + 1) {
+            Some(b',' | b'=' | b' ') => true,
+            Some(b'"') => quotes,
+            _ => false,
+        };
+        if b == b'\\' && escapes {
             out.push(raw[i + 1]);
             i += 2;
         } else {
@@ -493,6 +539,7 @@ fn hash(b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verdict::Action;
 
     fn checker(category: Category) -> PointChecker {
         PointChecker::new(Limits::default(), RuleActions::default(), category)
@@ -505,15 +552,24 @@ mod tests {
     ) -> Result<(), Rule> {
         c.begin();
         for &(s, e, tag) in spans {
-            c.key(input, s, e, Spelling::LineProtocol, tag)?;
+            c.key(input, s, e, Spelling::LpField, tag)?;
         }
         c.finish(&mut RuleCounts::default())
+    }
+
+    fn strict(category: Category) -> PointChecker {
+        let actions = RuleActions {
+            duplicate_key: Action::Reject,
+            reserved_key: Action::Reject,
+            ..RuleActions::default()
+        };
+        PointChecker::new(Limits::default(), actions, category)
     }
 
     #[test]
     fn key_duplicate_tag_and_field_rejected() {
         let input = b"host host";
-        let mut c = checker(Category::Metric);
+        let mut c = strict(Category::Metric);
         assert_eq!(
             keys(&mut c, input, &[(0, 4, true), (5, 9, false)]),
             Err(Rule::DuplicateKey)
@@ -523,7 +579,7 @@ mod tests {
     #[test]
     fn key_escaped_spelling_of_same_key_is_duplicate() {
         let input = b"a\\ b a b";
-        let mut c = checker(Category::Metric);
+        let mut c = strict(Category::Metric);
         // "a\ b" unescapes to "a b"
         assert_eq!(
             keys(&mut c, input, &[(0, 4, false), (5, 8, false)]),
@@ -540,7 +596,7 @@ mod tests {
             input.extend_from_slice(format!("key_{i}").as_bytes());
             spans.push((s, input.len(), false));
         }
-        let mut c = checker(Category::Metric);
+        let mut c = strict(Category::Metric);
         assert_eq!(keys(&mut c, &input, &spans), Ok(()));
         spans.push(spans[500]);
         assert_eq!(keys(&mut c, &input, &spans), Err(Rule::DuplicateKey));
@@ -594,7 +650,7 @@ mod tests {
     #[test]
     fn reserved_and_expected_keys_follow_actions() {
         let input = b"source status";
-        let mut c = checker(Category::Logging);
+        let mut c = strict(Category::Logging);
         assert_eq!(
             keys(&mut c, input, &[(0, 6, true), (7, 13, false)]),
             Err(Rule::ReservedKey)
@@ -621,12 +677,26 @@ mod tests {
     }
 
     #[test]
-    fn finish_without_fields_rejected() {
+    fn finish_without_fields_accepted_and_duplicates_counted_by_default() {
         let mut c = checker(Category::Metric);
-        assert_eq!(
-            keys(&mut c, b"t", &[(0, 1, true)]),
-            Err(Rule::MissingFields)
-        );
+        assert_eq!(keys(&mut c, b"t", &[(0, 1, true)]), Ok(()));
+        let mut counts = RuleCounts::default();
+        c.begin();
+        c.key(b"aa", 0, 1, Spelling::Plain, false).unwrap();
+        c.key(b"aa", 1, 2, Spelling::Plain, false).unwrap();
+        assert!(c.last_duplicate() && c.has_duplicates());
+        c.finish(&mut counts).unwrap();
+        assert_eq!(counts.duplicate_key, 1);
+    }
+
+    #[test]
+    fn unescape_line_protocol_follows_guance_per_position() {
+        let mut out = Vec::new();
+        unescape_line_protocol(br#"a\,b\ c\=d\"e\\f\qg"#, true, &mut out);
+        assert_eq!(out, br#"a,b c=d"e\\f\qg"#);
+        out.clear();
+        unescape_line_protocol(br#"a\,b\ c\=d\"e\\,f"#, false, &mut out);
+        assert_eq!(out, br#"a,b c=d\"e\,f"#);
     }
 
     #[test]
@@ -649,7 +719,7 @@ mod tests {
             input.extend_from_slice(format!("prefix__{i:05}__suffix").as_bytes());
             spans.push((s, input.len(), false));
         }
-        let mut c = checker(Category::Metric);
+        let mut c = strict(Category::Metric);
         assert_eq!(keys(&mut c, &input, &spans), Ok(()));
         spans.push(spans[999]);
         assert_eq!(keys(&mut c, &input, &spans), Err(Rule::DuplicateKey));

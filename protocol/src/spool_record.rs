@@ -340,9 +340,12 @@ mod tests {
     fn sample(body: &[u8]) -> Payload {
         Payload::new(
             1_700_000_000_123,
-            "/v1/write/metric?token=tkn_x&precision=s",
+            "/v1/write/metric?token=tkn_x0000000000000000000000000000000&precision=s",
             [
-                ("content-type", &b"application/x-protobuf"[..]),
+                (
+                    "content-type",
+                    &b"application/protobuf; proto=com.guance.Point"[..],
+                ),
                 ("x-points", &b"3"[..]),
             ],
             Bytes::copy_from_slice(body),
@@ -365,7 +368,10 @@ mod tests {
         let r = decode_frame(&f).expect("valid");
         assert_eq!(r.seq, 42);
         assert_eq!(r.appended_unix_ms, 1_700_000_000_123);
-        assert_eq!(r.path, "/v1/write/metric?token=tkn_x&precision=s");
+        assert_eq!(
+            r.path,
+            "/v1/write/metric?token=tkn_x0000000000000000000000000000000&precision=s"
+        );
         assert_eq!(r.headers.len(), 2);
         assert_eq!(r.headers[1].0, "x-points");
         assert_eq!(&r.headers[1].1[..], b"3");
@@ -478,7 +484,10 @@ mod tests {
         let (at, len) = (scan.records[2].1, scan.records[2].2);
         let r = decode_frame(&Bytes::copy_from_slice(&seed[at..at + len])).expect("decodes");
         assert_eq!(r.seq, 3);
-        assert_eq!(r.path, "/v1/write/metric?token=tkn_x");
+        assert_eq!(
+            r.path,
+            "/v1/write/metric?token=tkn_x0000000000000000000000000000000"
+        );
         assert_eq!(&r.body[..], b"m f=2i 1\n");
     }
 

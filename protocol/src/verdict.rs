@@ -180,26 +180,40 @@ impl Default for Limits {
 }
 
 /// Which configurable rules reject and which only count.
+///
+/// Every default is [`Action::Count`]: real DataKit sends each of these (a metric input that
+/// does not use the metric options keeps its string fields; a point built with the checker
+/// off keeps a reserved or duplicate key; log lines carry whatever bytes the file held), and
+/// Guance accepts them, so refusing them by default would drop DataKit's data. An operator may
+/// make any of them reject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RuleActions {
-    /// A string or binary field (or an array of strings) in a `metric` point. Default: reject.
+    /// A string or binary field (or an array of strings) in a `metric` point. Guance's metric
+    /// options drop such fields on its side.
     pub metric_string_field: Action,
-    /// A reserved key (`source`/`date` in logging, `class`/`date` in objects). Default: reject.
+    /// A reserved key (`source`/`date` in logging, `class`/`date` in objects). Guance's
+    /// category options drop the key on its side.
     pub reserved_key: Action,
-    /// The same key twice in a point (tag and field, or twice as either). Default: reject.
+    /// The same key twice in a point (tag and field, or twice as either). Guance keeps one of
+    /// them or none (see `docs/protocol.md`). Two tags with one key in line protocol are always
+    /// refused: Guance's parser refuses them ([`Rule::DuplicateTag`]).
     pub duplicate_key: Action,
     /// A point without its category's expected key (`status` in logging, `name` in objects).
-    /// Default: count.
+    /// Guance adds it with a default value.
     pub missing_expected_key: Action,
+    /// Bytes that are not UTF-8 in a protobuf or line-protocol name, key or value. Guance stores
+    /// the bytes as they are. (JSON must always be UTF-8: Go's decoder would replace them.)
+    pub invalid_utf8: Action,
 }
 
 impl Default for RuleActions {
     fn default() -> Self {
         RuleActions {
-            metric_string_field: Action::Reject,
-            reserved_key: Action::Reject,
-            duplicate_key: Action::Reject,
+            metric_string_field: Action::Count,
+            reserved_key: Action::Count,
+            duplicate_key: Action::Count,
             missing_expected_key: Action::Count,
+            invalid_utf8: Action::Count,
         }
     }
 }
@@ -232,18 +246,31 @@ pub enum Precision {
 }
 
 impl Precision {
-    /// Parses the value of a `precision` query parameter (`n`, `ns`, `u`, `us`, `ms`, `s`, `m`,
-    /// `h`).
+    /// Parses the value of a `precision` query parameter: `n` (or `ns`, or empty), `u`, `ms`,
+    /// `s`, `m`, `h`, the units Guance knows (cliutils `PrecStr`). Anything else is `None`:
+    /// Guance would silently read it as nanoseconds (even `us`), so it is refused instead.
     pub fn parse(s: &str) -> Option<Precision> {
         Some(match s {
-            "n" | "ns" => Precision::Nanoseconds,
-            "u" | "us" | "µs" => Precision::Microseconds,
+            "" | "n" | "ns" => Precision::Nanoseconds,
+            "u" => Precision::Microseconds,
             "ms" => Precision::Milliseconds,
             "s" => Precision::Seconds,
             "m" => Precision::Minutes,
             "h" => Precision::Hours,
             _ => return None,
         })
+    }
+
+    /// The canonical spelling, as forwarded (`n u ms s m h`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Nanoseconds => "n",
+            Precision::Microseconds => "u",
+            Precision::Milliseconds => "ms",
+            Precision::Seconds => "s",
+            Precision::Minutes => "m",
+            Precision::Hours => "h",
+        }
     }
 
     /// Nanoseconds per unit.
@@ -295,6 +322,34 @@ pub enum Rule {
     TrailingContent,
     /// A tab, NUL or carriage return inside a measurement, key or tag value.
     UnexpectedCharacter,
+    /// An escaped backslash right before `,`, space, `=` or `"` in a name, key or tag value:
+    /// Guance's parser takes the separator as escaped, so it reads another point.
+    AmbiguousEscape,
+    /// An empty line-protocol body (Guance refuses it).
+    EmptyBody,
+    /// A comment line that Guance's line splitter does not end at its line end (a quote or
+    /// bracket in it makes Guance skip the lines that follow, or read a point out of it).
+    BadComment,
+    /// The same tag key twice in a line-protocol point (Guance's parser refuses it).
+    DuplicateTag,
+    /// `[ ]` in a field key (Guance's line splitter counts them and can cut the line).
+    BracketInKey,
+    /// Measurement and tags together longer than 65,535 bytes, with a field key (Guance's
+    /// parser's series-key limit).
+    SeriesKeyTooLong,
+    /// A timestamp before 1970 in line protocol or JSON: Guance replaces it with the time it
+    /// receives the point.
+    NegativeTimestamp,
+    /// A line without a timestamp under a `precision` other than nanoseconds: Guance would
+    /// multiply its receive time by the precision and overflow.
+    TimestampRequired,
+    /// An empty array (Guance drops the field).
+    EmptyArray,
+    /// An empty binary value `""b` (Guance drops the point).
+    EmptyBinary,
+    /// A protobuf or JSON key or tag value with a newline or a trailing backslash: Guance's
+    /// checker rewrites it (a space for the newline, the backslashes dropped).
+    NewlineOrTrailingBackslash,
     // --- protobuf ---
     /// A message that ends inside a field.
     Truncated,
@@ -360,6 +415,17 @@ impl Rule {
             Rule::UnterminatedString => "unterminated_string",
             Rule::TrailingContent => "trailing_content",
             Rule::UnexpectedCharacter => "unexpected_character",
+            Rule::AmbiguousEscape => "ambiguous_escape",
+            Rule::EmptyBody => "empty_body",
+            Rule::BadComment => "bad_comment",
+            Rule::DuplicateTag => "duplicate_tag",
+            Rule::BracketInKey => "bracket_in_key",
+            Rule::SeriesKeyTooLong => "series_key_too_long",
+            Rule::NegativeTimestamp => "negative_timestamp",
+            Rule::TimestampRequired => "timestamp_required",
+            Rule::EmptyArray => "empty_array",
+            Rule::EmptyBinary => "empty_binary",
+            Rule::NewlineOrTrailingBackslash => "newline_or_trailing_backslash",
             Rule::Truncated => "truncated",
             Rule::BadVarint => "bad_varint",
             Rule::UnknownField => "unknown_field",
@@ -403,6 +469,27 @@ impl Rule {
             Rule::UnexpectedCharacter => {
                 "a tab, NUL or carriage return inside a measurement, key or tag value"
             }
+            Rule::AmbiguousEscape => {
+                "an escaped backslash before a separator: Guance would read the separator as escaped"
+            }
+            Rule::EmptyBody => "the body is empty",
+            Rule::BadComment => {
+                "a quote, bracket or backslash in a comment would make Guance skip or misread lines"
+            }
+            Rule::DuplicateTag => "a tag key appears twice in the point",
+            Rule::BracketInKey => "a field key contains [ or ]",
+            Rule::SeriesKeyTooLong => "measurement, tags and a field key exceed 65535 bytes",
+            Rule::NegativeTimestamp => {
+                "the timestamp is before 1970: Guance would replace it with the receive time"
+            }
+            Rule::TimestampRequired => {
+                "with a precision other than ns every line needs a timestamp"
+            }
+            Rule::EmptyArray => "an empty array: Guance would drop the field",
+            Rule::EmptyBinary => "an empty binary value: Guance would drop the point",
+            Rule::NewlineOrTrailingBackslash => {
+                "a key or tag value holds a newline or ends with a backslash: Guance would rewrite it"
+            }
             Rule::Truncated => "the protobuf message is truncated",
             Rule::BadVarint => "a protobuf varint is malformed",
             Rule::UnknownField => "a protobuf field number is not in the point schema",
@@ -444,6 +531,8 @@ pub struct RuleCounts {
     pub duplicate_key: u64,
     /// Points missing the expected key.
     pub missing_expected_key: u64,
+    /// Points with bytes that are not UTF-8.
+    pub invalid_utf8: u64,
 }
 
 impl RuleCounts {
@@ -459,6 +548,7 @@ impl RuleCounts {
             (Rule::ReservedKey, self.reserved_key),
             (Rule::DuplicateKey, self.duplicate_key),
             (Rule::MissingExpectedKey, self.missing_expected_key),
+            (Rule::InvalidUtf8, self.invalid_utf8),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -470,6 +560,7 @@ impl RuleCounts {
             Rule::ReservedKey => self.reserved_key += 1,
             Rule::DuplicateKey => self.duplicate_key += 1,
             Rule::MissingExpectedKey => self.missing_expected_key += 1,
+            Rule::InvalidUtf8 => self.invalid_utf8 += 1,
             _ => {}
         }
     }
@@ -645,5 +736,8 @@ mod tests {
         assert_eq!(Precision::parse("m"), Some(Precision::Minutes));
         assert_eq!(Precision::parse("h"), Some(Precision::Hours));
         assert_eq!(Precision::parse("d"), None);
+        // Guance reads `us` as nanoseconds: refused rather than read two ways.
+        assert_eq!(Precision::parse("us"), None);
+        assert_eq!(Precision::parse(""), Some(Precision::Nanoseconds));
     }
 }

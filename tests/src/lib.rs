@@ -26,11 +26,11 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpListener;
 
 /// The token bound to `agent-1` (mapped upstream to [`WORKSPACE_TOKEN`]).
-pub const TOKEN_1: &str = "tkn_agent1_0123456789abcdef01234567";
+pub const TOKEN_1: &str = "tkn_agent100000000000000000000000000";
 /// The token bound to `agent-2` (not mapped).
-pub const TOKEN_2: &str = "tkn_agent2_0123456789abcdef01234567";
+pub const TOKEN_2: &str = "tkn_agent200000000000000000000000000";
 /// The workspace token the gateway forwards for [`TOKEN_1`].
-pub const WORKSPACE_TOKEN: &str = "tkn_workspace_realrealrealrealreal";
+pub const WORKSPACE_TOKEN: &str = "tkn_workspace00000000000000000000000";
 
 /// A request the fake upstream received.
 #[derive(Debug, Clone)]

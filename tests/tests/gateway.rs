@@ -91,7 +91,7 @@ async fn push_every_body_kind_arrives_byte_identical_with_mapped_token() {
         );
         assert_eq!(
             got.uri,
-            format!("/v1/write/metric?token={WORKSPACE_TOKEN}&precision=n")
+            format!("/v1/write/metric?precision=n&token={WORKSPACE_TOKEN}")
         );
         assert_eq!(
             got.headers["x-points"],
@@ -170,7 +170,7 @@ async fn auth_refusals_happen_before_anything_is_forwarded() {
     let r = gw
         .post(
             "agent-1",
-            "/v1/write/metric?token=tkn_unknown",
+            "/v1/write/metric?token=tkn_unknown0000000000000000000000000",
             &h,
             LP.into(),
         )

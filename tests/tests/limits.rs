@@ -105,7 +105,7 @@ async fn random_tokens_leave_no_limiter_state() {
     let tracked = gw.metric("oneway_limit_tracked_tokens", &[]).await;
     assert_eq!(tracked, 1.0);
     for i in 0..200 {
-        let uri = format!("/v1/write/metric?token=tkn_random_{i:08}");
+        let uri = format!("/v1/write/metric?token=tkn_random{i:026}");
         assert_eq!(push(&gw, "agent-1", &uri, LP).await.status, 401);
     }
     assert_eq!(push(&gw, "agent-1", &ok, LP).await.status, 200);

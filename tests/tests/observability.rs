@@ -72,14 +72,9 @@ async fn scrape_after_traffic() -> String {
         .await
         .expect("push");
     assert_eq!(ok.status, 200, "{}", ok.body);
-    // A string field in a metric point, a corrupt gzip body, an unknown token.
+    // A malformed value, a corrupt gzip body, an unknown token.
     let invalid = gw
-        .post(
-            "agent-1",
-            &write,
-            &lp,
-            b"cpu,host=a v=\"text\" 1\n".to_vec(),
-        )
+        .post("agent-1", &write, &lp, b"cpu,host=a v=tru 1\n".to_vec())
         .await
         .expect("push");
     assert_eq!(invalid.status, 400, "{}", invalid.body);
@@ -91,7 +86,7 @@ async fn scrape_after_traffic() -> String {
     let unknown = gw
         .post(
             "agent-1",
-            "/v1/write/metric?token=tkn_unknown_0123456789abcdef0123456",
+            "/v1/write/metric?token=tkn_unknown0000000000000000000000000",
             &lp,
             b"cpu v=1i 1\n".to_vec(),
         )

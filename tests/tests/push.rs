@@ -87,7 +87,7 @@ async fn a_line_protocol_file_arrives_as_is_and_refusals_are_counted() {
 
     // A token the gateway does not know: every answer is a 401, counted, nothing delivered.
     let summary = run(PushConfig {
-        token: "tkn_unknown_0123456789abcdef0123456".into(),
+        token: "tkn_unknown0000000000000000000000000".into(),
         count: Some(5),
         connections: 2,
         ..config(&gw)
@@ -169,7 +169,7 @@ async fn a_saved_body_is_what_push_sends() {
         &path,
     )
     .expect("save");
-    assert_eq!(saved.content_type, "application/x-protobuf");
+    assert_eq!(saved.content_type, oneway_protocol::PROTOBUF_CONTENT_TYPE);
     assert_eq!(saved.content_encoding, Some("zstd"));
     let decoded = zstd::decode_all(&std::fs::read(&path).expect("read")[..]).expect("unzstd");
     assert_eq!(saved.decoded, decoded.len() as u64);

@@ -108,7 +108,7 @@ async fn failing_upstream_spools_then_drains_in_order_byte_for_byte() {
             "{}",
             r.uri
         );
-        assert!(r.uri.contains("precision=ns"), "{}", r.uri);
+        assert!(r.uri.contains("precision=n&"), "{}", r.uri);
         let lines = body.iter().filter(|&&b| b == b'\n').count();
         assert_eq!(r.headers["x-points"], lines.to_string().as_str());
         assert_eq!(r.headers["content-type"], "application/line-protocol");

@@ -324,3 +324,81 @@ pub(crate) fn threaded_upstream_on(addr: &str, delay: Duration) -> Upstream {
     });
     up
 }
+
+/// `oneway agent` on `listen` for the quickstart's agent-1, towards `gateway`.
+pub(crate) fn agent_command(
+    dir: &std::path::Path,
+    listen: std::net::SocketAddr,
+    gateway: std::net::SocketAddr,
+) -> Command {
+    let mut command = Command::new(ONEWAY);
+    command
+        .arg("agent")
+        .arg(format!("--listen={listen}"))
+        .arg(format!("--gateway={gateway}"))
+        .args(["--server-name", "localhost", "--ca"])
+        .arg(dir.join("ca.pem"))
+        .arg("--cert")
+        .arg(dir.join("agent-1.pem"))
+        .arg("--key")
+        .arg(dir.join("agent-1.key"));
+    command
+}
+
+/// The lines a process has written to its stderr so far.
+pub(crate) type Log = Arc<Mutex<Vec<String>>>;
+
+/// [`agent_command`] with `args`; returns it once it listens, with the sandbox report it
+/// printed and its log (kept as it goes on).
+pub(crate) fn launch_agent(
+    dir: &std::path::Path,
+    listen: std::net::SocketAddr,
+    gateway: std::net::SocketAddr,
+    args: &[String],
+) -> (Running, serde_json::Value, Log) {
+    let mut child = agent_command(dir, listen, gateway)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let child = Running::new(child);
+    let log: Log = Arc::default();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let kept = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            kept.lock().unwrap().push(line.clone());
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut report = None;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("the agent did not start in time");
+        if let Some(json) = line.strip_prefix("oneway agent: sandbox ") {
+            report = Some(serde_json::from_str(json).unwrap());
+        }
+        if line.contains("agent listening") {
+            break;
+        }
+    }
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    (
+        child,
+        report.expect("the agent printed no sandbox report"),
+        log,
+    )
+}
+
+/// A loopback address nothing listens on right now.
+pub(crate) fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}

@@ -29,16 +29,19 @@ pub struct Point {
     pub time: Option<i64>,
 }
 
+/// Escapes as DataKit's encoder does (influxdb1-client's escape functions): a backslash before
+/// each special byte, backslashes themselves left as they are (Guance unescapes only the
+/// specials).
 fn escape_lp(out: &mut String, s: &str, specials: &[char]) {
     for c in s.chars() {
-        if c == '\\' || specials.contains(&c) {
+        if specials.contains(&c) {
             out.push('\\');
         }
         out.push(c);
     }
 }
 
-fn base64(bytes: &[u8]) -> String {
+pub fn base64(bytes: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::new();
     for chunk in bytes.chunks(3) {
@@ -90,7 +93,7 @@ impl Point {
             if i > 0 {
                 out.push(',');
             }
-            escape_lp(out, k, &[',', '=', ' ']);
+            escape_lp(out, k, &[',', '=', ' ', '"']);
             out.push('=');
             match v {
                 Value::Int(x) => write!(out, "{x}i").expect("infallible"),
