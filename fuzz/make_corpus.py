@@ -584,7 +584,8 @@ def write(target, seeds, most=25):
     directory = os.path.join(CORPUS, target)
     os.makedirs(directory, exist_ok=True)
     for name in os.listdir(directory):
-        if name not in seeds:
+        # `found_*`: inputs a test or a fuzz run found read two ways, kept as they were found.
+        if name not in seeds and not name.startswith("found_"):
             os.remove(os.path.join(directory, name))
     for name, data in sorted(seeds.items()):
         if len(data) >= MAX_SEED:

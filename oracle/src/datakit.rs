@@ -71,17 +71,9 @@ pub struct Recorder {
 impl Recorder {
     /// Starts the server; it answers `200 {}` unless `status_file` holds another status.
     pub fn start(status_file: Option<PathBuf>) -> std::io::Result<Recorder> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
         let requests = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::clone(&requests);
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let shared = Arc::clone(&shared);
-                let status_file = status_file.clone();
-                std::thread::spawn(move || serve(stream, &shared, status_file.as_deref()));
-            }
-        });
+        let addr = accept_loop(move |stream| serve(stream, &shared, status_file.as_deref()))?;
         Ok(Recorder { addr, requests })
     }
 
@@ -89,6 +81,20 @@ impl Recorder {
     pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().map(|r| r.clone()).unwrap_or_default()
     }
+}
+
+/// Listens on a loopback port and serves each connection on a thread of its own.
+fn accept_loop(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let serve = Arc::new(serve);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let serve = Arc::clone(&serve);
+            std::thread::spawn(move || serve(stream));
+        }
+    });
+    Ok(addr)
 }
 
 fn serve(stream: TcpStream, requests: &Mutex<Vec<Recorded>>, status_file: Option<&Path>) {
@@ -196,16 +202,9 @@ pub struct Tee {
 impl Tee {
     /// Starts a relay to `target`.
     pub fn start(target: SocketAddr) -> std::io::Result<Tee> {
-        let listener = TcpListener::bind("127.0.0.1:0")?;
-        let addr = listener.local_addr()?;
         let exchanges = Arc::new(Mutex::new(Vec::new()));
         let shared = Arc::clone(&exchanges);
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let shared = Arc::clone(&shared);
-                std::thread::spawn(move || relay(stream, target, &shared));
-            }
-        });
+        let addr = accept_loop(move |stream| relay(stream, target, &shared))?;
         Ok(Tee { addr, exchanges })
     }
 

@@ -401,37 +401,45 @@ fn compare_point(p: &Point, t: &Json) -> Result<(), String> {
         return Err(format!("time {want_time} read as {}", t["time"]));
     }
     let tags = t["tags"].as_object().ok_or("no tags object")?;
-    if tags.len() != p.tags.len() {
-        return Err(format!("{} tags read as {}", p.tags.len(), tags.len()));
+    let ours = as_printed(&p.tags);
+    if tags.len() != ours.len() {
+        return Err(format!("{} tags read as {}", ours.len(), tags.len()));
     }
-    for (k, v) in &p.tags {
-        match tags.get(&lossy(k)) {
+    for (k, v) in &ours {
+        match tags.get(k) {
             Some(Json::String(s)) if *s == lossy(v) => {}
-            other => {
-                return Err(format!(
-                    "tag {:?}={:?} read as {other:?}",
-                    lossy(k),
-                    lossy(v)
-                ));
-            }
+            other => return Err(format!("tag {k:?}={:?} read as {other:?}", lossy(v))),
         }
     }
     let fields = t["fields"].as_object().ok_or("no fields object")?;
-    if fields.len() != p.fields.len() {
+    let ours = as_printed(&p.fields);
+    if fields.len() != ours.len() {
         return Err(format!(
             "{} fields read as {}: {:?}",
-            p.fields.len(),
+            ours.len(),
             fields.len(),
             fields.keys().collect::<Vec<_>>()
         ));
     }
-    for (k, v) in &p.fields {
+    for (k, v) in &ours {
         let theirs = fields
-            .get(&lossy(k))
-            .ok_or_else(|| format!("field {:?} missing", lossy(k)))?;
-        compare_value(v, theirs).map_err(|e| format!("field {:?}: {e}", lossy(k)))?;
+            .get(k)
+            .ok_or_else(|| format!("field {k:?} missing"))?;
+        compare_value(v, theirs).map_err(|e| format!("field {k:?}: {e}"))?;
     }
     Ok(())
+}
+
+/// Key-values as the oracle prints them: keys in byte order, each printed lossily (see
+/// [`lossy`]), so two keys that differ only in bytes that are not UTF-8 print alike, and JSON
+/// keeps the last of them.
+fn as_printed<T: Clone>(kvs: &[(Vec<u8>, T)]) -> std::collections::BTreeMap<String, T> {
+    let mut sorted: Vec<&(Vec<u8>, T)> = kvs.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    sorted
+        .into_iter()
+        .map(|(k, v)| (lossy(k), v.clone()))
+        .collect()
 }
 
 fn compare_value(v: &Value, t: &Json) -> Result<(), String> {
@@ -500,25 +508,7 @@ fn same_float(x: f64, t: &Json) -> bool {
 
 /// Standard padded base64, as the oracle prints bytes.
 pub fn base64_decode(s: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => break,
-        };
-        acc = acc << 6 | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
+    oneway_protocol::reading::base64_decode(s.as_bytes())
 }
 
 #[cfg(test)]

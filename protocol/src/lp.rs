@@ -41,12 +41,14 @@
 //!   under a precision (the receive time multiplied by the precision). An empty array `[]` is
 //!   the exception: DataKit writes one (with dict fields on) and Guance drops that field, so
 //!   it is accepted and read as no field.
-//! - Stricter than Guance and harmless: no tab, NUL or CR in names, keys or tag values; no
-//!   trailing backslash; no leading `+`, `.5` or `1.`; no `inf` or `nan` in arrays; no spaces
-//!   in arrays; UTF-8 is checked (a rule that only counts by default, as Guance keeps the bytes).
+//! - Stricter than Guance and harmless: no tab or NUL at the start of the first field key
+//!   (Guance skips it); no trailing backslash; no leading `+`, `.5` or `1.`; no `inf` or `nan`
+//!   in arrays; no spaces in arrays; UTF-8 is checked (a rule that only counts by default, as
+//!   Guance keeps the bytes). Tabs, CRs and NULs inside names, keys and tag values are kept,
+//!   as Guance keeps them.
 
 use crate::point::{PointChecker, Spelling, unescape_line_protocol};
-use crate::reading::{Point, Sink, Time, Value};
+use crate::reading::{BASE64, Point, Sink, Time, Value, base64_decode};
 use crate::swar;
 use crate::verdict::{Action, Excerpt, Position, Precision, Rejection, Rule, RuleCounts, Verdict};
 
@@ -54,18 +56,17 @@ use crate::verdict::{Action, Excerpt, Position, Precision, Rejection, Rule, Rule
 const STOP_MEASUREMENT: u8 = 1;
 const STOP_KEY: u8 = 2;
 const STOP_TAG_VALUE: u8 = 4;
-/// Stop bytes that need a closer look: escapes and control characters.
+/// Stop bytes that need a closer look: escapes.
 const SPECIAL: u8 = 8;
 
+/// Tabs, CRs and NULs are ordinary bytes inside a name, key or tag value, as they are to
+/// Guance (it skips tabs and NULs only where a token starts: see [`Parser::point`]).
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     t[b',' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE;
     t[b' ' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE;
     t[b'\\' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE | SPECIAL;
     t[b'\n' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE;
-    t[b'\r' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE | SPECIAL;
-    t[b'\t' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE | SPECIAL;
-    t[0] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE | SPECIAL;
     t[b'=' as usize] = STOP_KEY | STOP_TAG_VALUE;
     t
 };
@@ -334,6 +335,10 @@ impl<S: Sink> Parser<'_, '_, S> {
         while i < n && b[i] == b' ' {
             i += 1;
         }
+        // Guance skips tabs and NULs here too: a first key starting with one reads otherwise.
+        if matches!(b.get(i), Some(b'\t' | 0)) {
+            return Err((Rule::UnexpectedCharacter, i));
+        }
 
         // fields
         loop {
@@ -419,7 +424,7 @@ impl<S: Sink> Parser<'_, '_, S> {
         Ok((i, 0))
     }
 
-    /// The rest of [`Self::scan`] from a backslash or control byte at `i`.
+    /// The rest of [`Self::scan`] from a backslash at `i`.
     ///
     /// Guance's scanners take a byte as escaped when the byte before it is a backslash, so a
     /// run of backslashes of any length escapes the byte after it. Its line splitter pairs
@@ -460,9 +465,6 @@ impl<S: Sink> Parser<'_, '_, S> {
                 }
                 i = stop(b, j + 1, class).0;
                 continue;
-            }
-            if i < n && matches!(b[i], b'\t' | b'\r' | 0) {
-                return Err((Rule::UnexpectedCharacter, i));
             }
             return Ok((i, escapes));
         }
@@ -784,24 +786,6 @@ fn parse_u64(digits: &[u8]) -> Option<u64> {
     Some(v)
 }
 
-static BASE64: [u8; 256] = {
-    let mut t = [0xffu8; 256];
-    let mut c = 0u8;
-    while c < 26 {
-        t[(b'A' + c) as usize] = c;
-        t[(b'a' + c) as usize] = 26 + c;
-        c += 1;
-    }
-    let mut d = 0u8;
-    while d < 10 {
-        t[(b'0' + d) as usize] = 52 + d;
-        d += 1;
-    }
-    t[b'+' as usize] = 62;
-    t[b'/' as usize] = 63;
-    t
-};
-
 /// The decoded length of padded standard base64, or `None` if it is not valid (Go's
 /// `base64.StdEncoding`, without the line breaks it would skip).
 fn base64_len(s: &[u8]) -> Option<usize> {
@@ -820,25 +804,6 @@ fn base64_len(s: &[u8]) -> Option<usize> {
     // Go refuses padding whose dropped bits are not zero only in strict mode; StdEncoding
     // is not strict, so any bits are fine.
     Some(s.len() / 4 * 3 - pad)
-}
-
-fn base64_decode(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len() / 4 * 3);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for &c in s {
-        let v = BASE64[usize::from(c)];
-        if v == 0xff {
-            break;
-        }
-        acc = acc << 6 | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
 }
 
 /// Guance's reading of a (valid) value at `b[i..end]`.

@@ -166,3 +166,43 @@ pub(crate) fn clamp_infinite(f: f64) -> f64 {
         f
     }
 }
+
+/// Standard base64 digit values (`0xff`: not a digit).
+pub(crate) static BASE64: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut c = 0u8;
+    while c < 26 {
+        t[(b'A' + c) as usize] = c;
+        t[(b'a' + c) as usize] = 26 + c;
+        c += 1;
+    }
+    let mut d = 0u8;
+    while d < 10 {
+        t[(b'0' + d) as usize] = 52 + d;
+        d += 1;
+    }
+    t[b'+' as usize] = 62;
+    t[b'/' as usize] = 63;
+    t
+};
+
+/// The bytes of standard base64 `s`, up to its padding (or its first byte that is not a
+/// digit): how Guance's binary values and the oracle's printed bytes read.
+pub fn base64_decode(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() / 4 * 3);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for &c in s {
+        let v = BASE64[usize::from(c)];
+        if v == 0xff {
+            break;
+        }
+        acc = acc << 6 | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}

@@ -320,7 +320,8 @@ pub enum Rule {
     UnterminatedString,
     /// Content after the timestamp, or a stray carriage return.
     TrailingContent,
-    /// A tab, NUL or carriage return inside a measurement, key or tag value.
+    /// A byte where none can be: after the tags, or a tab or NUL that Guance would skip
+    /// before the first field key.
     UnexpectedCharacter,
     /// An escaped backslash right before `,`, space, `=` or `"` in a name, key or tag value:
     /// Guance's parser takes the separator as escaped, so it reads another point.
@@ -467,7 +468,7 @@ impl Rule {
             Rule::UnterminatedString => "a quoted string is not terminated",
             Rule::TrailingContent => "unexpected content at the end of the line",
             Rule::UnexpectedCharacter => {
-                "a tab, NUL or carriage return inside a measurement, key or tag value"
+                "an unexpected byte after the tags, or a tab or NUL before the first field key"
             }
             Rule::AmbiguousEscape => {
                 "an escaped backslash before a separator: Guance would read the separator as escaped"

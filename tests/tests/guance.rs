@@ -3,58 +3,53 @@
 //! ones of what checked the body; the query is read as Go reads it and rebuilt; what DataKit
 //! really sends passes, with the rules it breaks counted. Every refusal forwards nothing.
 
+#[path = "../../protocol/tests/support/model.rs"]
+#[expect(
+    dead_code,
+    unreachable_pub,
+    reason = "a shared model; this test uses part of it"
+)]
+mod model;
+
+use model::{PbField, PbPoint, PbPoints, pb_field};
 use oneway_tests::{FakeUpstream, TOKEN_1, TestGateway, WORKSPACE_TOKEN, gzip};
 
 const PB: &str = "application/protobuf; proto=com.guance.Point";
 
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+/// A `PBPoints` batch of one point with `fields`, encoded by `prost` from the model.
+fn pb_point(name: &str, fields: Vec<PbField>, time: i64) -> Vec<u8> {
+    let batch = PbPoints {
+        arr: vec![PbPoint {
+            name: name.into(),
+            fields,
+            time,
+            ..PbPoint::default()
+        }],
+    };
+    prost::Message::encode_to_vec(&batch)
+}
+
+fn pb_tag(key: &str, value: &str) -> PbField {
+    PbField {
+        is_tag: true,
+        ..pb_string(key, value)
     }
-    out.push(v as u8);
 }
 
-fn len_field(out: &mut Vec<u8>, number: u64, bytes: &[u8]) {
-    varint(out, number << 3 | 2);
-    varint(out, bytes.len() as u64);
-    out.extend_from_slice(bytes);
-}
-
-/// A `PBPoints` batch of one point: `name`, then each field as encoded `Field` bytes.
-fn pb_point(name: &str, fields: &[Vec<u8>], time: u64) -> Vec<u8> {
-    let mut point = Vec::new();
-    len_field(&mut point, 1, name.as_bytes());
-    for f in fields {
-        len_field(&mut point, 2, f);
+fn pb_string(key: &str, value: &str) -> PbField {
+    PbField {
+        key: key.into(),
+        val: Some(pb_field::Val::S(value.into())),
+        ..PbField::default()
     }
-    varint(&mut point, 3 << 3);
-    varint(&mut point, time);
-    let mut batch = Vec::new();
-    len_field(&mut batch, 1, &point);
-    batch
 }
 
-fn pb_tag(key: &str, value: &str) -> Vec<u8> {
-    let mut f = Vec::new();
-    len_field(&mut f, 1, key.as_bytes());
-    len_field(&mut f, 11, value.as_bytes());
-    varint(&mut f, 8 << 3);
-    varint(&mut f, 1);
-    f
-}
-
-fn pb_string(key: &str, value: &str) -> Vec<u8> {
-    let mut f = Vec::new();
-    len_field(&mut f, 1, key.as_bytes());
-    len_field(&mut f, 11, value.as_bytes());
-    f
-}
-
-fn pb_no_value(key: &str) -> Vec<u8> {
-    let mut f = Vec::new();
-    len_field(&mut f, 1, key.as_bytes());
-    f
+/// A field with a key and no value, as DataKit's Pipeline makes it.
+fn pb_no_value(key: &str) -> PbField {
+    PbField {
+        key: key.into(),
+        ..PbField::default()
+    }
 }
 
 async fn setup() -> (FakeUpstream, TestGateway) {
@@ -67,7 +62,7 @@ async fn setup() -> (FakeUpstream, TestGateway) {
 async fn content_type_picks_the_parser_guance_picks_and_is_forwarded_canonical() {
     let (up, gw) = setup().await;
     let uri = format!("/v1/write/metric?token={TOKEN_1}");
-    let pb = pb_point("cpu", &[pb_tag("host", "a"), pb_string("v", "x")], 1);
+    let pb = pb_point("cpu", vec![pb_tag("host", "a"), pb_string("v", "x")], 1);
     // Guance reads every spelling but DataKit's exact one as line protocol: so does oneway,
     // and protobuf bytes are not line protocol.
     for spelling in [
@@ -269,11 +264,15 @@ async fn what_datakit_sends_passes_and_the_rules_it_breaks_are_counted() {
     let bodies = [
         pb_point(
             "custom",
-            &[pb_tag("host", "h"), pb_string("version", "1.2.3")],
+            vec![pb_tag("host", "h"), pb_string("version", "1.2.3")],
             1,
         ),
-        pb_point("app", &[pb_string("message", "m"), pb_no_value("extra")], 1),
-        pb_point("only_string", &[pb_tag("host", "h")], 1),
+        pb_point(
+            "app",
+            vec![pb_string("message", "m"), pb_no_value("extra")],
+            1,
+        ),
+        pb_point("only_string", vec![pb_tag("host", "h")], 1),
     ];
     for body in &bodies {
         let r = gw

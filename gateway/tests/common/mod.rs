@@ -106,13 +106,7 @@ pub(crate) fn launch_wrapped(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (rx, _) = read_log(child.stderr.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(20);
     let field = |line: &str, name: &str| -> Option<std::net::SocketAddr> {
         let rest = line.split(name).nth(1)?;
@@ -348,6 +342,20 @@ pub(crate) fn agent_command(
 /// The lines a process has written to its stderr so far.
 pub(crate) type Log = Arc<Mutex<Vec<String>>>;
 
+/// Reads a process's stderr as it comes: each line goes to the receiver and into the log.
+fn read_log(stderr: std::process::ChildStderr) -> (std::sync::mpsc::Receiver<String>, Log) {
+    let log: Log = Arc::default();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let kept = Arc::clone(&log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            kept.lock().unwrap().push(line.clone());
+            let _ = tx.send(line);
+        }
+    });
+    (rx, log)
+}
+
 /// [`agent_command`] with `args`; returns it once it listens, with the sandbox report it
 /// printed and its log (kept as it goes on).
 pub(crate) fn launch_agent(
@@ -362,17 +370,8 @@ pub(crate) fn launch_agent(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
+    let (rx, log) = read_log(child.stderr.take().unwrap());
     let child = Running::new(child);
-    let log: Log = Arc::default();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let kept = Arc::clone(&log);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            kept.lock().unwrap().push(line.clone());
-            let _ = tx.send(line);
-        }
-    });
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut report = None;
     loop {
