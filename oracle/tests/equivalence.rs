@@ -72,6 +72,15 @@ fn corpus_cases() -> Vec<Case> {
     for data in corpus("guance") {
         cases.push(Case::from_bytes(&data));
     }
+    // A fuzz run's own corpus (`fuzz/README.md`), when one is given.
+    if let Some(dir) = std::env::var_os("ONEWAY_GUANCE_CORPUS") {
+        for entry in std::fs::read_dir(&dir).expect("ONEWAY_GUANCE_CORPUS is a directory") {
+            let path = entry.expect("corpus entry").path();
+            cases.push(Case::from_bytes(
+                &std::fs::read(&path).expect("corpus file"),
+            ));
+        }
+    }
     cases
 }
 

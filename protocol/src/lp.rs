@@ -56,18 +56,23 @@ use crate::verdict::{Action, Excerpt, Position, Precision, Rejection, Rule, Rule
 const STOP_MEASUREMENT: u8 = 1;
 const STOP_KEY: u8 = 2;
 const STOP_TAG_VALUE: u8 = 4;
-/// Stop bytes that need a closer look: escapes.
+/// Stop bytes that need a closer look: escapes, and brackets in a field key.
 const SPECIAL: u8 = 8;
+/// A field key: a tag key's stop bytes, and `[` `]` (refused there).
+const STOP_FIELD_KEY: u8 = 16;
+const STOPS: u8 = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE | STOP_FIELD_KEY;
 
 /// Tabs, CRs and NULs are ordinary bytes inside a name, key or tag value, as they are to
 /// Guance (it skips tabs and NULs only where a token starts: see [`Parser::point`]).
 static CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
-    t[b',' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE;
-    t[b' ' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE;
-    t[b'\\' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE | SPECIAL;
-    t[b'\n' as usize] = STOP_MEASUREMENT | STOP_KEY | STOP_TAG_VALUE;
-    t[b'=' as usize] = STOP_KEY | STOP_TAG_VALUE;
+    t[b',' as usize] = STOPS;
+    t[b' ' as usize] = STOPS;
+    t[b'\\' as usize] = STOPS | SPECIAL;
+    t[b'\n' as usize] = STOPS;
+    t[b'=' as usize] = STOP_KEY | STOP_TAG_VALUE | STOP_FIELD_KEY;
+    t[b'[' as usize] = STOP_FIELD_KEY | SPECIAL;
+    t[b']' as usize] = STOP_FIELD_KEY | SPECIAL;
     t
 };
 
@@ -343,7 +348,7 @@ impl<S: Sink> Parser<'_, '_, S> {
         // fields
         loop {
             let key_start = i;
-            let (key_end, escapes) = self.scan(key_start, STOP_KEY, true)?;
+            let (key_end, escapes) = self.scan(key_start, STOP_FIELD_KEY, true)?;
             if b.get(key_end) != Some(&b'=') {
                 let at_end = matches!(b.get(key_end), None | Some(b'\n' | b'\r'));
                 if key_end == key_start && at_end && self.c.fields() == 0 {
@@ -352,9 +357,6 @@ impl<S: Sink> Parser<'_, '_, S> {
                 return Err((Rule::BadField, key_end));
             }
             let key = &b[key_start..key_end];
-            if memchr::memchr2(b'[', b']', key).is_some() {
-                return Err((Rule::BracketInKey, key_start));
-            }
             if series + 4 + key.len() > MAX_SERIES_KEY {
                 return Err((Rule::SeriesKeyTooLong, key_start));
             }
@@ -444,6 +446,10 @@ impl<S: Sink> Parser<'_, '_, S> {
         let n = b.len();
         let mut escapes = 0;
         loop {
+            if i < n && matches!(b[i], b'[' | b']') {
+                // Only a field key stops at a bracket: Guance's line splitter counts them.
+                return Err((Rule::BracketInKey, i));
+            }
             if i < n && b[i] == b'\\' {
                 let run = b[i..].iter().take_while(|&&c| c == b'\\').count();
                 let j = i + run;
@@ -452,7 +458,7 @@ impl<S: Sink> Parser<'_, '_, S> {
                     Some(&c @ (b',' | b'=' | b' ')) => {
                         escapes += 1;
                         if run % 2 == 0 {
-                            if quotes && class == STOP_KEY {
+                            if class == STOP_FIELD_KEY {
                                 return Err((Rule::AmbiguousEscape, i));
                             }
                             if c == b' ' {
@@ -461,6 +467,11 @@ impl<S: Sink> Parser<'_, '_, S> {
                         }
                     }
                     Some(b'"') if quotes => escapes += 1,
+                    // Guance's line splitter pairs backslashes: after an even run it counts
+                    // the bracket.
+                    Some(b'[' | b']') if run % 2 == 0 && class == STOP_FIELD_KEY => {
+                        return Err((Rule::BracketInKey, j));
+                    }
                     Some(_) => {}
                 }
                 i = stop(b, j + 1, class).0;
@@ -471,7 +482,7 @@ impl<S: Sink> Parser<'_, '_, S> {
     }
 
     /// Parses a field value at `i`; returns the offset after it.
-    #[inline]
+    #[inline(always)]
     fn field_value(&mut self, i: usize) -> Result<usize, Fail> {
         let (end, kind) = match self.b.get(i) {
             Some(b'[') => return self.array(i),
@@ -576,6 +587,15 @@ impl<S: Sink> Parser<'_, '_, S> {
         if digits.is_empty() {
             return Err((Rule::BadTimestamp, i));
         }
+        // The common case, positive nanoseconds, needs no arithmetic: only the range matters,
+        // checked on the digits, and only the reading needs the value.
+        if !S::ACTIVE && !negative && self.nanos == 1 {
+            return if fits(digits, b"9223372036854775806") {
+                Ok(j)
+            } else {
+                Err((Rule::BadTimestamp, i))
+            };
+        }
         let magnitude = parse_u64(digits).ok_or((Rule::BadTimestamp, i))?;
         if magnitude == 0 {
             return Ok(j);
@@ -620,8 +640,9 @@ fn string_end(b: &[u8], i: usize) -> Option<(usize, usize)> {
 /// byte's class bits (0 at the end of the input).
 #[inline(always)]
 fn stop(b: &[u8], mut i: usize, class: u8) -> (usize, u8) {
-    let with_equals = class & (STOP_KEY | STOP_TAG_VALUE) != 0;
-    while let Some(m) = swar::stop_candidates16(b, i, with_equals) {
+    let with_equals = class & (STOP_KEY | STOP_TAG_VALUE | STOP_FIELD_KEY) != 0;
+    let with_brackets = class & STOP_FIELD_KEY != 0;
+    while let Some(m) = swar::stop_candidates16(b, i, with_equals, with_brackets) {
         if m == 0 {
             i += 16;
             continue;
@@ -634,7 +655,7 @@ fn stop(b: &[u8], mut i: usize, class: u8) -> (usize, u8) {
         i += 1;
     }
     while let Some(v) = swar::load(b, i) {
-        let m = swar::stop_candidates(v, with_equals);
+        let m = swar::stop_candidates(v, with_equals, with_brackets);
         if m == 0 {
             i += 8;
             continue;
@@ -681,12 +702,14 @@ fn fits(digits: &[u8], max: &[u8]) -> bool {
     digits.len() < max.len() || (digits.len() == max.len() && digits <= max)
 }
 
-#[inline]
+#[inline(always)]
 fn spelling(escapes: usize, quotes: bool) -> Spelling {
-    match (escapes, quotes) {
-        (0, _) => Spelling::Plain,
-        (_, false) => Spelling::LpTag,
-        (_, true) => Spelling::LpField,
+    if escapes == 0 {
+        Spelling::Plain
+    } else if quotes {
+        Spelling::LpField
+    } else {
+        Spelling::LpTag
     }
 }
 
@@ -726,14 +749,14 @@ fn number(b: &[u8], i: usize) -> Result<(usize, Kind), Fail> {
             exponent(b, i, j)
         }
         Some(b'e' | b'E') => exponent(b, i, j),
-        _ => float_in_range(b, i, j),
+        _ => float_in_range(b, i, j, false),
     }
 }
 
 #[inline]
 fn exponent(b: &[u8], i: usize, mut j: usize) -> Result<(usize, Kind), Fail> {
     if !matches!(b.get(j), Some(b'e' | b'E')) {
-        return float_in_range(b, i, j);
+        return float_in_range(b, i, j, false);
     }
     j += 1;
     if matches!(b.get(j), Some(b'+' | b'-')) {
@@ -746,15 +769,15 @@ fn exponent(b: &[u8], i: usize, mut j: usize) -> Result<(usize, Kind), Fail> {
     if j == digits {
         return Err((Rule::BadFieldValue, i));
     }
-    float_in_range(b, i, j)
+    float_in_range(b, i, j, true)
 }
 
 /// A float literal `b[i..j]` must be finite: Guance refuses one that overflows. Only a literal
 /// with an exponent or of 300 digits or more can.
 #[inline(always)]
-fn float_in_range(b: &[u8], i: usize, j: usize) -> Result<(usize, Kind), Fail> {
+fn float_in_range(b: &[u8], i: usize, j: usize, exponent: bool) -> Result<(usize, Kind), Fail> {
     let text = &b[i..j];
-    if text.len() >= 300 || memchr::memchr2(b'e', b'E', text).is_some() {
+    if exponent || text.len() >= 300 {
         match parse_float(text) {
             Some(f) if f.is_finite() => {}
             _ => return Err((Rule::BadFieldValue, i)),

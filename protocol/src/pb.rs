@@ -376,32 +376,42 @@ impl<S: Sink> Walk<'_, '_, S> {
                 2 | 3 | 5 => {
                     expect(wire, VARINT, at)?;
                     val = Val::Scalar;
-                    last = Some((number, value));
+                    if S::ACTIVE {
+                        last = Some((number, value));
+                    }
                 }
                 4 => {
                     expect(wire, I64, at)?;
                     val = Val::Scalar;
-                    last = Some((number, value));
+                    if S::ACTIVE {
+                        last = Some((number, value));
+                    }
                 }
                 6 => {
                     expect(wire, LEN, at)?;
                     let (s, e) = span(value);
                     val = Val::Bytes(s, e);
-                    last = Some((number, value));
+                    if S::ACTIVE {
+                        last = Some((number, value));
+                    }
                 }
                 11 => {
                     expect(wire, LEN, at)?;
                     let (s, e) = span(value);
                     self.utf8((s, e));
                     val = Val::Str(s, e);
-                    last = Some((number, value));
+                    if S::ACTIVE {
+                        last = Some((number, value));
+                    }
                 }
                 7 => {
                     expect(wire, LEN, at)?;
                     let (s, e) = span(value);
                     let strings = self.any(s, e)?;
                     val = Val::Any { strings };
-                    last = Some((number, value));
+                    if S::ACTIVE {
+                        last = Some((number, value));
+                    }
                 }
                 8 => {
                     expect(wire, VARINT, at)?;
@@ -566,7 +576,7 @@ impl<S: Sink> Walk<'_, '_, S> {
 /// a space, trailing backslashes are dropped).
 #[inline(always)]
 fn adjusted_by_guance(text: &[u8]) -> bool {
-    text.last() == Some(&b'\\') || memchr::memchr(b'\n', text).is_some()
+    text.last() == Some(&b'\\') || swar::contains(text, b'\n')
 }
 
 /// Guance's reading of a (valid) `Any`: the array's or map's scalars.

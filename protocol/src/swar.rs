@@ -30,23 +30,30 @@ fn bytes_below(v: u64, n: u8) -> u64 {
 
 /// Candidate stop bytes of line protocol names, keys and tag values: anything ≤ space (which
 /// covers space, tab, CR, LF, NUL, but also other control bytes: the caller confirms), `,`,
-/// `\`, and `=` when `with_equals`.
+/// `\`, `=` when `with_equals`, and `[` `]` when `with_brackets`.
 #[inline(always)]
-pub(crate) fn stop_candidates(v: u64, with_equals: bool) -> u64 {
-    let m = bytes_below(v, 0x21)
+pub(crate) fn stop_candidates(v: u64, with_equals: bool, with_brackets: bool) -> u64 {
+    let mut m = bytes_below(v, 0x21)
         | zero_bytes(v ^ (LO * u64::from(b',')))
         | zero_bytes(v ^ (LO * u64::from(b'\\')));
     if with_equals {
-        m | zero_bytes(v ^ (LO * u64::from(b'=')))
-    } else {
-        m
+        m |= zero_bytes(v ^ (LO * u64::from(b'=')));
     }
+    if with_brackets {
+        m |= zero_bytes(v ^ (LO * u64::from(b'['))) | zero_bytes(v ^ (LO * u64::from(b']')));
+    }
+    m
 }
 
 /// Bit `k` set where `b[i + k]` is a candidate stop byte (see [`stop_candidates`]), for the
 /// sixteen bytes at `i`, using the CPU's 16-byte vectors through `wide`'s safe API.
 #[inline(always)]
-pub(crate) fn stop_candidates16(b: &[u8], i: usize, with_equals: bool) -> Option<u32> {
+pub(crate) fn stop_candidates16(
+    b: &[u8],
+    i: usize,
+    with_equals: bool,
+    with_brackets: bool,
+) -> Option<u32> {
     use wide::u8x16;
     let chunk = b.get(i..i.checked_add(16)?)?;
     let mut w = [0u8; 16];
@@ -56,6 +63,9 @@ pub(crate) fn stop_candidates16(b: &[u8], i: usize, with_equals: bool) -> Option
     let mut m = control_or_space | v.simd_eq(u8x16::splat(b',')) | v.simd_eq(u8x16::splat(b'\\'));
     if with_equals {
         m |= v.simd_eq(u8x16::splat(b'='));
+    }
+    if with_brackets {
+        m |= v.simd_eq(u8x16::splat(b'[')) | v.simd_eq(u8x16::splat(b']'));
     }
     Some(m.to_bitmask())
 }
@@ -97,6 +107,24 @@ pub(crate) fn is_ascii(b: &[u8]) -> bool {
     }
 }
 
+/// Whether `b` holds `x`. Short inputs (the usual keys and tag values) take two overlapping
+/// loads instead of a call.
+#[inline(always)]
+pub(crate) fn contains(b: &[u8], x: u8) -> bool {
+    let n = b.len();
+    let hit = |v: u64| zero_bytes(v ^ (LO * u64::from(x)));
+    if (8..=16).contains(&n) {
+        let (Some(a), Some(z)) = (load(b, 0), load(b, n - 8)) else {
+            return true;
+        };
+        hit(a) | hit(z) != 0
+    } else if n < 8 {
+        b.contains(&x)
+    } else {
+        memchr::memchr(x, b).is_some()
+    }
+}
+
 /// Index of the lowest flagged byte of a non-zero mask.
 #[inline(always)]
 pub(crate) fn first(mask: u64) -> usize {
@@ -115,6 +143,21 @@ mod tests {
             for i in 0..n {
                 v[i] = 0x80 | (i as u8);
                 assert!(!is_ascii(&v), "len {n} at {i}");
+                v[i] = b'a';
+            }
+        }
+    }
+
+    #[test]
+    fn contains_matches_a_bytewise_scan_for_every_length_and_position() {
+        for n in 0..40 {
+            let mut v = vec![b'a'; n];
+            assert!(!contains(&v, b'\n'));
+            for i in 0..n {
+                for (c, found) in [(b'\n', true), (b'\x0b', false), (0x8a, false)] {
+                    v[i] = c;
+                    assert_eq!(contains(&v, b'\n'), found, "len {n}, {c} at {i}");
+                }
                 v[i] = b'a';
             }
         }
@@ -151,10 +194,13 @@ mod tests {
             for pos in 0..16 {
                 let mut w = *b"abcdefghijklmnop";
                 w[pos] = stop;
-                for with_eq in [false, true] {
-                    let m = stop_candidates16(&w, 0, with_eq).unwrap();
-                    let expected =
-                        stop <= 0x20 || stop == b',' || stop == b'\\' || (with_eq && stop == b'=');
+                for (with_eq, with_br) in [(false, false), (true, false), (true, true)] {
+                    let m = stop_candidates16(&w, 0, with_eq, with_br).unwrap();
+                    let expected = stop <= 0x20
+                        || stop == b','
+                        || stop == b'\\'
+                        || (with_eq && stop == b'=')
+                        || (with_br && (stop == b'[' || stop == b']'));
                     assert_eq!(
                         m,
                         if expected { 1 << pos } else { 0 },
@@ -163,7 +209,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(stop_candidates16(b"short", 0, true), None);
+        assert_eq!(stop_candidates16(b"short", 0, true, false), None);
     }
 
     #[test]
@@ -177,10 +223,13 @@ mod tests {
                     w[after] = [b'\\', 0, b' ', 0xff][after % 4];
                 }
                 let v = u64::from_le_bytes(w);
-                for with_eq in [false, true] {
-                    let expected =
-                        stop <= 0x20 || stop == b',' || stop == b'\\' || (with_eq && stop == b'=');
-                    let m = stop_candidates(v, with_eq);
+                for (with_eq, with_br) in [(false, false), (true, false), (true, true)] {
+                    let expected = stop <= 0x20
+                        || stop == b','
+                        || stop == b'\\'
+                        || (with_eq && stop == b'=')
+                        || (with_br && (stop == b'[' || stop == b']'));
+                    let m = stop_candidates(v, with_eq, with_br);
                     if expected {
                         assert_eq!(first(m), pos, "byte {stop:#x} at {pos}");
                     } else if m != 0 {
