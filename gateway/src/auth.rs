@@ -113,6 +113,16 @@ impl AuthError {
     }
 }
 
+/// A token that passed, and the identity of the certificate it matched.
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    /// The token's configuration.
+    pub token: Arc<TokenConfig>,
+    /// The first of the token's identities the certificate carries: the name the upstream
+    /// identity header, the per-identity cap and the audit trail use.
+    pub identity: Identity,
+}
+
 /// The configured tokens, indexed by digest.
 #[derive(Debug, Default)]
 pub struct TokenTable {
@@ -137,7 +147,7 @@ impl TokenTable {
         &self,
         presented: Option<&str>,
         peer: &PeerIdentity,
-    ) -> Result<Arc<TokenConfig>, AuthError> {
+    ) -> Result<Authorized, AuthError> {
         let presented = presented
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::MissingToken)?;
@@ -147,9 +157,12 @@ impl TokenTable {
         if !bool::from(stored.ct_eq(&digest)) {
             return Err(AuthError::UnknownToken);
         }
-        if !token.identities.iter().any(|i| peer.has(i)) {
-            return Err(AuthError::NotBound);
-        }
+        let identity = token
+            .identities
+            .iter()
+            .find(|i| peer.has(i))
+            .ok_or(AuthError::NotBound)?
+            .clone();
         let endpoint_ok = token.endpoints.is_empty()
             || peer
                 .endpoint
@@ -158,7 +171,10 @@ impl TokenTable {
         if !endpoint_ok {
             return Err(AuthError::EndpointNotAllowed);
         }
-        Ok(Arc::clone(token))
+        Ok(Authorized {
+            token: Arc::clone(token),
+            identity,
+        })
     }
 }
 
@@ -177,6 +193,25 @@ mod tests {
             over_limit_status: http::StatusCode::SERVICE_UNAVAILABLE,
             endpoints: BTreeSet::new(),
         }
+    }
+
+    #[test]
+    fn the_matched_identity_is_the_one_bound_to_the_token_not_the_first_san() {
+        let t = token(
+            "tkn_a0000000000000000000000000000000",
+            vec![
+                Identity::Uri("spiffe://x/a".into()),
+                Identity::Dns("agent-a".into()),
+            ],
+        );
+        let table = TokenTable::new(&[t]);
+        let mut p = peer("first-san");
+        p.dns.push("agent-a".into());
+        let a = table
+            .authorize(Some("tkn_a0000000000000000000000000000000"), &p)
+            .unwrap();
+        assert_eq!(a.identity.to_string(), "dns:agent-a");
+        assert_eq!(p.name(), "dns:first-san");
     }
 
     #[test]

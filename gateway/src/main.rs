@@ -248,6 +248,8 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 const EXIT_IO_ERROR: u8 = 74;
 /// `EX_OSERR`: the sandbox the config requires could not be entered.
 const EXIT_SANDBOX: u8 = 71;
+/// `EX_UNAVAILABLE`: a listener address could not be bound (another process holds it).
+const EXIT_BIND: u8 = 69;
 
 #[derive(Debug, Subcommand)]
 enum SpoolAction {
@@ -280,7 +282,13 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("oneway: {e:#}");
-            ExitCode::from(1)
+            if e.downcast_ref::<oneway_gateway::server::BindError>()
+                .is_some()
+            {
+                ExitCode::from(EXIT_BIND)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }

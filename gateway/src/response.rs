@@ -17,9 +17,9 @@ use crate::auth::AuthError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RequestError {
-    /// No such route.
-    #[error("no such API: {0}")]
-    NotFound(String),
+    /// No such route. The path is not repeated back: a token or payload could be in it.
+    #[error("no such API")]
+    NotFound,
     /// The route exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -95,7 +95,7 @@ impl RequestError {
     /// A stable label for metrics and logs.
     pub fn kind(&self) -> &'static str {
         match self {
-            RequestError::NotFound(_) => "not_found",
+            RequestError::NotFound => "not_found",
             RequestError::MethodNotAllowed => "method_not_allowed",
             RequestError::Auth(e) => e.kind(),
             RequestError::BodyTooLarge { .. } => "body_too_large",
@@ -120,7 +120,7 @@ impl RequestError {
     /// The response status.
     pub fn status(&self) -> StatusCode {
         match self {
-            RequestError::NotFound(_) => StatusCode::NOT_FOUND,
+            RequestError::NotFound => StatusCode::NOT_FOUND,
             RequestError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             RequestError::Auth(AuthError::MissingToken | AuthError::UnknownToken) => {
                 StatusCode::UNAUTHORIZED

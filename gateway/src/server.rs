@@ -120,6 +120,40 @@ impl State {
     }
 }
 
+/// One client connection: its certificate, and the identities tokens matched on it, each
+/// holding a place of the per-identity cap for as long as the connection lives.
+pub(crate) struct Conn {
+    pub(crate) peer: PeerIdentity,
+    held: Mutex<Vec<(String, crate::edge::Counted<String>)>>,
+}
+
+impl Conn {
+    fn new(peer: PeerIdentity) -> Conn {
+        Conn {
+            peer,
+            held: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Counts this connection for `identity` (the one a token matched) unless that identity
+    /// already has `cap` connections.
+    fn hold(&self, state: &State, identity: &str, cap: usize) -> Result<(), RequestError> {
+        let Ok(mut held) = self.held.lock() else {
+            return Err(RequestError::Internal);
+        };
+        if held.iter().any(|(i, _)| i == identity) {
+            return Ok(());
+        }
+        let Some(place) = state.per_identity.try_acquire(identity.to_string(), cap) else {
+            metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "per_identity")
+                .increment(1);
+            return Err(overloaded("per_identity"));
+        };
+        held.push((identity.to_string(), place));
+        Ok(())
+    }
+}
+
 /// A bound gateway, not yet serving.
 pub struct Gateway {
     state: Arc<State>,
@@ -137,6 +171,41 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind {key} {address}: {}", describe(.source))]
+pub struct BindError {
+    /// The config key.
+    pub key: &'static str,
+    /// The address.
+    pub address: SocketAddr,
+    /// What the kernel said.
+    pub source: std::io::Error,
+}
+
+impl BindError {
+    fn new(key: &'static str, address: SocketAddr, source: std::io::Error) -> BindError {
+        BindError {
+            key,
+            address,
+            source,
+        }
+    }
+
+    /// Whether another socket holds the address.
+    pub fn in_use(&self) -> bool {
+        self.source.kind() == std::io::ErrorKind::AddrInUse
+    }
+}
+
+fn describe(e: &std::io::Error) -> String {
+    if e.kind() == std::io::ErrorKind::AddrInUse {
+        "the address is in use: another process (another oneway?) listens there".to_string()
+    } else {
+        e.to_string()
+    }
+}
+
 fn bind(address: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
     let socket = Socket::new(
@@ -144,9 +213,10 @@ fn bind(address: SocketAddr, backlog: u32) -> std::io::Result<std::net::TcpListe
         Type::STREAM,
         Some(Protocol::TCP),
     )?;
+    // SO_REUSEADDR rebinds over connections in TIME_WAIT after a restart, and (on Linux) never
+    // next to a socket that listens. No SO_REUSEPORT: a second process binding the same
+    // address must fail, not take half of the connections.
     socket.set_reuse_address(true)?;
-    #[cfg(unix)]
-    socket.set_reuse_port(true)?;
     socket.set_tcp_nodelay(true)?;
     socket.set_tcp_keepalive(&TcpKeepalive::new().with_time(Duration::from_secs(60)))?;
     socket.set_nonblocking(true)?;
@@ -168,15 +238,10 @@ impl Gateway {
     pub fn bind_listeners(
         config: &Config,
     ) -> anyhow::Result<(std::net::TcpListener, std::net::TcpListener)> {
-        let public = bind(config.listener.address, config.listener.backlog).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot bind listener.address {}: {e}",
-                config.listener.address
-            )
-        })?;
-        let admin = bind(config.admin_address, 128).map_err(|e| {
-            anyhow::anyhow!("cannot bind admin.address {}: {e}", config.admin_address)
-        })?;
+        let public = bind(config.listener.address, config.listener.backlog)
+            .map_err(|e| BindError::new("listener.address", config.listener.address, e))?;
+        let admin = bind(config.admin_address, 128)
+            .map_err(|e| BindError::new("admin.address", config.admin_address, e))?;
         Ok((public, admin))
     }
 
@@ -500,17 +565,9 @@ async fn connection(
         );
         return;
     };
-    let Some(_per_identity) = state
-        .per_identity
-        .try_acquire(identity.name(), listener.max_connections_per_identity)
-    else {
-        metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "per_identity").increment(1);
-        debug!(%client, identity = %identity.name(), "connection refused: per-identity cap");
-        return;
-    };
     debug!(%client, identity = %identity.name(), endpoint = endpoint.as_deref().unwrap_or(""), "connection");
     identity.endpoint = endpoint;
-    let identity = Arc::new(identity);
+    let identity = Arc::new(Conn::new(identity));
     let phase = Phase::new();
     let service = {
         let (state, phase) = (Arc::clone(&state), Arc::clone(&phase));
@@ -630,7 +687,7 @@ fn route(path: &str) -> Result<Route, RequestError> {
     {
         return Ok(Route::Write(category));
     }
-    Err(RequestError::NotFound(path.chars().take(64).collect()))
+    Err(RequestError::NotFound)
 }
 
 /// The value of `key` in a query string (tokens are plain; no percent-decoding needed).
@@ -660,7 +717,7 @@ fn single_body_headers(headers: &HeaderMap) -> Result<(), RequestError> {
 
 async fn handle(
     state: &Arc<State>,
-    identity: &PeerIdentity,
+    conn: &Conn,
     req: Request<Incoming>,
     ambiguous: bool,
 ) -> Response<Full<Bytes>> {
@@ -668,11 +725,14 @@ async fn handle(
     // Framing hyper tolerates but a proxy must not (request smuggling): a body length given
     // twice over (seen in the raw head by `edge::Tracked`). Refused before anything else,
     // and the connection is closed.
+    // The identity the token matched, once it has; before that, the certificate's name.
+    let mut matched = None;
     let (route_label, category_label, result) = if ambiguous {
         ("unknown", "none", Err(RequestError::BadFraming))
     } else {
-        process(state, identity, req).await
+        process(state, conn, req, &mut matched).await
     };
+    let who = matched.unwrap_or_else(|| conn.peer.name());
     metrics::gauge!(telemetry::IN_FLIGHT).decrement(1.0);
     let response = match result {
         Ok(r) => r,
@@ -689,7 +749,7 @@ async fn handle(
                         event,
                         &[
                             ("kind", a.kind()),
-                            ("identity", &identity.name()),
+                            ("identity", &who),
                             ("route", route_label),
                         ],
                     );
@@ -697,7 +757,7 @@ async fn handle(
                 RequestError::Throttled { kind, .. } => {
                     state.audit.count(
                         "rate_limited",
-                        &[("kind", kind.as_str()), ("identity", &identity.name())],
+                        &[("kind", kind.as_str()), ("identity", &who)],
                     );
                 }
                 RequestError::Invalid(r) => {
@@ -738,8 +798,9 @@ async fn handle(
 
 async fn process(
     state: &Arc<State>,
-    identity: &PeerIdentity,
+    conn: &Conn,
     req: Request<Incoming>,
+    matched: &mut Option<String>,
 ) -> (
     &'static str,
     &'static str,
@@ -755,8 +816,8 @@ async fn process(
         Route::Api(_) => ("api", "none"),
     };
     let result = match route {
-        Route::Write(category) => write(state, identity, category, req).await,
-        Route::Api(api) => passthrough(state, identity, api, req).await,
+        Route::Write(category) => write(state, conn, category, req, matched).await,
+        Route::Api(api) => passthrough(state, conn, api, req, matched).await,
     };
     (route_label, category_label, result)
 }
@@ -915,7 +976,7 @@ async fn read_body(
     Ok((parts, body, held))
 }
 
-fn forwarded_headers(from: &HeaderMap, identity: &PeerIdentity, config: &Config) -> HeaderMap {
+fn forwarded_headers(from: &HeaderMap, identity: &str, config: &Config) -> HeaderMap {
     let mut out = HeaderMap::new();
     for name in FORWARDED_HEADERS {
         for value in from.get_all(*name) {
@@ -923,7 +984,7 @@ fn forwarded_headers(from: &HeaderMap, identity: &PeerIdentity, config: &Config)
         }
     }
     if let Some(name) = &config.identity_header
-        && let Ok(v) = HeaderValue::from_str(&identity.name())
+        && let Ok(v) = HeaderValue::from_str(identity)
     {
         out.insert(name.clone(), v);
     }
@@ -932,14 +993,23 @@ fn forwarded_headers(from: &HeaderMap, identity: &PeerIdentity, config: &Config)
 
 async fn write(
     state: &Arc<State>,
-    identity: &PeerIdentity,
+    conn: &Conn,
     category: Category,
     req: Request<Incoming>,
+    matched: &mut Option<String>,
 ) -> Result<Response<Full<Bytes>>, RequestError> {
     let live = state.live();
     let query = parsed_query(&req)?;
     let presented = presented_token(&req, &query);
-    let token = live.tokens.authorize(presented.as_deref(), identity)?;
+    let authorized = live.tokens.authorize(presented.as_deref(), &conn.peer)?;
+    let identity = authorized.identity.to_string();
+    *matched = Some(identity.clone());
+    conn.hold(
+        state,
+        &identity,
+        live.config.listener.max_connections_per_identity,
+    )?;
+    let token = authorized.token;
     if req.method() != Method::POST {
         return Err(RequestError::MethodNotAllowed);
     }
@@ -1065,7 +1135,7 @@ async fn write(
         )
         .map_err(|t| throttled(&token, t))?;
 
-    let mut headers = forwarded_headers(&parts.headers, identity, &live.config);
+    let mut headers = forwarded_headers(&parts.headers, &identity, &live.config);
     headers.insert("x-points", HeaderValue::from(verdict.points));
     // The parser and decoder that checked the body, in the one spelling Guance maps to them.
     headers.insert(
@@ -1150,14 +1220,23 @@ async fn write(
 
 async fn passthrough(
     state: &Arc<State>,
-    identity: &PeerIdentity,
+    conn: &Conn,
     api: &'static str,
     req: Request<Incoming>,
+    matched: &mut Option<String>,
 ) -> Result<Response<Full<Bytes>>, RequestError> {
     let live = state.live();
     let query = parsed_query(&req)?;
     let presented = presented_token(&req, &query);
-    let token = live.tokens.authorize(presented.as_deref(), identity)?;
+    let authorized = live.tokens.authorize(presented.as_deref(), &conn.peer)?;
+    let identity = authorized.identity.to_string();
+    *matched = Some(identity.clone());
+    conn.hold(
+        state,
+        &identity,
+        live.config.listener.max_connections_per_identity,
+    )?;
+    let token = authorized.token;
     single_body_headers(req.headers())?;
     if !token.allowed_apis.contains(api) {
         return Err(RequestError::Auth(AuthError::ApiNotAllowed));
@@ -1191,7 +1270,7 @@ async fn passthrough(
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = method;
     *request.uri_mut() = uri.parse().map_err(|_| RequestError::UpstreamUnavailable)?;
-    *request.headers_mut() = forwarded_headers(&parts.headers, identity, &live.config);
+    *request.headers_mut() = forwarded_headers(&parts.headers, &identity, &live.config);
     let answer = state
         .upstream
         .send(request)
@@ -1329,9 +1408,9 @@ mod tests {
         ));
         assert!(matches!(
             route("/v1/write/nope"),
-            Err(RequestError::NotFound(_))
+            Err(RequestError::NotFound)
         ));
-        assert!(matches!(route("/admin"), Err(RequestError::NotFound(_))));
+        assert!(matches!(route("/admin"), Err(RequestError::NotFound)));
     }
 
     #[test]

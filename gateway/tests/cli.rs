@@ -237,3 +237,55 @@ fn memory_budget_bounds_peak_memory_under_a_burst_of_large_bodies() {
         BUDGET >> 20
     );
 }
+
+/// A second `oneway run` on the addresses the first holds exits with 69 and says which
+/// address, instead of sharing the port (no SO_REUSEPORT) and taking half of the connections.
+#[test]
+fn a_second_gateway_on_the_same_address_refuses_to_start() {
+    let first_dir = tempfile::tempdir().unwrap();
+    let up = threaded_upstream(Duration::ZERO);
+    let (first, public, admin) = {
+        common::prepare(first_dir.path(), &up.addr, "");
+        common::launch_with(first_dir.path(), &[])
+    };
+    // The second gateway: its own PKI and config, the first's public address.
+    let second_dir = tempfile::tempdir().unwrap();
+    common::prepare(second_dir.path(), &up.addr, "");
+    let path = second_dir.path().join("oneway.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let taken = config.replacen(
+        "address = \"127.0.0.1:0\"",
+        &format!("address = \"{public}\""),
+        1,
+    );
+    std::fs::write(&path, &taken).unwrap();
+    let out = Command::new(ONEWAY)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("listener.address {public}")) && err.contains("in use"),
+        "{err}"
+    );
+    // The admin address too.
+    let config = config.replacen(
+        "[admin]\naddress = \"127.0.0.1:0\"",
+        &format!("[admin]\naddress = \"{admin}\""),
+        1,
+    );
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(ONEWAY)
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(69), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("admin.address {admin}")),
+        "{out:?}"
+    );
+    drop(first);
+}

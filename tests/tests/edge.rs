@@ -383,26 +383,31 @@ async fn row6_connection_caps_refuse_excess_fast_without_tls() {
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await;
 
-    // Per identity: agent-1 may hold two connections; a third ends right after the handshake.
+    // Per identity: the identity a token matched may hold two connections; the third's first
+    // request gets 503 (DataKit keeps the batch) and the connection holds no place.
     let per_id = gw
         .metric(
             "oneway_listener_connections_refused_total",
             &["reason=\"per_identity\""],
         )
         .await;
-    let a = gw
-        .connect_tls(Some("agent-1"), b"", None)
-        .await
-        .expect("first");
-    let b = gw
-        .connect_tls(Some("agent-1"), b"", None)
-        .await
-        .expect("second");
-    let third = gw.connect_tls(Some("agent-1"), b"", None).await;
-    if let Ok(stream) = third {
-        let r =
-            TestGateway::request_on(stream, &uri(), &lp_headers(), LP.as_bytes().to_vec()).await;
-        assert!(r.is_err(), "the third connection is closed: {r:?}");
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: {}\r\n\r\n{LP}",
+        uri(),
+        LP.len()
+    );
+    let mut open = Vec::new();
+    for expected in ["HTTP/1.1 200", "HTTP/1.1 200", "HTTP/1.1 503"] {
+        let mut tls = gw
+            .connect_tls(Some("agent-1"), b"", None)
+            .await
+            .expect("handshake");
+        tls.write_all(request.as_bytes()).await.expect("write");
+        let mut buf = vec![0u8; 4096];
+        let n = tls.read(&mut buf).await.expect("response");
+        let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(answer.starts_with(expected), "{answer}");
+        open.push(tls);
     }
     assert_eq!(
         gw.metric(
@@ -414,7 +419,7 @@ async fn row6_connection_caps_refuse_excess_fast_without_tls() {
         1.0
     );
     served(&gw).await; // agent-2 is another identity
-    drop((a, b));
+    drop(open);
     assert!(gw.stop().await);
 }
 
@@ -815,6 +820,25 @@ async fn row12_client_certificate_cases() {
         .expect("request");
     assert_eq!(r.status, 403, "{}", r.body);
     assert_eq!(up.received().len(), 1);
+    // The upstream learns the identity that matched the token, not the first SAN.
+    assert_eq!(up.received()[0].headers["x-oneway-agent"], "dns:agent-1");
+    // A 404 does not repeat the path (a token put there would come back).
+    let r = gw
+        .request(
+            "agent-1",
+            "GET",
+            "/v1/nope/tkn_secret00000000000000000000000000?token=x",
+            &[],
+            Vec::new(),
+        )
+        .await
+        .expect("request");
+    assert_eq!(r.status, 404);
+    assert!(
+        !r.body.contains("tkn_secret") && !r.body.contains("nope"),
+        "{}",
+        r.body
+    );
     // The admin endpoints are not on the public listener.
     let r = gw
         .request("agent-1", "GET", "/metrics", &[], Vec::new())
