@@ -814,12 +814,17 @@ fn forwarder(
         connect_ports: config.upstream.addresses.iter().map(|a| a.port()).collect(),
         ..sandbox::Plan::default()
     };
+    // The same probes as the edge's: the forwarder is the process with a route out.
     let report = sandbox::enter(config.sandbox, &plan).and_then(|mut report| {
-        sandbox::self_test(&mut report, admin_port, &[])?;
+        sandbox::self_test(&mut report, admin_port, probes)?;
         Ok(report)
     });
     match report {
-        Ok(r) => r.publish(),
+        Ok(r) => {
+            r.publish();
+            // One line for operators and scripts (the edge's report is in its start event).
+            eprintln!("oneway forwarder: sandbox {}", serde_json::to_string(&r)?);
+        }
         Err(e) => {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             let _ = edge.wait();

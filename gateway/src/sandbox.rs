@@ -415,11 +415,25 @@ fn landlock(plan: &Plan, required: bool) -> Result<(i32, &'static str, bool), Sa
 const BPF_LD_W_ABS: u16 = 0x20;
 const BPF_JEQ_K: u16 = 0x15;
 const BPF_JGE_K: u16 = 0x35;
+const BPF_JSET_K: u16 = 0x45;
+const BPF_JA: u16 = 0x05;
 const BPF_AND_K: u16 = 0x54;
 const BPF_RET_K: u16 = 0x06;
 const RET_ALLOW: u32 = 0x7fff_0000;
 const RET_KILL_PROCESS: u32 = 0x8000_0000;
 const RET_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
+/// `clone3` gets `ENOSYS`: its flags are behind a pointer the filter cannot read, and glibc
+/// then creates threads with `clone`, whose flags it can.
+const RET_ENOSYS: u32 = 0x0005_0000 | libc::ENOSYS as u32;
+
+/// The namespace flags of `clone` (`CLONE_NEWNS`, `NEWCGROUP`, `NEWUTS`, `NEWIPC`, `NEWUSER`,
+/// `NEWPID`, `NEWNET`; `CLONE_NEWTIME` shares its bit with the exit signal in `clone` and is
+/// only valid in `clone3` and `unshare`, both refused whole).
+const CLONE_NAMESPACES: u32 = 0x7e02_0000;
+/// TCP options that open a connection without `connect` or change how one is made:
+/// `TCP_REPAIR`, `TCP_FASTOPEN`, `TCP_FASTOPEN_CONNECT`, `TCP_FASTOPEN_KEY`,
+/// `TCP_FASTOPEN_NO_COOKIE`.
+const TCP_DENIED_OPTIONS: [u32; 5] = [19, 23, 30, 33, 34];
 /// `struct seccomp_data`: `nr`, `arch`, then the arguments (low word first on little-endian).
 const NR: u32 = 0;
 const ARCH: u32 = 4;
@@ -463,6 +477,16 @@ fn denied_syscalls() -> Vec<i64> {
         libc::SYS_unshare,
         libc::SYS_mount,
         libc::SYS_umount2,
+        libc::SYS_open_tree,
+        libc::SYS_move_mount,
+        libc::SYS_fsopen,
+        libc::SYS_fsconfig,
+        libc::SYS_fsmount,
+        libc::SYS_fspick,
+        libc::SYS_mount_setattr,
+        // A file by handle, outside every path rule; another process's descriptor.
+        libc::SYS_open_by_handle_at,
+        libc::SYS_pidfd_getfd,
         libc::SYS_pivot_root,
         libc::SYS_chroot,
         libc::SYS_init_module,
@@ -473,14 +497,52 @@ fn denied_syscalls() -> Vec<i64> {
         libc::SYS_keyctl,
         libc::SYS_add_key,
         libc::SYS_request_key,
+        // Every listener is open before the sandbox; a new one would auto-bind a port.
+        libc::SYS_listen,
     ];
     calls.sort_unstable();
     calls
 }
 
+/// `RET_EPERM` when the call is `nr` and its argument `arg_index` has a bit of `mask` set;
+/// leaves the accumulator holding the call number again.
+fn flag_guard(nr: u32, arg_index: u32, mask: u32) -> [sock_filter; 5] {
+    [
+        jump(BPF_JEQ_K, nr, 0, 4),
+        stmt(BPF_LD_W_ABS, arg(arg_index)),
+        jump(BPF_JSET_K, mask, 0, 1),
+        stmt(BPF_RET_K, RET_EPERM),
+        stmt(BPF_LD_W_ABS, NR),
+    ]
+}
+
+/// `RET_EPERM` for `setsockopt(fd, IPPROTO_TCP, opt, …)` with `opt` in [`TCP_DENIED_OPTIONS`].
+fn tcp_option_guard(nr: u32) -> Vec<sock_filter> {
+    let n = TCP_DENIED_OPTIONS.len() as u8;
+    let mut g = vec![
+        // Not setsockopt: over the whole guard (level, its test, optname, the n tests, the
+        // jump, the refusal, the reload).
+        jump(BPF_JEQ_K, nr, 0, n + 6),
+        stmt(BPF_LD_W_ABS, arg(1)),
+        // Another level: to the reload.
+        jump(BPF_JEQ_K, libc::IPPROTO_TCP as u32, 0, n + 3),
+        stmt(BPF_LD_W_ABS, arg(2)),
+    ];
+    for (i, opt) in TCP_DENIED_OPTIONS.iter().enumerate() {
+        // A match jumps to the refusal: over the remaining tests and the jump.
+        g.push(jump(BPF_JEQ_K, *opt, n - i as u8, 0));
+    }
+    g.push(stmt(BPF_JA, 1));
+    g.push(stmt(BPF_RET_K, RET_EPERM));
+    g.push(stmt(BPF_LD_W_ABS, NR));
+    g
+}
+
 /// The filter: wrong architecture → kill; x32 → `EPERM`; [`denied_syscalls`] → `EPERM`;
-/// `socket` other than (`AF_INET` or `AF_INET6`, `SOCK_STREAM`, protocol 0 or TCP) → `EPERM`;
-/// everything else allowed.
+/// `clone3` → `ENOSYS`; `clone` with a namespace flag → `EPERM`; `sendto`, `sendmsg`,
+/// `sendmmsg` with `MSG_FASTOPEN` (a connection `connect` never saw) → `EPERM`; `setsockopt`
+/// of [`TCP_DENIED_OPTIONS`] → `EPERM`; `socket` other than (`AF_INET` or `AF_INET6`,
+/// `SOCK_STREAM`, protocol 0 or TCP) → `EPERM`; everything else allowed.
 fn filter() -> Result<Vec<sock_filter>, SandboxError> {
     let nr = |n: i64| u32::try_from(n).map_err(|_| SandboxError::Seccomp("syscall number".into()));
     let mut p = vec![
@@ -498,6 +560,14 @@ fn filter() -> Result<Vec<sock_filter>, SandboxError> {
         p.push(jump(BPF_JEQ_K, nr(call)?, 0, 1));
         p.push(stmt(BPF_RET_K, RET_EPERM));
     }
+    p.push(jump(BPF_JEQ_K, nr(libc::SYS_clone3)?, 0, 1));
+    p.push(stmt(BPF_RET_K, RET_ENOSYS));
+    p.extend(flag_guard(nr(libc::SYS_clone)?, 0, CLONE_NAMESPACES));
+    let fast_open = libc::MSG_FASTOPEN as u32;
+    p.extend(flag_guard(nr(libc::SYS_sendto)?, 3, fast_open));
+    p.extend(flag_guard(nr(libc::SYS_sendmsg)?, 2, fast_open));
+    p.extend(flag_guard(nr(libc::SYS_sendmmsg)?, 3, fast_open));
+    p.extend(tcp_option_guard(nr(libc::SYS_setsockopt)?));
     // socket(domain, type, protocol)
     let socket = [
         stmt(BPF_LD_W_ABS, arg(0)),
@@ -539,7 +609,11 @@ fn seccomp() -> Result<(), SandboxError> {
 /// outcome in `report`: a UDP socket (the start of any DNS query), netlink and packet
 /// sockets, `execve`, a name lookup, reading `/`, a TCP connect to `own_port` on loopback
 /// (a port of this process's own that is not an upstream's: refused in the kernel, nothing
-/// leaves the host even if it were not), and a TCP connect to each of `targets`.
+/// leaves the host even if it were not), a TCP Fast Open send there (a connection `connect`
+/// never sees), a new network namespace, and for each of `targets` a TCP connect and a TCP
+/// Fast Open send. A target counts as contained only when the kernel refused the attempt
+/// before a packet left (`EPERM`, `EACCES`, `ENETUNREACH`, `EAFNOSUPPORT`): a reset means
+/// a host answered.
 ///
 /// With `sandbox = "required"`, an attempt that was not refused is an error.
 pub fn self_test(
@@ -595,16 +669,41 @@ pub fn self_test(
         "read_dir /".to_string(),
         expect(std::fs::read_dir("/").map(drop), libc::EACCES),
     ));
+    let own = SocketAddr::from(([127, 0, 0, 1], own_port));
     if !report.connect_ports.contains(&own_port) {
-        let own = SocketAddr::from(([127, 0, 0, 1], own_port));
         probes.push((format!("connect {own}"), expect(connect(own), libc::EACCES)));
     }
+    // A connection that connect() never sees: TCP Fast Open carries it in the first send.
+    probes.push((
+        format!("tcp_fast_open {own}"),
+        expect(fast_open(own), libc::EPERM),
+    ));
+    // A new network namespace (on a thread of its own, so that a sandbox that failed to
+    // refuse it moves only that thread; the thread itself shows that threads still start).
+    let unshared = std::thread::Builder::new()
+        .name("sandbox-probe".into())
+        .spawn(|| {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| std::io::Error::from_raw_os_error(e as i32))
+        })
+        .map(|t| {
+            t.join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("probe thread panicked")))
+        })
+        .and_then(|r| r);
+    probes.push((
+        "unshare CLONE_NEWNET".to_string(),
+        expect(unshared, libc::EPERM),
+    ));
     for target in targets {
-        let outcome = match connect(*target) {
-            Ok(()) => ("succeeded".to_string(), false),
-            Err(e) => (errno_name(&e), true),
-        };
-        probes.push((format!("connect {target}"), outcome));
+        probes.push((
+            format!("connect {target}"),
+            refused_by_kernel(connect(*target)),
+        ));
+        probes.push((
+            format!("tcp_fast_open {target}"),
+            refused_by_kernel(fast_open(*target)),
+        ));
     }
     report.probes = probes
         .into_iter()
@@ -630,6 +729,37 @@ fn connect(target: SocketAddr) -> std::io::Result<()> {
     std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2)).map(drop)
 }
 
+/// A TCP Fast Open send of one byte to `target` (non-blocking: an attempt that is not
+/// refused returns at once, connected or in progress).
+fn fast_open(target: SocketAddr) -> std::io::Result<()> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(target),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_nonblocking(true)?;
+    socket
+        .send_to_with_flags(b"x", &target.into(), libc::MSG_FASTOPEN)
+        .map(drop)
+}
+
+/// The outcome of an attempt to reach a target, contained only if the kernel refused it
+/// before anything left: `EPERM`, `EACCES` (the sandbox), `ENETUNREACH`, `EAFNOSUPPORT` (no
+/// route or family). A reset (`ECONNREFUSED`), a timeout or an attempt in progress means a
+/// packet went out.
+fn refused_by_kernel(result: std::io::Result<()>) -> (String, bool) {
+    match result {
+        Ok(()) => ("succeeded".to_string(), false),
+        Err(e) => {
+            let contained = matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM | libc::EACCES | libc::ENETUNREACH | libc::EAFNOSUPPORT)
+            );
+            (errno_name(&e), contained)
+        }
+    }
+}
+
 /// The outcome's name and whether it is the refusal expected.
 fn expect(result: std::io::Result<()>, errno: i32) -> (String, bool) {
     match result {
@@ -648,6 +778,8 @@ pub(crate) fn errno_name(e: &std::io::Error) -> String {
         Some(libc::ETIMEDOUT) => "ETIMEDOUT".into(),
         Some(libc::EAFNOSUPPORT) => "EAFNOSUPPORT".into(),
         Some(libc::ENOENT) => "ENOENT".into(),
+        Some(libc::EINPROGRESS) => "EINPROGRESS".into(),
+        Some(libc::ENOSYS) => "ENOSYS".into(),
         Some(n) => format!("errno {n}"),
         None if e.kind() == std::io::ErrorKind::TimedOut => "ETIMEDOUT".into(),
         None => format!("{:?}", e.kind()),
@@ -687,13 +819,135 @@ mod tests {
         assert!(roots.contains(&real_v1), "{roots:?}");
     }
 
+    /// A classic-BPF interpreter for the instructions the filter uses, over a
+    /// `seccomp_data` of this architecture.
+    fn run(program: &[sock_filter], nr: i64, args: [u64; 6]) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&(nr as u32).to_le_bytes());
+        data[4..8].copy_from_slice(&AUDIT_ARCH.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let ins = &program[pc];
+            pc += 1;
+            match ins.code {
+                BPF_LD_W_ABS => {
+                    let at = ins.k as usize;
+                    acc = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes"));
+                }
+                BPF_AND_K => acc &= ins.k,
+                BPF_JA => pc += ins.k as usize,
+                BPF_RET_K => return ins.k,
+                code => {
+                    let taken = match code {
+                        BPF_JEQ_K => acc == ins.k,
+                        BPF_JGE_K => acc >= ins.k,
+                        BPF_JSET_K => acc & ins.k != 0,
+                        _ => panic!("instruction {code:#x} not interpreted"),
+                    };
+                    pc += usize::from(if taken { ins.jt } else { ins.jf });
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_filter_refuses_every_connect_less_path_and_lets_the_rest_through() {
+        let p = filter().expect("filter");
+        let eval = |nr: i64, args: [u64; 6]| run(&p, nr, args);
+        let fo = libc::MSG_FASTOPEN as u64;
+        // TCP Fast Open: a connection carried by the first send, not by connect.
+        assert_eq!(eval(libc::SYS_sendto, [3, 0, 1, fo, 0, 16]), RET_EPERM);
+        assert_eq!(
+            eval(libc::SYS_sendto, [3, 0, 1, fo | 0x40, 0, 16]),
+            RET_EPERM
+        );
+        assert_eq!(eval(libc::SYS_sendmsg, [3, 0, fo, 0, 0, 0]), RET_EPERM);
+        assert_eq!(eval(libc::SYS_sendmmsg, [3, 0, 2, fo, 0, 0]), RET_EPERM);
+        assert_eq!(eval(libc::SYS_sendto, [3, 0, 1, 0x4000, 0, 0]), RET_ALLOW);
+        assert_eq!(eval(libc::SYS_sendmsg, [3, 0, 0x4000, 0, 0, 0]), RET_ALLOW);
+        let tcp = libc::IPPROTO_TCP as u64;
+        for opt in TCP_DENIED_OPTIONS {
+            assert_eq!(
+                eval(libc::SYS_setsockopt, [3, tcp, u64::from(opt), 0, 4, 0]),
+                RET_EPERM,
+                "TCP option {opt}"
+            );
+        }
+        let nodelay = libc::TCP_NODELAY as u64;
+        assert_eq!(
+            eval(libc::SYS_setsockopt, [3, tcp, nodelay, 0, 4, 0]),
+            RET_ALLOW
+        );
+        let sol = libc::SOL_SOCKET as u64;
+        assert_eq!(eval(libc::SYS_setsockopt, [3, sol, 23, 0, 4, 0]), RET_ALLOW);
+        // Namespaces: every CLONE_NEW* flag of clone; clone3 falls back to clone.
+        for flag in [
+            libc::CLONE_NEWNS,
+            libc::CLONE_NEWCGROUP,
+            libc::CLONE_NEWUTS,
+            libc::CLONE_NEWIPC,
+            libc::CLONE_NEWUSER,
+            libc::CLONE_NEWPID,
+            libc::CLONE_NEWNET,
+        ] {
+            let flags = flag as u64 | libc::SIGCHLD as u64;
+            assert_eq!(
+                eval(libc::SYS_clone, [flags, 0, 0, 0, 0, 0]),
+                RET_EPERM,
+                "{flag:#x}"
+            );
+        }
+        let thread = (libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM
+            | libc::CLONE_SETTLS
+            | libc::CLONE_PARENT_SETTID
+            | libc::CLONE_CHILD_CLEARTID) as u64;
+        assert_eq!(eval(libc::SYS_clone, [thread, 0, 0, 0, 0, 0]), RET_ALLOW);
+        assert_eq!(eval(libc::SYS_clone3, [0, 88, 0, 0, 0, 0]), RET_ENOSYS);
+        for call in [
+            libc::SYS_unshare,
+            libc::SYS_setns,
+            libc::SYS_listen,
+            libc::SYS_io_uring_setup,
+        ] {
+            assert_eq!(eval(call, [0; 6]), RET_EPERM, "syscall {call}");
+        }
+        // Sockets: TCP only.
+        let inet = libc::AF_INET as u64;
+        let stream = libc::SOCK_STREAM as u64 | libc::SOCK_CLOEXEC as u64;
+        assert_eq!(
+            eval(libc::SYS_socket, [inet, stream, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+        let dgram = libc::SOCK_DGRAM as u64;
+        assert_eq!(eval(libc::SYS_socket, [inet, dgram, 0, 0, 0, 0]), RET_EPERM);
+        // Ordinary calls pass.
+        for call in [
+            libc::SYS_read,
+            libc::SYS_write,
+            libc::SYS_connect,
+            libc::SYS_accept4,
+        ] {
+            assert_eq!(eval(call, [0; 6]), RET_ALLOW, "syscall {call}");
+        }
+    }
+
     #[test]
     fn the_filter_has_bounded_jumps_and_ends_by_allowing() {
         let p = filter().expect("filter");
         assert!(p.len() < 200);
-        // Every conditional jump stays inside the program.
+        // Every jump stays inside the program.
         for (i, ins) in p.iter().enumerate() {
-            if ins.code & 0x07 == 0x05 {
+            if ins.code == BPF_JA {
+                assert!(i + 1 + (ins.k as usize) < p.len(), "jump at {i}");
+            } else if ins.code & 0x07 == 0x05 {
                 assert!(
                     i + 1 + (ins.jt.max(ins.jf) as usize) < p.len(),
                     "jump at {i}"

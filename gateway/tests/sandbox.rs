@@ -1,8 +1,9 @@
 //! Rows 23 and 24 of the test matrix, with the real binary: once `oneway run` is bound it
 //! enters the Landlock + seccomp sandbox (the default), and from inside the gateway process a
-//! TCP connect to a port that is not an upstream's fails with `EACCES`, UDP, netlink, packet,
-//! raw and Unix sockets and `execve` with `EPERM`, a name lookup fails, while pushes still
-//! reach the upstream and reloads still read the certificate directory.
+//! TCP connect to a port that is not an upstream's fails with `EACCES`, a TCP Fast Open send,
+//! a new network namespace, UDP, netlink, packet, raw and Unix sockets and `execve` with
+//! `EPERM`, a name lookup fails, while pushes still reach the upstream and reloads still read
+//! the certificate directory. The `--split` forwarder and `oneway agent` are probed alike.
 
 #![expect(
     clippy::unwrap_used,
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     ONEWAY, Running, agent_command, audit, bystander, curl_push, free_addr, launch_agent,
-    launch_with, prepare, probe, start_event, threaded_upstream,
+    launch_logged, launch_with, logged_json, prepare, probe, start_event, threaded_upstream,
 };
 use serde_json::Value;
 
@@ -41,6 +42,22 @@ fn metrics(admin: std::net::SocketAddr) -> String {
 
 fn outcome<'a>(start: &'a Value, name: &str) -> &'a Value {
     probe(&start["sandbox"]["probes"], name)
+}
+
+/// The paths to a connection that `connect` never sees are refused by the kernel in a
+/// sandbox report: a TCP Fast Open send to the bystander `target` and to the process's own
+/// `own_port` (`EPERM` from seccomp, before any SYN), and a new network namespace.
+fn assert_connect_less_paths_refused(report: &Value, target: std::net::SocketAddr, own_port: u16) {
+    let probes = &report["probes"];
+    for name in [
+        format!("tcp_fast_open {target}"),
+        format!("tcp_fast_open 127.0.0.1:{own_port}"),
+        "unshare CLONE_NEWNET".to_string(),
+    ] {
+        let p = probe(probes, &name);
+        assert_eq!(p["outcome"], "EPERM", "{p}");
+        assert_eq!(p["contained"], true, "{p}");
+    }
 }
 
 /// SIGTERM, then the exit status.
@@ -85,6 +102,7 @@ fn row23_24_the_sandboxed_gateway_refuses_escapes_and_still_serves_and_reloads()
     let dns = outcome(&start, "dns_lookup localhost");
     assert_eq!(dns["contained"], true, "{dns}");
     assert_eq!(outcome(&start, "read_dir /")["outcome"], "EACCES");
+    assert_connect_less_paths_refused(&start["sandbox"], target, admin.port());
     assert!(
         bystander.accept().is_err(),
         "the refused connect reached the bystander"
@@ -142,6 +160,37 @@ fn required_sandbox_refuses_to_start_when_a_probe_is_not_refused() {
         stderr.contains(&format!("connect {} was not refused", up.addr)),
         "{stderr}"
     );
+}
+
+/// A reset is a host answering: a probe to an allowed port with nothing listening gets
+/// `ECONNREFUSED`, which is not containment, so the required sandbox does not start.
+#[test]
+fn a_probe_answered_by_a_reset_is_not_contained() {
+    let dir = tempfile::tempdir().unwrap();
+    let dead = free_addr();
+    prepare(dir.path(), &dead.to_string(), "");
+    let out = Command::new(ONEWAY)
+        .args(["run", "--config"])
+        .arg(dir.path().join("oneway.toml"))
+        .arg(format!("--probe-connect={dead}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(71), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("connect {dead} was not refused (ECONNREFUSED)")),
+        "{stderr}"
+    );
+
+    // Best effort runs, and says so: the probe is reported as not contained.
+    set_sandbox(dir.path(), "best-effort");
+    let (child, _, admin) = launch_with(dir.path(), &[format!("--probe-connect={dead}")]);
+    let start = start_event(dir.path());
+    let p = outcome(&start, &format!("connect {dead}"));
+    assert_eq!(p["outcome"], "ECONNREFUSED", "{p}");
+    assert_eq!(p["contained"], false, "{p}");
+    assert!(metrics(admin).contains("oneway_sandbox_enforced{layer=\"self_test\"} 0"));
+    stop(child);
 }
 
 #[test]
@@ -204,7 +253,8 @@ fn split_edge_has_no_network_pushes_flow_through_the_forwarder_and_sigterm_drain
     let up = threaded_upstream(Duration::ZERO);
     prepare(dir.path(), &up.addr, "");
     let (bystander, target) = bystander();
-    let (mut child, public, admin) = launch_with(
+    let (mut child, public, admin, log) = launch_logged(
+        &[],
         dir.path(),
         &["--split".to_string(), format!("--probe-connect={target}")],
     );
@@ -224,6 +274,21 @@ fn split_edge_has_no_network_pushes_flow_through_the_forwarder_and_sigterm_drain
         "EACCES"
     );
     assert_eq!(outcome(&start, "udp_socket")["outcome"], "EPERM");
+    assert_connect_less_paths_refused(sandbox, target, admin.port());
+    // The forwarder, the process with a route out, runs the same probes in its own sandbox:
+    // TCP only to the upstream's port.
+    let forwarder = logged_json(&log, "oneway forwarder: sandbox ");
+    assert_eq!(forwarder["state"], "enforced", "{forwarder}");
+    let upstream_port: u16 = up.addr.rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(
+        forwarder["connect_ports"],
+        serde_json::json!([upstream_port])
+    );
+    assert_eq!(
+        probe(&forwarder["probes"], &format!("connect {target}"))["outcome"],
+        "EACCES"
+    );
+    assert_connect_less_paths_refused(&forwarder, target, admin.port());
     assert!(bystander.accept().is_err());
 
     // Pushes reach the upstream through the forwarder, byte for byte; the admin port is the
@@ -354,6 +419,7 @@ fn the_sandboxed_agent_reaches_only_the_gateway() {
         assert_eq!(outcome(name), "EPERM", "{name}");
     }
     assert_eq!(outcome("read_dir /"), "EACCES");
+    assert_connect_less_paths_refused(&report, target, listen.port());
     assert!(
         bystander.accept().is_err(),
         "the refused connect reached the bystander"

@@ -90,6 +90,16 @@ pub(crate) fn launch_wrapped(
     dir: &std::path::Path,
     args: &[String],
 ) -> (Running, std::net::SocketAddr, std::net::SocketAddr) {
+    let (child, public, admin, _) = launch_logged(wrapper, dir, args);
+    (child, public, admin)
+}
+
+/// [`launch_wrapped`], with the process's log (kept as it goes on).
+pub(crate) fn launch_logged(
+    wrapper: &[&str],
+    dir: &std::path::Path,
+    args: &[String],
+) -> (Running, std::net::SocketAddr, std::net::SocketAddr, Log) {
     let mut command = match wrapper.split_first() {
         Some((program, rest)) => {
             let mut c = Command::new(program);
@@ -106,7 +116,7 @@ pub(crate) fn launch_wrapped(
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let (rx, _) = read_log(child.stderr.take().unwrap());
+    let (rx, log) = read_log(child.stderr.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(20);
     let field = |line: &str, name: &str| -> Option<std::net::SocketAddr> {
         let rest = line.split(name).nth(1)?;
@@ -135,7 +145,27 @@ pub(crate) fn launch_wrapped(
         }
     }
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    (Running(Some(child)), public, admin)
+    (Running(Some(child)), public, admin, log)
+}
+
+/// The JSON after `prefix` on the first line of `log` that has it, waiting up to 20 s.
+pub(crate) fn logged_json(log: &Log, prefix: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = log
+            .lock()
+            .unwrap()
+            .iter()
+            .find_map(|l| l.split_once(prefix).map(|(_, json)| json.to_string()));
+        if let Some(json) = found {
+            return serde_json::from_str(&json).unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line with {prefix:?} in the log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// [`prepare`] then [`launch`].
