@@ -97,6 +97,9 @@ pub enum AuthError {
     /// The token is limited to VPC endpoints and the connection came through another one.
     #[error("the token is not allowed through this network endpoint")]
     EndpointNotAllowed,
+    /// A reload revoked the client certificate of this (open) connection.
+    #[error("the client certificate was revoked")]
+    Revoked,
 }
 
 impl AuthError {
@@ -109,6 +112,7 @@ impl AuthError {
             AuthError::ApiNotAllowed => "api_not_allowed",
             AuthError::BadCertificate => "bad_certificate",
             AuthError::EndpointNotAllowed => "endpoint_not_allowed",
+            AuthError::Revoked => "certificate_revoked",
         }
     }
 }

@@ -461,8 +461,13 @@ pub struct UpstreamTls {
 /// The upstream.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
-    /// Addresses, tried in turn (names were resolved once, at load, inside `allowed_cidrs`).
+    /// Addresses, tried in turn (names were resolved once, at start, inside `allowed_cidrs`;
+    /// a config read for a reload holds only the literal ones: see [`Names`]).
     pub addresses: Vec<SocketAddr>,
+    /// `upstream.addresses` as written (names and literals).
+    pub configured: Vec<String>,
+    /// `upstream.allowed_cidrs` as written.
+    pub allowed_cidrs: Vec<String>,
     /// TLS to the upstream, if configured.
     pub tls: Option<UpstreamTls>,
     /// TCP connect deadline.
@@ -824,8 +829,13 @@ impl RawConfig {
         })
     }
 
-    /// Checks every value; paths are resolved against `base`.
+    /// Checks every value; paths are resolved against `base`; upstream names are resolved.
     pub fn validate(self, base: &Path) -> Result<Config, ConfigError> {
+        self.validate_with(base, Names::Resolve)
+    }
+
+    /// [`RawConfig::validate`], resolving upstream names or not.
+    pub fn validate_with(self, base: &Path, names: Names) -> Result<Config, ConfigError> {
         let mut p = Problems(Vec::new());
         let resolve = |f: &PathBuf| {
             if f.is_absolute() {
@@ -949,12 +959,18 @@ impl RawConfig {
                 addresses.push(literal);
                 continue;
             }
-            // A name: resolved once, here, and every address must be inside allowed_cidrs.
+            // A name: resolved once, at start, and every address must be inside allowed_cidrs.
             if cidrs.is_empty() {
                 p.add(
                     path,
                     format!("{a:?} is a name: names need upstream.allowed_cidrs (or use IP:port)"),
                 );
+                continue;
+            }
+            if names == Names::Unresolved {
+                if let Err(why) = name_and_port(a) {
+                    p.add(path, format!("{a:?}: {why}"));
+                }
                 continue;
             }
             match std::net::ToSocketAddrs::to_socket_addrs(a.as_str()) {
@@ -994,6 +1010,8 @@ impl RawConfig {
         let mut upstream = UpstreamConfig {
             max_idle_connections: DEFAULT_MAX_IN_FLIGHT,
             addresses,
+            configured: u.addresses.clone(),
+            allowed_cidrs: u.allowed_cidrs.clone(),
             tls,
             connect_timeout: duration(&mut p, "upstream.connect_timeout_ms", u.connect_timeout_ms),
             response_timeout: duration(
@@ -1337,19 +1355,102 @@ pub fn datakit_accepts_token(token: &str) -> Result<(), &'static str> {
     }
 }
 
+/// One `[[tokens]]` entry, as far as it can be read from a file that is otherwise invalid.
+#[derive(Debug)]
+pub struct ListedToken {
+    /// Its secret, when readable (`token` or `token_sha256`, not both).
+    pub secret: Option<TokenSecret>,
+    /// Those of its identities that parse.
+    pub identities: Vec<Identity>,
+}
+
+/// What a config file says about which tokens exist and whom they are bound to, read even
+/// when the rest of the file is invalid, so that a reload of a broken file still applies a
+/// removed token or identity. `None` when the file is not readable TOML, or its `tokens` is
+/// not an array of tables: then nothing is known.
+pub fn listed_tokens(path: &Path) -> Option<Vec<ListedToken>> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let table: toml::Table = text.parse().ok()?;
+    let Some(tokens) = table.get("tokens") else {
+        return Some(Vec::new());
+    };
+    tokens
+        .as_array()?
+        .iter()
+        .map(|t| {
+            let t = t.as_table()?;
+            let text = |key: &str| t.get(key).and_then(toml::Value::as_str);
+            let secret = match (text("token"), text("token_sha256")) {
+                (Some(token), None) => {
+                    Some(TokenSecret::Sha256(crate::auth::sha256(token.as_bytes())))
+                }
+                (None, Some(h)) => {
+                    let mut out = [0u8; 32];
+                    hex::decode_to_slice(h, &mut out)
+                        .ok()
+                        .map(|()| TokenSecret::Sha256(out))
+                }
+                _ => None,
+            };
+            let identities = t
+                .get("identities")
+                .and_then(toml::Value::as_array)
+                .map(|list| {
+                    list.iter()
+                        .filter_map(|v| Identity::parse(v.as_str()?).ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(ListedToken { secret, identities })
+        })
+        .collect()
+}
+
+/// Whether upstream names in `upstream.addresses` are resolved while validating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Names {
+    /// At start and in `check-config`: each name is resolved once, and every address it
+    /// resolves to must be inside `upstream.allowed_cidrs`.
+    Resolve,
+    /// On reload: never (there is no DNS after start, and inside the sandbox none is
+    /// possible). A name is checked for its form only; `[upstream]` needs a restart anyway.
+    Unresolved,
+}
+
+/// `host:port` with a port that parses.
+fn name_and_port(a: &str) -> Result<(), &'static str> {
+    match a.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err("not IP:port or name:port"),
+    }
+}
+
 impl Config {
-    /// Reads, parses and validates a config file.
+    /// Reads, parses and validates a config file, resolving upstream names (at start).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        Config::load_with(path, Names::Resolve)
+    }
+
+    /// [`Config::load`] for a reload: no name is resolved.
+    pub fn load_for_reload(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, Names::Unresolved)
+    }
+
+    fn load_with(path: &Path, names: Names) -> Result<Config, ConfigError> {
+        let text = read(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut config = RawConfig::parse(&text, path)?.validate(base)?;
+        let mut config = RawConfig::parse(&text, path)?.validate_with(base, names)?;
         config.source = Some(path.to_path_buf());
         config.sha256 = hex::encode(crate::auth::sha256(text.as_bytes()));
         Ok(config)
     }
+}
+
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -1544,6 +1645,79 @@ duplicate_key = "ignore"
                 .contains("outside upstream.allowed_cidrs"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn a_reload_reads_names_without_resolving_them() {
+        let named = MINIMAL.replace(
+            "[upstream]\naddresses = [\"127.0.0.1:9528\"]",
+            "[upstream]\naddresses = [\"no-such-host.invalid:9528\", \"127.0.0.1:9528\"]\nallowed_cidrs = [\"127.0.0.0/8\"]",
+        );
+        assert_ne!(named, MINIMAL);
+        let raw = || RawConfig::parse(&named, Path::new("t.toml")).unwrap();
+        // At start the name must resolve.
+        let Err(ConfigError::Invalid(problems)) = raw().validate(Path::new("/etc/oneway")) else {
+            panic!("an unresolvable name at start");
+        };
+        assert!(
+            problems[0].message.contains("cannot resolve"),
+            "{problems:?}"
+        );
+        // On reload it is not resolved: only its form is checked, the literal kept.
+        let c = raw()
+            .validate_with(Path::new("/etc/oneway"), Names::Unresolved)
+            .unwrap();
+        assert_eq!(
+            c.upstream.addresses,
+            vec!["127.0.0.1:9528".parse().unwrap()]
+        );
+        assert_eq!(
+            c.upstream.configured,
+            ["no-such-host.invalid:9528", "127.0.0.1:9528"]
+        );
+        let no_port = named.replace("no-such-host.invalid:9528", "no-such-host.invalid");
+        let Err(ConfigError::Invalid(problems)) = RawConfig::parse(&no_port, Path::new("t.toml"))
+            .unwrap()
+            .validate_with(Path::new("/etc/oneway"), Names::Unresolved)
+        else {
+            panic!("a name without a port");
+        };
+        assert_eq!(problems[0].path, "upstream.addresses[0]");
+    }
+
+    #[test]
+    fn listed_tokens_are_read_from_a_file_whose_settings_are_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oneway.toml");
+        let hash = hex::encode(crate::auth::sha256(b"tkn_b0000000000000000000000000000000"));
+        std::fs::write(
+            &path,
+            format!(
+                "sandbox = \"sometimes\"\n{MINIMAL}\n[[tokens]]\ntoken_sha256 = \"{hash}\"\nidentities = [\"dns:b\", \"cn:nope\"]\n\n[[tokens]]\ntoken = \"x\"\ntoken_sha256 = \"{hash}\"\nidentities = [\"dns:c\"]\n"
+            ),
+        )
+        .unwrap();
+        assert!(Config::load(&path).is_err());
+        let listed = listed_tokens(&path).unwrap();
+        assert_eq!(listed.len(), 3);
+        assert!(listed[0].secret.is_some());
+        assert_eq!(
+            listed[1].secret,
+            Some(TokenSecret::Sha256(
+                hex::decode(&hash).unwrap().try_into().unwrap()
+            ))
+        );
+        // An identity that does not parse grants nothing; an entry with both secrets is no
+        // entry's secret.
+        assert_eq!(listed[1].identities, vec![Identity::Dns("b".into())]);
+        assert_eq!(listed[2].secret, None);
+        // Not TOML, or tokens that are not tables: nothing is known.
+        std::fs::write(&path, format!("{MINIMAL}\n[[[broken")).unwrap();
+        assert!(listed_tokens(&path).is_none());
+        std::fs::write(&path, "tokens = [\"a\"]\n").unwrap();
+        assert!(listed_tokens(&path).is_none());
+        std::fs::write(&path, "sandbox = 1\n").unwrap();
+        assert_eq!(listed_tokens(&path).map(|l| l.len()), Some(0));
     }
 
     #[test]

@@ -89,6 +89,12 @@ pub enum RequestError {
     /// A bug inside the gateway (a panicked task); the batch was not acknowledged.
     #[error("internal error; retry later")]
     Internal,
+    /// The last reload could not read the config file, the client CA bundle or a CRL: who
+    /// may push is not known, so nobody is served until a reload reads them again.
+    #[error(
+        "the gateway could not read its tokens or certificates at the last reload; retry later"
+    )]
+    FailClosed,
 }
 
 impl RequestError {
@@ -114,6 +120,7 @@ impl RequestError {
             RequestError::Spool(_) => "spool_unavailable",
             RequestError::Throttled { .. } => "rate_limited",
             RequestError::Overloaded { .. } => "overloaded",
+            RequestError::FailClosed => "fail_closed",
         }
     }
 
@@ -143,6 +150,7 @@ impl RequestError {
             RequestError::UpstreamUnavailable
             | RequestError::Internal
             | RequestError::Spool(_)
+            | RequestError::FailClosed
             | RequestError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
             RequestError::Throttled { status, .. } => *status,
         }

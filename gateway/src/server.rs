@@ -75,11 +75,20 @@ struct Scratch {
 }
 
 /// What a reload replaces: the config, the tokens and their bindings, the TLS material.
-/// A request or connection takes one snapshot and uses it to the end.
+/// A request takes one snapshot and uses it to the end; a connection takes one for its
+/// handshake and checks its certificate again against each new one.
 pub(crate) struct Live {
     pub(crate) config: Arc<Config>,
     pub(crate) tokens: TokenTable,
     pub(crate) acceptor: TlsAcceptor,
+    /// The server certificate and key the acceptor presents.
+    pub(crate) identity: Arc<crate::tls::ServerIdentity>,
+    /// The client CA bundle and CRLs the acceptor checks with.
+    pub(crate) verifier: crate::tls::ClientVerifier,
+    /// Set when a reload could not read what says who may push (the config file, the CA
+    /// bundle or a CRL): every request is refused with a retryable 503 until a reload reads
+    /// them again. Why, for the log and the response.
+    pub(crate) fail_closed: Option<String>,
     pub(crate) generation: u64,
 }
 
@@ -96,6 +105,9 @@ pub(crate) struct State {
     per_ip: Counter<std::net::IpAddr>,
     per_identity: Counter<String>,
     pub(crate) audit: Arc<Audit>,
+    /// The generation of the live snapshot: open connections watch it to check their
+    /// certificate again after a reload.
+    reloads: tokio::sync::watch::Sender<u64>,
 }
 
 impl State {
@@ -107,8 +119,15 @@ impl State {
         }
     }
 
-    /// Installs a reloaded snapshot.
+    /// Installs a reloaded snapshot; open connections then check their certificates
+    /// against it.
     pub(crate) fn set_live(&self, live: Live) {
+        let generation = live.generation;
+        metrics::gauge!(telemetry::RELOAD_FAIL_CLOSED).set(if live.fail_closed.is_some() {
+            1.0
+        } else {
+            0.0
+        });
         let live = Arc::new(live);
         match self.live.write() {
             Ok(mut l) => *l = live,
@@ -117,6 +136,7 @@ impl State {
         if let Ok(mut pool) = self.pool.lock() {
             pool.clear();
         }
+        self.reloads.send_replace(generation);
     }
 }
 
@@ -124,13 +144,20 @@ impl State {
 /// holding a place of the per-identity cap for as long as the connection lives.
 pub(crate) struct Conn {
     pub(crate) peer: PeerIdentity,
+    /// The chain the client presented, checked again after each reload.
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// Set once a reload revoked the certificate: the connection is closing, and any
+    /// request still read on it is refused.
+    revoked: AtomicBool,
     held: Mutex<Vec<(String, crate::edge::Counted<String>)>>,
 }
 
 impl Conn {
-    fn new(peer: PeerIdentity) -> Conn {
+    fn new(peer: PeerIdentity, chain: Vec<rustls_pki_types::CertificateDer<'static>>) -> Conn {
         Conn {
             peer,
+            chain,
+            revoked: AtomicBool::new(false),
             held: Mutex::new(Vec::new()),
         }
     }
@@ -261,7 +288,9 @@ impl Gateway {
         upstream: Arc<Upstream>,
     ) -> anyhow::Result<Gateway> {
         let _ = telemetry::handle();
-        let tls = crate::tls::server_config(&config.listener)?;
+        let identity = crate::tls::server_identity(&config.listener)?;
+        let verifier = crate::tls::client_verifier(&config.listener)?;
+        let tls = crate::tls::assemble(&identity, Arc::clone(&verifier))?;
         let audit = Arc::new(
             Audit::open(&config.audit)
                 .map_err(|e| anyhow::anyhow!("cannot open the audit output: {e}"))?,
@@ -279,6 +308,9 @@ impl Gateway {
         let live = Live {
             tokens: TokenTable::new(&config.tokens),
             acceptor: TlsAcceptor::from(tls),
+            identity: Arc::new(identity),
+            verifier,
+            fail_closed: None,
             generation: 0,
             config: Arc::new(config.clone()),
         };
@@ -293,6 +325,7 @@ impl Gateway {
             per_ip: Counter::default(),
             per_identity: Counter::default(),
             audit,
+            reloads: tokio::sync::watch::Sender::new(0),
         });
         Ok(Gateway {
             state,
@@ -552,7 +585,13 @@ async fn connection(
             return;
         }
     };
-    let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+    let chain: Vec<rustls_pki_types::CertificateDer<'static>> = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+        .unwrap_or_default();
+    let identity = match chain.first() {
         Some(cert) => PeerIdentity::from_der(cert.as_ref()),
         None => Err(AuthError::BadCertificate),
     };
@@ -567,7 +606,13 @@ async fn connection(
     };
     debug!(%client, identity = %identity.name(), endpoint = endpoint.as_deref().unwrap_or(""), "connection");
     identity.endpoint = endpoint;
-    let identity = Arc::new(Conn::new(identity));
+    let identity = Arc::new(Conn::new(identity, chain));
+    let this = Arc::clone(&identity);
+    // Reloads since the handshake's snapshot count too.
+    let mut reloads = state.reloads.subscribe();
+    if reloads.borrow_and_update().to_owned() != live.generation {
+        reloads.mark_changed();
+    }
     let phase = Phase::new();
     let service = {
         let (state, phase) = (Arc::clone(&state), Arc::clone(&phase));
@@ -622,6 +667,25 @@ async fn connection(
             _ = closing.changed(), if draining.is_none() => {
                 conn.as_mut().graceful_shutdown();
                 draining = Some(Instant::now() + listener.shutdown_grace);
+            }
+            _ = reloads.changed(), if draining.is_none() => {
+                // A reload: is the certificate still good under the new CA bundle and CRLs?
+                // If not, the request in progress (authorized before) finishes, nothing
+                // more is served, and an idle connection closes now.
+                let next = state.live();
+                if !crate::tls::still_valid(&next.verifier, &this.chain) {
+                    this.revoked.store(true, Ordering::Relaxed);
+                    metrics::counter!(telemetry::CONNECTIONS_CLOSED, "reason" => "revoked")
+                        .increment(1);
+                    let name = this.peer.name();
+                    info!(%client, identity = %name, "certificate no longer valid after a reload: closing its connection");
+                    state.audit.count(
+                        "auth_failure",
+                        &[("kind", "revoked_while_connected"), ("identity", &name)],
+                    );
+                    conn.as_mut().graceful_shutdown();
+                    draining = Some(Instant::now() + listener.shutdown_grace);
+                }
             }
             () = phase.changed() => {}
             () = tokio::time::sleep_until(deadline.into()) => match why {
@@ -806,6 +870,14 @@ async fn process(
     &'static str,
     Result<Response<Full<Bytes>>, RequestError>,
 ) {
+    // A connection whose certificate a reload revoked, or a gateway that does not know who
+    // may push: nothing is served.
+    if conn.revoked.load(Ordering::Relaxed) {
+        return ("unknown", "none", Err(AuthError::Revoked.into()));
+    }
+    if state.live().fail_closed.is_some() {
+        return ("unknown", "none", Err(RequestError::FailClosed));
+    }
     let path = req.uri().path().to_string();
     let route = match route(&path) {
         Ok(r) => r,
@@ -1361,7 +1433,11 @@ async fn serve_admin(listener: TcpListener, state: Arc<State>, ready: Arc<Atomic
                 let (status, body) = match req.uri().path() {
                     "/metrics" => (StatusCode::OK, handle.render()),
                     "/live" => (StatusCode::OK, "live\n".to_string()),
-                    "/ready" if ready.load(Ordering::Relaxed) && can_accept(&state) => {
+                    "/ready"
+                        if ready.load(Ordering::Relaxed)
+                            && can_accept(&state)
+                            && state.live().fail_closed.is_none() =>
+                    {
                         (StatusCode::OK, "ready\n".to_string())
                     }
                     "/ready" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_string()),

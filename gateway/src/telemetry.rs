@@ -78,8 +78,19 @@ pub const SPOOL_FAILED: &str = "oneway_spool_failed";
 /// Batches accepted by `outcome` (`forwarded`, `spooled`).
 pub const ACCEPTED: &str = "oneway_ingest_batches_total";
 
-/// Reloads by `outcome` (`ok`, `config`, `tls`, `no_source`, `internal`).
+/// Reloads by `outcome`: `ok`; `restart_needed` (applied, but some settings changed that
+/// only a restart applies); `config`, `tls` (failed: what still applies did, see the
+/// `reload` audit event); `fail_closed` (who may push could not be read: nothing is served);
+/// `no_source`, `internal`.
 pub const RELOADS: &str = "oneway_reload_total";
+/// 1 while the gateway refuses every request because the last reload could not read the
+/// config file, the client CA bundle or a CRL.
+pub const RELOAD_FAIL_CLOSED: &str = "oneway_reload_fail_closed";
+/// Reloads that found a restart-only setting changed, by `key` (the config key).
+pub const RELOAD_RESTART_NEEDED: &str = "oneway_reload_restart_needed_total";
+/// 1 when the last reload found a restart-only setting changed (the file and the process
+/// differ until a restart).
+pub const RELOAD_RESTART_PENDING: &str = "oneway_reload_restart_pending";
 /// Unix time of the last successful reload.
 pub const RELOAD_LAST_SUCCESS: &str = "oneway_reload_last_success_timestamp_seconds";
 /// 1 per sandbox layer in force (`landlock`, `seccomp`, `no_new_privs`, `self_test`), else 0.
@@ -120,6 +131,7 @@ fn prime() {
                 "api_not_allowed",
                 "bad_certificate",
                 "endpoint_not_allowed",
+                "certificate_revoked",
             ],
         ),
         (
@@ -130,7 +142,15 @@ fn prime() {
         (
             RELOADS,
             "outcome",
-            &["ok", "config", "tls", "no_source", "internal"],
+            &[
+                "ok",
+                "restart_needed",
+                "config",
+                "tls",
+                "fail_closed",
+                "no_source",
+                "internal",
+            ],
         ),
         (THROTTLED, "kind", &["requests", "decoded_bytes", "points"]),
         (OVERLOAD_REFUSED, "reason", &["in_flight", "memory"]),
@@ -158,6 +178,8 @@ fn prime() {
     for name in [SPOOL_DEAD_LETTERS, SPOOL_QUARANTINED] {
         metrics::counter!(name).increment(0);
     }
+    metrics::gauge!(RELOAD_FAIL_CLOSED).set(0.0);
+    metrics::gauge!(RELOAD_RESTART_PENDING).set(0.0);
     // Not sandboxed until `oneway run` says otherwise.
     for layer in ["landlock", "seccomp", "no_new_privs", "self_test"] {
         metrics::gauge!(SANDBOX, "layer" => layer).set(0.0);
@@ -232,6 +254,18 @@ fn describe() {
         "Batches accepted, by outcome (forwarded, spooled)"
     );
     describe_counter!(RELOADS, "Config reloads, by outcome");
+    describe_gauge!(
+        RELOAD_FAIL_CLOSED,
+        "1 while every request is refused: the last reload could not read the tokens, CA bundle or CRLs"
+    );
+    describe_gauge!(
+        RELOAD_RESTART_PENDING,
+        "1 when the last reload found a restart-only setting changed"
+    );
+    describe_counter!(
+        RELOAD_RESTART_NEEDED,
+        "Reloads that left a changed restart-only setting at its running value, by config key"
+    );
     describe_gauge!(
         RELOAD_LAST_SUCCESS,
         Unit::Seconds,

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
@@ -82,10 +83,34 @@ fn load_crl(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, T
     }
 }
 
-/// Builds the listener's rustls configuration.
-pub fn server_config(l: &ListenerConfig) -> Result<Arc<ServerConfig>, TlsError> {
-    let chain = load_certs(&l.server_cert)?;
-    let key = load_key(&l.server_key)?;
+/// The server's certificate chain and key, loaded and checked to match.
+pub struct ServerIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for ServerIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerIdentity")
+            .field("chain", &self.chain.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the server certificate chain and key of `l`.
+pub fn server_identity(l: &ListenerConfig) -> Result<ServerIdentity, TlsError> {
+    Ok(ServerIdentity {
+        chain: load_certs(&l.server_cert)?,
+        key: load_key(&l.server_key)?,
+    })
+}
+
+/// How client certificates are checked: the CA bundle and the CRLs of `l` (an expired CRL
+/// fails every handshake).
+pub type ClientVerifier = Arc<dyn ClientCertVerifier>;
+
+/// Reads the client CA bundle and the CRLs of `l` and builds the verifier.
+pub fn client_verifier(l: &ListenerConfig) -> Result<ClientVerifier, TlsError> {
     let mut roots = RootCertStore::empty();
     for ca in load_certs(&l.client_ca)? {
         roots
@@ -96,23 +121,50 @@ pub fn server_config(l: &ListenerConfig) -> Result<Arc<ServerConfig>, TlsError> 
     for path in &l.crls {
         crls.extend(load_crl(path)?);
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-            .with_crls(crls)
-            .enforce_revocation_expiration()
-            .build()
-            .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    let mut config = ServerConfig::builder_with_provider(provider)
+    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .with_crls(crls)
+        .enforce_revocation_expiration()
+        .build()
+        .map_err(|e| TlsError::Rustls(e.to_string()))
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The listener's rustls configuration from a server identity and a client verifier.
+pub fn assemble(
+    identity: &ServerIdentity,
+    verifier: ClientVerifier,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Whether a client's chain (as presented at its handshake) still passes `verifier`: run
+/// again after a reload, so that a certificate revoked since (or no longer under a
+/// configured CA) does not keep an open connection.
+pub fn still_valid(verifier: &ClientVerifier, chain: &[CertificateDer<'static>]) -> bool {
+    let Some((end_entity, intermediates)) = chain.split_first() else {
+        return false;
+    };
+    verifier
+        .verify_client_cert(end_entity, intermediates, rustls_pki_types::UnixTime::now())
+        .is_ok()
+}
+
+/// Builds the listener's rustls configuration: [`server_identity`], [`client_verifier`],
+/// [`assemble`].
+pub fn server_config(l: &ListenerConfig) -> Result<Arc<ServerConfig>, TlsError> {
+    assemble(&server_identity(l)?, client_verifier(l)?)
 }
 
 /// Seconds until the first certificate of a PEM file expires (negative once expired).

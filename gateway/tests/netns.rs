@@ -79,19 +79,7 @@ impl Net {
 
     /// Runs this test binary's helper with `role` in namespace `ns`.
     fn helper(&self, ns: &str, role: &str, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns(ns)])
-            .arg(std::env::current_exe().unwrap())
-            .args([
-                "--ignored",
-                "--exact",
-                "netns_helper",
-                "--nocapture",
-                "--quiet",
-            ])
-            .env(ROLE, role)
-            .env("ONEWAY_NETNS_ARGS", args.join(" "));
-        c
+        helper_in(&self.ns(ns), role, args)
     }
 
     /// Tries TCP connects from namespace `ns` (not from the gateway process).
@@ -114,6 +102,23 @@ impl Drop for Net {
                 .status();
         }
     }
+}
+
+/// Runs this test binary's helper with `role` in the namespace named `ns`.
+fn helper_in(ns: &str, role: &str, args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", ns])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "netns_helper",
+            "--nocapture",
+            "--quiet",
+        ])
+        .env(ROLE, role)
+        .env("ONEWAY_NETNS_ARGS", args.join(" "));
+    c
 }
 
 fn ip(args: &[&str]) {
@@ -195,8 +200,60 @@ fn netns_helper() {
             std::fs::write(format!("{file}.ready"), "").unwrap();
             std::thread::sleep(HELPER_LIFETIME);
         }
+        // `dns FILE`: a resolver on 127.0.0.1:53 that answers every A query with 127.0.0.1
+        // (TTL 0, nothing cached) and every other with no address; appends "TYPE NAME" to
+        // FILE per query.
+        "dns" => {
+            let socket = std::net::UdpSocket::bind("127.0.0.1:53").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
+            std::fs::write(format!("{}.ready", args[0]), "").unwrap();
+            let deadline = Instant::now() + HELPER_LIFETIME;
+            let mut buf = [0u8; 512];
+            while Instant::now() < deadline {
+                let Ok((n, from)) = socket.recv_from(&mut buf) else {
+                    continue;
+                };
+                let Some((name, qtype, end)) = dns_question(&buf[..n]) else {
+                    continue;
+                };
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(args[0])
+                    .unwrap();
+                writeln!(f, "{qtype} {name}").unwrap();
+                let mut answer = buf[..2].to_vec();
+                let a = qtype == 1;
+                answer.extend_from_slice(&[0x81, 0x80, 0, 1, 0, u8::from(a), 0, 0, 0, 0]);
+                answer.extend_from_slice(&buf[12..end]);
+                if a {
+                    answer
+                        .extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 127, 0, 0, 1]);
+                }
+                let _ = socket.send_to(&answer, from);
+            }
+        }
         other => panic!("unknown role {other}"),
     }
+}
+
+/// A DNS query's name, type and the end of its question.
+fn dns_question(q: &[u8]) -> Option<(String, u16, usize)> {
+    let mut at = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = usize::from(*q.get(at)?);
+        at += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(q.get(at..at + len)?).into_owned());
+        at += len;
+    }
+    let qtype = u16::from_be_bytes([*q.get(at)?, *q.get(at + 1)?]);
+    Some((labels.join("."), qtype, at + 4))
 }
 
 struct Children(Vec<std::process::Child>);
@@ -534,5 +591,142 @@ fn row25_physical_isolation_only_the_upstream_port_is_reachable_from_the_gateway
     eprint!("{report}");
     let target = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/netns-report.txt");
     let _ = std::fs::write(target, &report);
+    drop(children);
+}
+
+/// A network namespace of its own with a resolver the test controls
+/// (`/etc/netns/NAME/resolv.conf`, which `ip netns exec` mounts over `/etc/resolv.conf`).
+struct DnsNet {
+    name: String,
+}
+
+impl Drop for DnsNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
+    }
+}
+
+/// No DNS after start (issue 15), with the sandbox off, so that nothing but the code
+/// prevents it: the gateway resolves its upstream's name once, at start, through a resolver
+/// that logs every query; then reloads (one that also renames the upstream, refused as
+/// restart-only, and one with nothing changed) ask it nothing, and pushes still reach the
+/// address resolved at start.
+#[test]
+fn no_name_is_resolved_after_start() {
+    if !Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the network-namespace test as root"
+        );
+        eprintln!("no_name_is_resolved_after_start: skipped: needs root for ip netns");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let net = DnsNet {
+        name: format!("owdns{}", std::process::id() % 100_000),
+    };
+    ip(&["netns", "add", &net.name]);
+    ip(&["-n", &net.name, "link", "set", "lo", "up"]);
+    let etc = format!("/etc/netns/{}", net.name);
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(
+        format!("{etc}/resolv.conf"),
+        "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n",
+    )
+    .unwrap();
+    let mut children = Children(Vec::new());
+    let queries = d.join("dns-queries.txt");
+    children.0.push(
+        helper_in(&net.name, "dns", &[queries.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let delivered = d.join("delivered.txt");
+    children.0.push(
+        helper_in(
+            &net.name,
+            "upstream",
+            &["127.0.0.1:9528", delivered.to_str().unwrap()],
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
+    );
+    wait_for("the resolver", || {
+        d.join("dns-queries.txt.ready").exists() && delivered.exists()
+    });
+
+    let second = "tkn_secondagenttoken0000000000000000";
+    prepare(
+        d,
+        "upstream.oneway.test:9528",
+        &format!("[[tokens]]\ntoken = \"{second}\"\nidentities = [\"dns:agent-1\"]\n"),
+    );
+    let path = d.join("oneway.toml");
+    let config = format!(
+        "sandbox = \"off\"\n{}",
+        std::fs::read_to_string(&path).unwrap().replacen(
+            "response_timeout_ms = 10000",
+            "response_timeout_ms = 10000\nallowed_cidrs = [\"127.0.0.0/8\"]",
+            1,
+        )
+    );
+    std::fs::write(&path, &config).unwrap();
+    let wrapper = ["ip", "netns", "exec", net.name.as_str()];
+    let (child, public, _) = launch_wrapped(&wrapper, d, &[]);
+    children.0.push(child.into_inner());
+    let at_start = std::fs::read_to_string(&queries).unwrap_or_default();
+    assert!(
+        at_start.contains("1 upstream.oneway.test"),
+        "the start resolves the name through the test's resolver: {at_start:?}"
+    );
+    let body = "cpu,host=a v=1i 1";
+    assert_eq!(curl_push_to(&wrapper, d, public, body), "200");
+    wait_for("the delivery", || {
+        std::fs::read_to_string(&delivered).is_ok_and(|s| s.lines().any(|l| l == body))
+    });
+
+    // Reload 1: the second token removed and the upstream renamed. Reload 2: no change.
+    let at = config.rfind("[[tokens]]").unwrap();
+    let edited = config[..at].replacen("upstream.oneway.test", "moved.oneway.test", 1);
+    std::fs::write(&path, edited).unwrap();
+    let gateway = children.0.last().unwrap().id().to_string();
+    for n in 1..=2 {
+        let _ = Command::new("kill").args(["-HUP", &gateway]).status();
+        wait_for("the reload", || {
+            common::audit(d)
+                .iter()
+                .filter(|e| e["event"] == "reload")
+                .count()
+                >= n
+        });
+    }
+    let reloads: Vec<_> = common::audit(d)
+        .into_iter()
+        .filter(|e| e["event"] == "reload")
+        .collect();
+    for r in &reloads {
+        assert_eq!(r["outcome"], "restart_needed", "{r}");
+        assert_eq!(
+            r["restart_needed"],
+            serde_json::json!(["upstream.addresses"])
+        );
+    }
+    let body = "cpu,host=a v=2i 2";
+    assert_eq!(curl_push_to(&wrapper, d, public, body), "200");
+    wait_for("the delivery", || {
+        std::fs::read_to_string(&delivered).is_ok_and(|s| s.lines().any(|l| l == body))
+    });
+    let after = std::fs::read_to_string(&queries).unwrap_or_default();
+    assert_eq!(after, at_start, "a query after start");
     drop(children);
 }

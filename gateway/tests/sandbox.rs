@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use common::{
     ONEWAY, Running, agent_command, audit, bystander, curl_push, free_addr, launch_agent,
     launch_logged, launch_with, logged_json, prepare, probe, start_event, threaded_upstream,
+    tls_closed_within, tls_connect, tls_push,
 };
 use serde_json::Value;
 
@@ -444,4 +445,116 @@ fn the_sandboxed_agent_reaches_only_the_gateway() {
         stderr.contains(&format!("connect {public} was not refused")),
         "{stderr}"
     );
+}
+
+/// Waits for the next `reload` audit event after the first `seen` ones; returns it.
+fn next_reload(dir: &std::path::Path, seen: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reloads: Vec<Value> = audit(dir)
+            .into_iter()
+            .filter(|e| e["event"] == "reload")
+            .collect();
+        if reloads.len() > seen {
+            return reloads[seen].clone();
+        }
+        assert!(Instant::now() < deadline, "no reload after {seen}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Issue 15's reload case, with the real binary in its required sandbox and an upstream given
+/// by name: reloads never resolve it (inside the sandbox they could not), so the file watch
+/// still applies a removed token while refusing the upstream change in the same file, and a
+/// CRL that revokes the agent closes its open keep-alive connection and refuses its next
+/// handshake.
+#[test]
+fn reloads_in_the_sandbox_with_a_named_upstream_revoke_and_refuse_restart_only_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = threaded_upstream(Duration::ZERO);
+    let port = up.addr.rsplit(':').next().unwrap().to_string();
+    let second = "tkn_secondagenttoken0000000000000000";
+    prepare(
+        dir.path(),
+        &format!("localhost:{port}"),
+        &format!(
+            "[reload]\nwatch_interval_ms = 200\n\n[[tokens]]\ntoken = \"{second}\"\nidentities = [\"dns:agent-1\"]\n"
+        ),
+    );
+    let path = dir.path().join("oneway.toml");
+    let config = std::fs::read_to_string(&path).unwrap().replacen(
+        "response_timeout_ms = 10000",
+        "response_timeout_ms = 10000\nallowed_cidrs = [\"127.0.0.0/8\", \"::1/128\"]",
+        1,
+    );
+    std::fs::write(&path, &config).unwrap();
+    let (child, public, admin) = launch_with(dir.path(), &[]);
+    let start = start_event(dir.path());
+    assert_eq!(start["sandbox"]["state"], "enforced", "{start}");
+    let first = oneway_gateway::quickstart::AGENT_TOKEN;
+
+    let mut open = tls_connect(dir.path(), public).unwrap();
+    assert_eq!(tls_push(&mut open, second, "cpu v=1i 1").unwrap(), 200);
+    assert_eq!(tls_push(&mut open, first, "cpu v=2i 2").unwrap(), 200);
+
+    // One edit: the second token removed, and the upstream moved (a restart-only change).
+    let at = config.rfind("[[tokens]]").unwrap();
+    let edited = config[..at].replacen(
+        &format!("localhost:{port}"),
+        &format!("localhost:{}", free_addr().port()),
+        1,
+    );
+    std::fs::write(&path, edited).unwrap();
+    let reload = next_reload(dir.path(), 0);
+    assert_eq!(reload["outcome"], "restart_needed", "{reload}");
+    assert_eq!(
+        reload["restart_needed"],
+        serde_json::json!(["upstream.addresses"])
+    );
+    assert_eq!(tls_push(&mut open, second, "cpu v=3i 3").unwrap(), 401);
+    let mut early = open;
+    let mut open = tls_connect(dir.path(), public).unwrap();
+    assert_eq!(tls_push(&mut open, first, "cpu v=4i 4").unwrap(), 200);
+    assert_eq!(
+        up.accepted.lock().unwrap().len(),
+        3,
+        "pushes still reach the running upstream"
+    );
+    let m = metrics(admin);
+    assert!(
+        m.contains("oneway_reload_restart_needed_total{key=\"upstream.addresses\"} 1"),
+        "{m}"
+    );
+
+    // A CRL revoking agent-1: its open keep-alive connection is closed at the reload, and
+    // a new handshake fails.
+    oneway_gateway::certs::revoke(dir.path(), &["agent-1"], 2).unwrap();
+    // (The file still names another upstream: still reported, the CRL applied.)
+    let reload = next_reload(dir.path(), 1);
+    assert_eq!(reload["outcome"], "restart_needed", "{reload}");
+    assert!(
+        reload["applied"]
+            .as_array()
+            .unwrap()
+            .contains(&"client_ca_and_crls".into()),
+        "{reload}"
+    );
+    assert!(
+        tls_closed_within(&mut open, Duration::from_secs(5)),
+        "the revoked agent's open connection stayed open"
+    );
+    assert!(tls_closed_within(&mut early, Duration::from_secs(5)));
+    let refused =
+        tls_connect(dir.path(), public).and_then(|mut tls| tls_push(&mut tls, first, "cpu v=5i 5"));
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(up.accepted.lock().unwrap().len(), 3);
+    // One or two: the connection that got the 401 may have been kept alive.
+    let m = metrics(admin);
+    assert!(
+        m.lines().any(|l| [1, 2]
+            .map(|n| format!("oneway_listener_connections_closed_total{{reason=\"revoked\"}} {n}"))
+            .contains(&l.to_string())),
+        "{m}"
+    );
+    stop(child);
 }

@@ -325,9 +325,16 @@ pub struct Builder {
     token_extra: String,
     listener: Vec<(String, String)>,
     audit_extra: String,
+    watch_interval_ms: Option<u64>,
 }
 
 impl Builder {
+    /// `reload.watch_interval_ms` (200 unless set; 0: only explicit reloads).
+    pub fn reload_watch_interval_ms(mut self, ms: u64) -> Builder {
+        self.watch_interval_ms = Some(ms);
+        self
+    }
+
     /// Uses this PKI (to share it with a TLS upstream).
     pub fn pki(mut self, pki: TestPki) -> Builder {
         self.pki = Some(pki);
@@ -397,7 +404,7 @@ interval_seconds = 1
 {audit_extra}
 
 [reload]
-watch_interval_ms = 200
+watch_interval_ms = {watch}
 
 [admin]
 address = "127.0.0.2:0"
@@ -425,6 +432,7 @@ identities = ["dns:agent-2"]
 "#,
             upstreams = upstreams.join(", "),
             audit_extra = self.audit_extra,
+            watch = self.watch_interval_ms.unwrap_or(200),
             listener = {
                 let mut keys: Vec<(String, String)> = [
                     ("server_cert", "\"server.pem\""),

@@ -431,3 +431,97 @@ pub(crate) fn free_addr() -> std::net::SocketAddr {
         .local_addr()
         .unwrap()
 }
+
+/// A TLS connection to the gateway at `addr` presenting `dir`'s agent-1 certificate, kept
+/// open across requests (keep-alive). `Err` when the handshake fails.
+pub(crate) fn tls_connect(
+    dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(dir.join("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let chain = CertificateDer::pem_file_iter(dir.join("agent-1.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_file(dir.join("agent-1.key")).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_client_auth_cert(chain, key)
+    .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), name).map_err(std::io::Error::other)?;
+    let tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    // The handshake completes here; TLS 1.3 tells of a refused client certificate only at
+    // the first read, so read once with a short timeout (a refusal is an alert or a close).
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
+/// One line-protocol push with `token` on an open [`tls_connect`] connection; the status
+/// (`Err` when the connection fails or closes first).
+pub(crate) fn tls_push(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    token: &str,
+    line: &str,
+) -> std::io::Result<u16> {
+    let request = format!(
+        "POST /v1/write/metric?token={token} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/line-protocol\r\ncontent-length: {}\r\n\r\n{line}",
+        line.len()
+    );
+    tls.write_all(request.as_bytes())?;
+    tls.flush()?;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return head
+                    .get(9..12)
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| std::io::Error::other("no status"));
+            }
+        }
+        let n = tls.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+/// Whether the gateway closes an open [`tls_connect`] connection within `within`.
+pub(crate) fn tls_closed_within(
+    tls: &mut rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>,
+    within: Duration,
+) -> bool {
+    let _ = tls.sock.set_read_timeout(Some(within));
+    let mut buf = [0u8; 64];
+    match tls.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
