@@ -254,6 +254,7 @@ struct RawRules {
 #[serde(deny_unknown_fields)]
 struct RawForward {
     identity_header: Option<String>,
+    max_api_answer_bytes: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -334,13 +335,7 @@ pub const DEFAULT_MAX_DECODED_BYTES: usize = 64 << 20;
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
 
 /// The non-write APIs a token may use when its policy names none.
-pub const DEFAULT_ALLOWED_APIS: &[&str] = &[
-    "/v1/datakit/pull",
-    "/v1/election",
-    "/v1/election/heartbeat",
-    "/v1/ntp",
-    "/v1/check/token",
-];
+pub const DEFAULT_ALLOWED_APIS: &[&str] = &["/v1/election", "/v1/election/heartbeat"];
 
 /// Non-write APIs a policy may name (`datakit-protocol.md` §5).
 pub const KNOWN_APIS: &[&str] = &[
@@ -468,6 +463,9 @@ pub struct UpstreamConfig {
     pub configured: Vec<String>,
     /// `upstream.allowed_cidrs` as written.
     pub allowed_cidrs: Vec<String>,
+    /// The most of an upstream answer's body that is read (`forward.max_api_answer_bytes`):
+    /// a non-write API's longer answer is refused, never relayed in part.
+    pub max_answer_bytes: usize,
     /// TLS to the upstream, if configured.
     pub tls: Option<UpstreamTls>,
     /// TCP connect deadline.
@@ -488,6 +486,9 @@ pub struct OverloadConfig {
     /// Bytes of bodies held and decoded at once.
     pub memory_budget_bytes: usize,
 }
+
+/// Default cap on a non-write API's answer: 1 MiB.
+pub const DEFAULT_MAX_API_ANSWER_BYTES: usize = 1 << 20;
 
 /// Default in-flight cap.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
@@ -1012,6 +1013,17 @@ impl RawConfig {
             addresses,
             configured: u.addresses.clone(),
             allowed_cidrs: u.allowed_cidrs.clone(),
+            max_answer_bytes: match self.forward.max_api_answer_bytes {
+                None => DEFAULT_MAX_API_ANSWER_BYTES,
+                Some(n) if (1024..=64 << 20).contains(&n) => n as usize,
+                Some(_) => {
+                    p.add(
+                        "forward.max_api_answer_bytes",
+                        "must be between 1024 and 67108864",
+                    );
+                    DEFAULT_MAX_API_ANSWER_BYTES
+                }
+            },
             tls,
             connect_timeout: duration(&mut p, "upstream.connect_timeout_ms", u.connect_timeout_ms),
             response_timeout: duration(
@@ -1490,8 +1502,12 @@ identities = ["dns:agent-1.example"]
             c.tokens[0].identities,
             vec![Identity::Dns("agent-1.example".into())]
         );
-        assert!(c.tokens[0].allowed_apis.contains("/v1/ntp"));
-        assert!(!c.tokens[0].allowed_apis.contains("/v1/query/raw"));
+        // The default policy: leader election only.
+        assert_eq!(
+            c.tokens[0].allowed_apis.iter().collect::<Vec<_>>(),
+            ["/v1/election", "/v1/election/heartbeat"]
+        );
+        assert_eq!(c.upstream.max_answer_bytes, 1 << 20);
     }
 
     #[test]

@@ -740,6 +740,7 @@ fn serve(
         let upstream = oneway_gateway::upstream::Upstream::forwarder(
             inputs.forwarder,
             config.upstream.response_timeout,
+            config.upstream.max_answer_bytes,
         );
         (
             Gateway::with_listeners(config, inputs.listeners, upstream)?,

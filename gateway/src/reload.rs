@@ -371,6 +371,10 @@ fn keep_restart_only(old: &Config, next: &mut Config) -> Vec<&'static str> {
             "upstream.response_timeout_ms",
             o.response_timeout != n.response_timeout,
         ),
+        (
+            "forward.max_api_answer_bytes",
+            o.max_answer_bytes != n.max_answer_bytes,
+        ),
     ] {
         if changed_here {
             changed.push(key);

@@ -63,9 +63,24 @@ pub enum RequestError {
     /// rule, and never quotes the payload (DESIGN §3: payloads never appear in responses).
     #[error("invalid payload: {}, byte {}: {} ({})", .0.position, .0.offset, .0.rule, .0.rule.as_str())]
     Invalid(#[from] Rejection),
-    /// The upstream is down, slow or failing.
+    /// The upstream is down, slow or failing, or answered a write with anything that is not
+    /// a permanent refusal (408, 429, 5xx, ...): worth retrying.
     #[error("the upstream is unavailable; retry later")]
     UpstreamUnavailable,
+    /// The upstream refused the batch for good (one of
+    /// [`crate::upstream::PERMANENT_REFUSALS`]): passed on with its status, never its body.
+    #[error("the upstream refused the batch (HTTP {status})")]
+    UpstreamRefused {
+        /// The upstream's status.
+        status: StatusCode,
+        /// A 403 whose body names `beyondDataUsage` (the workspace is over its quota): said
+        /// in the error code, which DataKit looks for.
+        beyond_usage: bool,
+    },
+    /// A non-write API's answer that is not relayed: longer than
+    /// `forward.max_api_answer_bytes`, or not JSON.
+    #[error("the upstream's answer is not relayed ({0}); retry later")]
+    AnswerNotRelayed(&'static str),
     /// The token is over one of its rate limits.
     #[error("the token is over its {} limit; retry in {retry_after_seconds} s", .kind.as_str())]
     Throttled {
@@ -116,6 +131,8 @@ impl RequestError {
             RequestError::DuplicateHeader(_) => "duplicate_header",
             RequestError::Invalid(_) => "invalid_payload",
             RequestError::UpstreamUnavailable => "upstream_unavailable",
+            RequestError::UpstreamRefused { .. } => "upstream_refused",
+            RequestError::AnswerNotRelayed(_) => "answer_not_relayed",
             RequestError::Internal => "internal",
             RequestError::Spool(_) => "spool_unavailable",
             RequestError::Throttled { .. } => "rate_limited",
@@ -147,7 +164,9 @@ impl RequestError {
             | RequestError::DuplicateHeader(_)
             | RequestError::Invalid(_)
             | RequestError::BadFraming => StatusCode::BAD_REQUEST,
+            RequestError::UpstreamRefused { status, .. } => *status,
             RequestError::UpstreamUnavailable
+            | RequestError::AnswerNotRelayed(_)
             | RequestError::Internal
             | RequestError::Spool(_)
             | RequestError::FailClosed
@@ -167,6 +186,10 @@ pub fn error_response(e: &RequestError) -> Response<Full<Bytes>> {
         RequestError::Throttled { kind, .. } => format!("oneway.rate_limited.{}", kind.as_str()),
         RequestError::Overloaded { reason } => format!("oneway.overloaded.{reason}"),
         RequestError::Spool(e) => format!("oneway.spool.{}", e.kind()),
+        RequestError::UpstreamRefused {
+            beyond_usage: true, ..
+        } => "oneway.upstream_refused.beyondDataUsage".to_string(),
+        RequestError::AnswerNotRelayed(why) => format!("oneway.answer_not_relayed.{why}"),
         other => format!("oneway.{}", other.kind()),
     };
     let body = serde_json::json!({ "error_code": code, "message": e.to_string() });
@@ -192,10 +215,24 @@ pub fn error_response(e: &RequestError) -> Response<Full<Bytes>> {
 
 /// The answer for a batch that is durably spooled (not yet delivered): 202.
 pub fn spooled_response() -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(
-        br#"{"message":"spooled; delivered when the upstream accepts it"}"#,
-    )));
-    *resp.status_mut() = StatusCode::ACCEPTED;
+    json_response(
+        StatusCode::ACCEPTED,
+        Bytes::from_static(br#"{"message":"spooled; delivered when the upstream accepts it"}"#),
+    )
+}
+
+/// The answer for a batch the upstream took: 200 and the points counted (never the
+/// upstream's own body: nothing from the Guance side is carried back on a write).
+pub fn forwarded_response(points: u64) -> Response<Full<Bytes>> {
+    json_response(
+        StatusCode::OK,
+        Bytes::from(format!(r#"{{"message":"forwarded","points":{points}}}"#)),
+    )
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -223,5 +260,20 @@ mod tests {
         assert_eq!(full.status(), 503);
         assert_eq!(error_response(&full).headers()[header::RETRY_AFTER], "5");
         assert_eq!(spooled_response().status(), 202);
+        assert_eq!(forwarded_response(3).status(), 200);
+        let refused = RequestError::UpstreamRefused {
+            status: StatusCode::FORBIDDEN,
+            beyond_usage: true,
+        };
+        assert_eq!(refused.status(), 403);
+        let body = error_response(&refused).into_body();
+        let text = format!("{body:?}");
+        assert!(text.contains("beyondDataUsage"), "{text}");
+        let too_long = RequestError::AnswerNotRelayed("too_large");
+        assert_eq!(too_long.status(), 503);
+        assert_eq!(
+            error_response(&too_long).headers()[header::RETRY_AFTER],
+            "5"
+        );
     }
 }

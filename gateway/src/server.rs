@@ -38,7 +38,7 @@ use crate::request::Query;
 use crate::response::{RequestError, error_response};
 use crate::spool::{Spool, SpoolMode};
 use crate::telemetry;
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, Verdict};
 
 /// Headers DataKit sends that are forwarded upstream (reference §2, plus the upload headers).
 /// Nothing else is: no hop-by-hop or framing header of the client ever reaches the upstream.
@@ -1196,6 +1196,7 @@ async fn write(
         p.push(scratch);
     }
     let (verdict, decoded_len) = verdict?;
+    let verdict_points = verdict.points;
     // Step two: what the batch really cost beyond the estimate.
     state
         .limiter
@@ -1269,25 +1270,60 @@ async fn write(
         .parse()
         .map_err(|_| RequestError::UpstreamUnavailable)?;
     *request.headers_mut() = headers.clone();
+    // The answer is oneway's own: a status and its JSON, never the upstream's bytes.
     let sent = state.upstream.send(request).await;
-    let answer = match (sent, &state.spool) {
-        (Ok(answer), Some(spool)) if !crate::spool::retryable_status(answer.status) => {
-            spool.note_upstream_back();
-            answer
+    let verdict = sent.as_ref().map(|a| Verdict::of(a.status)).map_err(|e| *e);
+    match (sent, verdict, &state.spool) {
+        (Ok(_), Ok(Verdict::Delivered), spool) => {
+            if let Some(spool) = spool {
+                spool.note_upstream_back();
+            }
+            accepted("forwarded");
+            Ok(crate::response::forwarded_response(verdict_points))
         }
-        (Ok(answer), None) => answer,
-        // Down, slow, 5xx, 408 or 429: the batch goes to the spool when there is one.
-        (_, Some(spool)) => {
+        (Ok(answer), Ok(Verdict::Refused), spool) => {
+            if let Some(spool) = spool {
+                spool.note_upstream_back();
+            }
+            Err(refused(&answer))
+        }
+        // Down, slow, 5xx, 408, 429 or anything else not final: the batch goes to the spool
+        // when there is one, else DataKit keeps it (503).
+        (_, _, Some(spool)) => {
             let resp = spool_it(Arc::clone(spool)).await?;
             accepted("spooled");
-            return Ok(resp);
+            Ok(resp)
         }
-        (Err(_), None) => return Err(RequestError::UpstreamUnavailable),
-    };
-    if answer.status.is_success() {
-        accepted("forwarded");
+        (_, _, None) => Err(RequestError::UpstreamUnavailable),
     }
-    Ok(relay(answer))
+}
+
+/// A permanent refusal of a write, counted by status.
+fn refused(answer: &crate::upstream::Answer) -> RequestError {
+    metrics::counter!(telemetry::UPSTREAM_REFUSED, "status" => status_label(answer.status))
+        .increment(1);
+    RequestError::UpstreamRefused {
+        status: answer.status,
+        beyond_usage: answer.status == StatusCode::FORBIDDEN
+            && answer
+                .body
+                .windows(b"beyondDataUsage".len())
+                .any(|w| w == b"beyondDataUsage"),
+    }
+}
+
+fn status_label(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        406 => "406",
+        413 => "413",
+        415 => "415",
+        422 => "422",
+        _ => "other",
+    }
 }
 
 async fn passthrough(
@@ -1348,16 +1384,50 @@ async fn passthrough(
         .send(request)
         .await
         .map_err(|_| RequestError::UpstreamUnavailable)?;
-    Ok(relay(answer))
+    relay_api(api, answer)
 }
 
-fn relay(answer: crate::upstream::Answer) -> Response<Full<Bytes>> {
+/// A non-write API's answer, relayed only when final (2xx or a permanent refusal), complete
+/// (within `forward.max_api_answer_bytes`) and JSON (or empty); its status, its JSON and
+/// nothing else. Counted by API and outcome.
+fn relay_api(
+    api: &'static str,
+    answer: crate::upstream::Answer,
+) -> Result<Response<Full<Bytes>>, RequestError> {
+    let json = answer.content_type.as_ref().is_some_and(|ct| {
+        ct.to_str().is_ok_and(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        })
+    });
+    let outcome = if Verdict::of(answer.status) == Verdict::Retry {
+        Err(RequestError::UpstreamUnavailable)
+    } else if !answer.complete {
+        Err(RequestError::AnswerNotRelayed("too_large"))
+    } else if !answer.body.is_empty() && !json {
+        Err(RequestError::AnswerNotRelayed("content_type"))
+    } else {
+        Ok(())
+    };
+    let label = match &outcome {
+        Ok(()) => "relayed",
+        Err(RequestError::AnswerNotRelayed(why)) => why,
+        Err(_) => "retry",
+    };
+    metrics::counter!(telemetry::API_ANSWERS, "api" => api, "outcome" => label).increment(1);
+    outcome?;
+    metrics::counter!(telemetry::API_ANSWER_BYTES, "api" => api)
+        .increment(answer.body.len() as u64);
     let mut resp = Response::new(Full::new(answer.body));
     *resp.status_mut() = answer.status;
-    if let Some(ct) = answer.content_type {
-        resp.headers_mut().insert(header::CONTENT_TYPE, ct);
+    if json {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
     }
-    resp
+    Ok(resp)
 }
 
 /// Writes the aggregated audit events, and pushes the audit lines to the audit workspace

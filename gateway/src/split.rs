@@ -231,6 +231,12 @@ async fn relay(
                     .headers_mut()
                     .insert(http::header::CONTENT_TYPE, ct);
             }
+            if !a.complete {
+                response.headers_mut().insert(
+                    crate::upstream::FORWARDER_TRUNCATED,
+                    http::HeaderValue::from_static("1"),
+                );
+            }
             response
         }
         Err(e) => answer(StatusCode::BAD_GATEWAY, Some(e.kind()), Bytes::new()),

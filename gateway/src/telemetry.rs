@@ -78,6 +78,14 @@ pub const SPOOL_FAILED: &str = "oneway_spool_failed";
 /// Batches accepted by `outcome` (`forwarded`, `spooled`).
 pub const ACCEPTED: &str = "oneway_ingest_batches_total";
 
+/// Writes the upstream refused for good, by `status` (400, 401, 403, 404, 406, 413, 415,
+/// 422).
+pub const UPSTREAM_REFUSED: &str = "oneway_upstream_refused_total";
+/// Non-write API answers by `api` and `outcome` (`relayed`; `too_large`, `content_type`:
+/// not relayed; `retry`: the upstream failed).
+pub const API_ANSWERS: &str = "oneway_api_answers_total";
+/// Bytes of non-write API answers relayed into the agents' network, by `api`.
+pub const API_ANSWER_BYTES: &str = "oneway_api_answer_bytes_total";
 /// Reloads by `outcome`: `ok`; `restart_needed` (applied, but some settings changed that
 /// only a restart applies); `config`, `tls` (failed: what still applies did, see the
 /// `reload` audit event); `fail_closed` (who may push could not be read: nothing is served);
@@ -254,6 +262,19 @@ fn describe() {
         "Batches accepted, by outcome (forwarded, spooled)"
     );
     describe_counter!(RELOADS, "Config reloads, by outcome");
+    describe_counter!(
+        UPSTREAM_REFUSED,
+        "Writes the upstream refused for good, passed on to DataKit, by status"
+    );
+    describe_counter!(
+        API_ANSWERS,
+        "Non-write API answers, by API and outcome (relayed or why not)"
+    );
+    describe_counter!(
+        API_ANSWER_BYTES,
+        Unit::Bytes,
+        "Bytes of non-write API answers relayed to agents, by API"
+    );
     describe_gauge!(
         RELOAD_FAIL_CLOSED,
         "1 while every request is refused: the last reload could not read the tokens, CA bundle or CRLs"

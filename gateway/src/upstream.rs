@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -26,8 +26,36 @@ use crate::tls::TlsError;
 
 /// How long an upstream that failed is skipped.
 const PENALTY: Duration = Duration::from_secs(5);
-/// The largest upstream response body relayed to the client.
-const MAX_RESPONSE_BYTES: usize = 1 << 20;
+
+/// The upstream 4xx answers to a write that are passed on to DataKit as they are (with
+/// oneway's own body): each says the batch will never be taken, so DataKit dropping it is
+/// right. Every other answer but 2xx (408, 429, other 4xx, 1xx, 3xx, 5xx, no answer) is
+/// worth retrying: DataKit gets 503, the spool keeps the batch.
+pub const PERMANENT_REFUSALS: [u16; 8] = [400, 401, 403, 404, 406, 413, 415, 422];
+
+/// What an upstream answer to a write means for the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Taken (2xx).
+    Delivered,
+    /// Refused for good ([`PERMANENT_REFUSALS`]).
+    Refused,
+    /// Not taken now; worth retrying.
+    Retry,
+}
+
+impl Verdict {
+    /// The verdict of an answer's status.
+    pub fn of(status: http::StatusCode) -> Verdict {
+        if status.is_success() {
+            Verdict::Delivered
+        } else if PERMANENT_REFUSALS.contains(&status.as_u16()) {
+            Verdict::Refused
+        } else {
+            Verdict::Retry
+        }
+    }
+}
 
 /// Why the upstream did not answer usefully. Blame is always on the upstream side and a
 /// retry may help.
@@ -78,6 +106,9 @@ enum Transport {
 
 /// The header a forwarder answers with when the upstream failed: the [`UpstreamError::kind`].
 pub const FORWARDER_ERROR: &str = "x-oneway-upstream-error";
+/// The header a forwarder adds when the upstream's answer was longer than the cap (its body
+/// is then only the start).
+pub const FORWARDER_TRUNCATED: &str = "x-oneway-answer-truncated";
 
 /// The upstream pool.
 pub struct Upstream {
@@ -86,6 +117,8 @@ pub struct Upstream {
     next: AtomicUsize,
     epoch: Instant,
     response_timeout: Duration,
+    /// How much of an answer's body is read.
+    max_answer: usize,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -99,15 +132,17 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-/// A relayed upstream answer.
+/// An upstream answer.
 #[derive(Debug)]
 pub struct Answer {
     /// Status.
     pub status: http::StatusCode,
     /// `Content-Type`, if any.
     pub content_type: Option<http::HeaderValue>,
-    /// Body (at most 1 MiB).
+    /// Body: all of it when `complete`, else its first `upstream.max_answer_bytes`.
     pub body: Bytes,
+    /// Whether `body` is the whole body.
+    pub complete: bool,
 }
 
 impl Upstream {
@@ -171,6 +206,7 @@ impl Upstream {
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
             response_timeout: config.response_timeout,
+            max_answer: config.max_answer_bytes,
         }))
     }
 
@@ -179,6 +215,7 @@ impl Upstream {
     pub fn forwarder(
         stream: std::os::unix::net::UnixStream,
         response_timeout: Duration,
+        max_answer: usize,
     ) -> Arc<Upstream> {
         Arc::new(Upstream {
             transport: Transport::Forwarder {
@@ -192,6 +229,7 @@ impl Upstream {
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
             response_timeout,
+            max_answer,
         })
     }
 
@@ -266,8 +304,9 @@ impl Upstream {
             .unwrap_or(&self.targets[start % n])
     }
 
-    /// Sends `request` (its URI holds only path and query) to an upstream; 2xx and 4xx
-    /// answers are relayed, anything else is an [`UpstreamError`].
+    /// Sends `request` (its URI holds only path and query) to an upstream; a 5xx or no
+    /// answer is an [`UpstreamError`], any other answer is returned (what it means is the
+    /// caller's: [`Verdict`]).
     pub async fn send(&self, request: Request<Full<Bytes>>) -> Result<Answer, UpstreamError> {
         let target = self.pick();
         let started = Instant::now();
@@ -286,7 +325,7 @@ impl Upstream {
                 })
             }
             Ok(Ok(resp)) if resp.status().is_server_error() => Err(UpstreamError::ServerError),
-            Ok(Ok(resp)) => relay(resp, self.response_timeout).await,
+            Ok(Ok(resp)) => read_answer(resp, self.response_timeout, self.max_answer).await,
         };
         let label = match &outcome {
             Ok(a) if a.status.is_success() => "2xx",
@@ -313,23 +352,38 @@ impl Upstream {
     }
 }
 
-async fn relay(
+/// Reads an answer, at most `cap` bytes of its body (the rest is not read: the connection
+/// is then not reused).
+async fn read_answer(
     resp: Response<hyper::body::Incoming>,
     deadline: Duration,
+    cap: usize,
 ) -> Result<Answer, UpstreamError> {
     let status = resp.status();
     let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
-    let body = tokio::time::timeout(
-        deadline,
-        Limited::new(resp.into_body(), MAX_RESPONSE_BYTES).collect(),
-    )
-    .await
-    .map_err(|_| UpstreamError::Timeout)?
-    .map_err(|_| UpstreamError::Unreachable)?
-    .to_bytes();
+    let truncated = resp.headers().contains_key(FORWARDER_TRUNCATED);
+    let mut body = resp.into_body();
+    let read = async {
+        let mut data = bytes::BytesMut::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| UpstreamError::Unreachable)?;
+            if let Ok(chunk) = frame.into_data() {
+                if data.len() + chunk.len() > cap {
+                    data.extend_from_slice(&chunk[..cap - data.len()]);
+                    return Ok((data.freeze(), false));
+                }
+                data.extend_from_slice(&chunk);
+            }
+        }
+        Ok((data.freeze(), true))
+    };
+    let (body, complete) = tokio::time::timeout(deadline, read)
+        .await
+        .map_err(|_| UpstreamError::Timeout)??;
     Ok(Answer {
         status,
         content_type,
         body,
+        complete: complete && !truncated,
     })
 }

@@ -25,8 +25,15 @@ use oneway_gateway::quickstart::{AGENT_TOKEN, WORKSPACE_TOKEN};
 use oneway_oracle::datakit::{Exchange, Recorded, Recorder, SCENARIOS, Tee, run};
 use oneway_oracle::{Case, GuancePoint};
 
-/// APIs the quickstart token's default policy does not allow (docs/configuration.md).
-const REFUSED_BY_POLICY: &[&str] = &["/v1/query/raw", "/v1/datakit/usage_trace"];
+/// Whether the quickstart token's default policy refuses this non-write path: every known
+/// API but leader election (docs/configuration.md, `allow_apis`).
+fn refused_by_policy(path: &str) -> bool {
+    use oneway_gateway::config::{DEFAULT_ALLOWED_APIS, KNOWN_APIS};
+    let api = KNOWN_APIS
+        .iter()
+        .find(|api| path == **api || path.starts_with(&format!("{api}/")));
+    api.is_some_and(|api| !DEFAULT_ALLOWED_APIS.contains(api))
+}
 
 /// A gateway and an agent in front of a recording upstream.
 struct Site {
@@ -142,8 +149,7 @@ fn check(
             let r = &e.request;
             let ok = (200..300).contains(&e.status);
             if !is_write(r) {
-                let refused_by_policy =
-                    e.status == 403 && REFUSED_BY_POLICY.iter().any(|p| path(r) == *p);
+                let refused_by_policy = e.status == 403 && refused_by_policy(path(r));
                 if !ok && !refused_by_policy {
                     problems.push(format!("{} {}: {}", run.label, path(r), e.status));
                 }

@@ -54,6 +54,10 @@ pub enum Mode {
     Status(u16),
     /// Wait, then 200.
     Slow(Duration),
+    /// This status, `Content-Type` and body.
+    Reply(u16, &'static str, &'static str),
+    /// This status and a JSON body of this many bytes.
+    Large(u16, usize),
 }
 
 /// A recording upstream on loopback.
@@ -143,9 +147,24 @@ impl FakeUpstream {
                             if let Mode::Slow(d) = mode {
                                 tokio::time::sleep(d).await;
                             }
-                            let status = match mode {
-                                Mode::Status(s) => s,
-                                Mode::Slow(_) => 200,
+                            let (status, content_type, answer) = match mode {
+                                Mode::Status(s) => {
+                                    (s, "application/json", Bytes::from_static(b"{\"ok\":true}"))
+                                }
+                                Mode::Slow(_) => (
+                                    200,
+                                    "application/json",
+                                    Bytes::from_static(b"{\"ok\":true}"),
+                                ),
+                                Mode::Reply(s, ct, body) => {
+                                    (s, ct, Bytes::from_static(body.as_bytes()))
+                                }
+                                Mode::Large(s, n) => {
+                                    let mut big = vec![b' '; n.max(2)];
+                                    big[0] = b'{';
+                                    big[n.max(2) - 1] = b'}';
+                                    (s, "application/json", Bytes::from(big))
+                                }
                             };
                             received.lock().expect("lock").push(Received {
                                 method: parts.method,
@@ -154,12 +173,11 @@ impl FakeUpstream {
                                 body,
                                 status,
                             });
-                            let mut resp =
-                                Response::new(Full::new(Bytes::from_static(b"{\"ok\":true}")));
+                            let mut resp = Response::new(Full::new(answer));
                             *resp.status_mut() =
                                 StatusCode::from_u16(status).expect("valid status");
                             resp.headers_mut()
-                                .insert("content-type", "application/json".parse().expect("valid"));
+                                .insert("content-type", content_type.parse().expect("valid"));
                             Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
@@ -326,9 +344,17 @@ pub struct Builder {
     listener: Vec<(String, String)>,
     audit_extra: String,
     watch_interval_ms: Option<u64>,
+    forward_extra: String,
 }
 
 impl Builder {
+    /// Appends raw TOML to the `[forward]` table.
+    pub fn forward(mut self, extra: &str) -> Builder {
+        self.forward_extra.push_str(extra);
+        self.forward_extra.push('\n');
+        self
+    }
+
     /// `reload.watch_interval_ms` (200 unless set; 0: only explicit reloads).
     pub fn reload_watch_interval_ms(mut self, ms: u64) -> Builder {
         self.watch_interval_ms = Some(ms);
@@ -417,6 +443,7 @@ response_timeout_ms = 2000
 
 [forward]
 identity_header = "X-Oneway-Agent"
+{forward_extra}
 
 [[tokens]]
 token = "{TOKEN_1}"
@@ -433,6 +460,7 @@ identities = ["dns:agent-2"]
             upstreams = upstreams.join(", "),
             audit_extra = self.audit_extra,
             watch = self.watch_interval_ms.unwrap_or(200),
+            forward_extra = self.forward_extra,
             listener = {
                 let mut keys: Vec<(String, String)> = [
                     ("server_cert", "\"server.pem\""),

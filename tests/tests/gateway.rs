@@ -274,54 +274,70 @@ async fn invalid_oversize_and_unsupported_batches_are_refused_and_not_forwarded(
     assert!(up.received().is_empty());
 }
 
+/// The default policy is the smallest set DataKit needs to keep sending data: leader
+/// election (without it, a DataKit with election on stops its elected inputs). Everything
+/// else is refused unless a token's `allow_apis` names it.
 #[tokio::test]
 async fn non_write_apis_follow_the_token_policy() {
     let up = FakeUpstream::start().await;
     let gw = TestGateway::builder().upstream(&up).start().await;
-    let r = gw
-        .request(
-            "agent-1",
-            "GET",
-            &format!("/v1/ntp?token={TOKEN_1}"),
-            &[],
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200);
-    let r = gw
-        .request(
-            "agent-1",
-            "GET",
-            &format!("/v1/check/token/{TOKEN_1}"),
-            &[],
-            vec![],
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200);
-    for api in [
-        "/v1/query/raw",
-        "/v1/workspace",
-        "/v1/object/labels",
-        "/v1/log",
-    ] {
+    for api in ["/v1/election", "/v1/election/heartbeat"] {
         let r = gw
             .post(
                 "agent-1",
-                &format!("{api}?token={TOKEN_1}"),
+                &format!("{api}?token={TOKEN_1}&namespace=default&id=dk-1"),
                 &[],
                 b"{}".to_vec(),
             )
             .await
             .unwrap();
-        assert_eq!(r.status, 403, "{api}");
+        assert_eq!(r.status, 200, "{api}");
+    }
+    for (method, uri) in [
+        ("GET", format!("/v1/ntp?token={TOKEN_1}")),
+        ("GET", format!("/v1/check/token/{TOKEN_1}")),
+        (
+            "GET",
+            format!("/v1/datakit/pull?token={TOKEN_1}&filters=true"),
+        ),
+        ("POST", format!("/v1/query/raw?token={TOKEN_1}")),
+        ("POST", format!("/v1/workspace?token={TOKEN_1}")),
+        ("POST", format!("/v1/object/labels?token={TOKEN_1}")),
+        ("POST", format!("/v1/log?token={TOKEN_1}")),
+    ] {
+        let r = gw
+            .request("agent-1", method, &uri, &[], b"{}".to_vec())
+            .await
+            .unwrap();
+        assert_eq!(r.status, 403, "{uri}");
         assert!(r.body.contains("api_not_allowed"));
     }
     let got = up.received();
     assert_eq!(got.len(), 2);
-    assert_eq!(got[0].uri, format!("/v1/ntp?token={WORKSPACE_TOKEN}"));
-    assert_eq!(got[1].uri, format!("/v1/check/token/{WORKSPACE_TOKEN}"));
+    assert_eq!(
+        got[0].uri,
+        format!("/v1/election?id=dk-1&namespace=default&token={WORKSPACE_TOKEN}")
+    );
+
+    // A token that names more APIs gets them.
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .token_1("allow_apis = [\"/v1/ntp\", \"/v1/check/token\"]")
+        .start()
+        .await;
+    for uri in [
+        format!("/v1/ntp?token={TOKEN_1}"),
+        format!("/v1/check/token/{TOKEN_1}"),
+    ] {
+        let r = gw
+            .request("agent-1", "GET", &uri, &[], vec![])
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{uri}");
+    }
+    let got = up.received();
+    assert_eq!(got[2].uri, format!("/v1/ntp?token={WORKSPACE_TOKEN}"));
+    assert_eq!(got[3].uri, format!("/v1/check/token/{WORKSPACE_TOKEN}"));
 }
 
 #[tokio::test]

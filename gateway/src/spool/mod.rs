@@ -7,9 +7,9 @@
 //!   one `write`, makes it durable with one `fdatasync`, then answers every request in the
 //!   group (group commit). While it syncs, the next group queues up.
 //! - **Replayer**: one task reads committed records in sequence order and sends each to the
-//!   upstream: 2xx → delivered; 4xx (except 408/429) and 3xx → dead letter, once; 5xx,
-//!   408/429, timeouts → retried with exponential backoff, cut short when a live request
-//!   finds the upstream back. When live traffic flows, replay takes at most `replay_share`
+//!   upstream: 2xx → delivered; a permanent refusal ([`crate::upstream::PERMANENT_REFUSALS`])
+//!   → dead letter, once; anything else (5xx, 408, 429, other 4xx, 3xx, timeouts) → retried
+//!   with exponential backoff, cut short when a live request finds the upstream back. When live traffic flows, replay takes at most `replay_share`
 //!   of the upstream requests.
 //! - **Back-pressure**: past `max_bytes` (or `max_age`), or with the disk full, an append is
 //!   refused and the client gets 503 + `Retry-After`; accepted data is never dropped.
@@ -41,7 +41,7 @@ use self::log::Log;
 use self::record::{FRAME_HEADER, Payload, Record};
 use self::storage::FsStorage;
 use crate::telemetry;
-use crate::upstream::{Upstream, UpstreamError};
+use crate::upstream::{Upstream, UpstreamError, Verdict};
 
 /// The most bytes one group commit writes.
 pub const MAX_GROUP_BYTES: usize = 32 << 20;
@@ -535,18 +535,10 @@ fn read_frame_at(path: &Path, offset: u64, limit: u64) -> std::io::Result<Option
 pub enum ReplayOutcome {
     /// 2xx.
     Delivered,
-    /// Refused for good (3xx, 4xx other than 408/429): dead-lettered.
+    /// Refused for good (a permanent refusal): dead-lettered.
     Refused(u16),
     /// Worth retrying.
     Retry,
-}
-
-/// Whether an upstream status is worth retrying (besides 5xx, which the upstream client
-/// reports as an error).
-pub fn retryable_status(status: http::StatusCode) -> bool {
-    status.is_server_error()
-        || status == http::StatusCode::TOO_MANY_REQUESTS
-        || status == http::StatusCode::REQUEST_TIMEOUT
 }
 
 /// Sends one record upstream.
@@ -555,9 +547,11 @@ pub async fn send_record(upstream: &Upstream, record: &Record) -> ReplayOutcome 
         return ReplayOutcome::Refused(0);
     };
     match upstream.send(request).await {
-        Ok(a) if a.status.is_success() => ReplayOutcome::Delivered,
-        Ok(a) if retryable_status(a.status) => ReplayOutcome::Retry,
-        Ok(a) => ReplayOutcome::Refused(a.status.as_u16()),
+        Ok(a) => match Verdict::of(a.status) {
+            Verdict::Delivered => ReplayOutcome::Delivered,
+            Verdict::Retry => ReplayOutcome::Retry,
+            Verdict::Refused => ReplayOutcome::Refused(a.status.as_u16()),
+        },
         Err(UpstreamError::Unreachable | UpstreamError::Timeout | UpstreamError::ServerError) => {
             ReplayOutcome::Retry
         }
@@ -800,19 +794,27 @@ mod tests {
     }
 
     #[test]
-    fn retryable_statuses_are_5xx_408_and_429() {
-        for (code, retry) in [
-            (500, true),
-            (503, true),
-            (429, true),
-            (408, true),
-            (400, false),
-            (404, false),
-            (301, false),
+    fn only_permanent_refusals_are_dead_lettered() {
+        use crate::upstream::Verdict;
+        for (code, verdict) in [
+            (200, Verdict::Delivered),
+            (204, Verdict::Delivered),
+            (500, Verdict::Retry),
+            (503, Verdict::Retry),
+            (429, Verdict::Retry),
+            (408, Verdict::Retry),
+            (409, Verdict::Retry),
+            (301, Verdict::Retry),
+            (400, Verdict::Refused),
+            (401, Verdict::Refused),
+            (403, Verdict::Refused),
+            (404, Verdict::Refused),
+            (406, Verdict::Refused),
+            (413, Verdict::Refused),
         ] {
             assert_eq!(
-                retryable_status(http::StatusCode::from_u16(code).expect("status")),
-                retry,
+                Verdict::of(http::StatusCode::from_u16(code).expect("status")),
+                verdict,
                 "{code}"
             );
         }

@@ -207,7 +207,7 @@ pub fn export(file: &Path, out: &Path) -> std::io::Result<usize> {
 pub struct ReplayReport {
     /// Records the upstream accepted.
     pub delivered: usize,
-    /// Records the upstream refused (3xx/4xx).
+    /// Records the upstream refused for good.
     pub refused: usize,
     /// Records that could not be delivered (upstream down or failing after retries).
     pub failed: usize,
