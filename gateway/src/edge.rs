@@ -21,6 +21,8 @@ use oneway_protocol::proxy_header::{self, PREFIX, Progress, ProxyError, ProxyHea
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::framing::{Framing, Scanner};
+
 /// Counts open connections per key, refusing past a cap. Entries go when their count does.
 #[derive(Debug)]
 pub struct Counter<K: Eq + Hash + Clone> {
@@ -139,8 +141,8 @@ const BUSY: u8 = 2;
 /// Where a connection is in its request cycle, and since when.
 #[derive(Debug)]
 pub struct Phase {
-    /// The head now being read names both Content-Length and Transfer-Encoding.
-    ambiguous: std::sync::atomic::AtomicBool,
+    /// The framing of each request head read and not yet served, in order.
+    framings: std::sync::Mutex<std::collections::VecDeque<Framing>>,
     state: AtomicU8,
     since_ms: AtomicU64,
     epoch: Instant,
@@ -160,7 +162,7 @@ impl Phase {
     /// A connection that just became idle (before its first request).
     pub fn new() -> Arc<Phase> {
         Arc::new(Phase {
-            ambiguous: std::sync::atomic::AtomicBool::new(false),
+            framings: std::sync::Mutex::new(std::collections::VecDeque::new()),
             state: AtomicU8::new(IDLE),
             since_ms: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -183,12 +185,15 @@ impl Phase {
         self.changed.notified().await;
     }
 
-    /// The service was called: the head is in. Returns whether that head gave its body
-    /// length twice over (Content-Length and Transfer-Encoding), which hyper resolves
-    /// silently and a proxy must refuse.
-    pub fn busy(&self) -> bool {
+    /// The service was called: the head is in. Returns how that head framed its body (see
+    /// [`crate::framing`]); [`Framing::Unscanned`] when the scanner did not see it.
+    pub fn busy(&self) -> Framing {
         self.set(BUSY);
-        self.ambiguous.swap(false, Ordering::AcqRel)
+        self.framings
+            .lock()
+            .ok()
+            .and_then(|mut f| f.pop_front())
+            .unwrap_or(Framing::Unscanned)
     }
 
     /// The response was handed back: waiting for the next request.
@@ -202,7 +207,6 @@ impl Phase {
         // deadline with the idle start.
         if self.state.load(Ordering::Acquire) == IDLE {
             self.since_ms.store(self.now_ms(), Ordering::Relaxed);
-            self.ambiguous.store(false, Ordering::Relaxed);
             self.state.store(HEAD, Ordering::Release);
             self.changed.notify_one();
             true
@@ -223,57 +227,25 @@ impl Phase {
     }
 }
 
-/// An I/O stream that reports the first byte of each request to its [`Phase`], and scans
-/// each request head for a body length given twice (the one framing check hyper does not
-/// report: it drops Content-Length in favour of Transfer-Encoding).
+/// An I/O stream that reports the first byte of each request to its [`Phase`], and follows
+/// every request's framing with a [`Scanner`] (what hyper does not report; see
+/// [`crate::framing`]).
 #[derive(Debug)]
 pub struct Tracked<S> {
     inner: S,
     phase: Arc<Phase>,
-    head: Vec<u8>,
-    scanning: bool,
-    max_head: usize,
+    scanner: Scanner,
 }
 
 impl<S> Tracked<S> {
-    /// Wraps `inner`; heads longer than `max_head` are not scanned (hyper refuses them).
+    /// Wraps `inner`; heads are followed up to `max_head` bytes (hyper refuses longer ones).
     pub fn new(inner: S, phase: Arc<Phase>, max_head: usize) -> Tracked<S> {
         Tracked {
             inner,
             phase,
-            head: Vec::new(),
-            scanning: false,
-            max_head,
+            scanner: Scanner::new(max_head),
         }
     }
-
-    fn scan(&mut self, bytes: &[u8]) {
-        let from = self.head.len().saturating_sub(3);
-        let room = self.max_head.saturating_sub(self.head.len());
-        self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
-        if let Some(end) = self.head[from..].windows(4).position(|w| w == b"\r\n\r\n") {
-            if names_both_lengths(&self.head[..from + end]) {
-                self.phase.ambiguous.store(true, Ordering::Release);
-            }
-            self.scanning = false;
-            self.head.clear();
-        } else if self.head.len() >= self.max_head {
-            self.scanning = false;
-            self.head.clear();
-        }
-    }
-}
-
-/// Whether a request head has both a Content-Length and a Transfer-Encoding field.
-fn names_both_lengths(head: &[u8]) -> bool {
-    let has = |name: &[u8]| {
-        head.split(|&b| b == b'\n').any(|line| {
-            line.len() > name.len()
-                && line[..name.len()].eq_ignore_ascii_case(name)
-                && line[name.len()] == b':'
-        })
-    };
-    has(b"content-length") && has(b"transfer-encoding")
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -285,12 +257,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            if self.phase.first_byte() {
-                self.head.clear();
-                self.scanning = true;
-            }
-            if self.scanning {
-                self.scan(&buf.filled()[before..]);
+            self.phase.first_byte();
+            let this = &mut *self;
+            if let Ok(mut framings) = this.phase.framings.lock() {
+                this.scanner.feed(&buf.filled()[before..], &mut framings);
             }
         }
         poll
@@ -358,20 +328,6 @@ mod tests {
         assert!(p.deadline(keep, head).is_none());
         p.idle();
         assert_eq!(p.deadline(keep, head).expect("idle").1, Expiry::Idle);
-    }
-
-    #[test]
-    fn heads_with_both_body_lengths_are_spotted() {
-        assert!(names_both_lengths(
-            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked"
-        ));
-        assert!(names_both_lengths(
-            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\nCONTENT-LENGTH: 4"
-        ));
-        assert!(!names_both_lengths(
-            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nX-Transfer-Encoding: chunked"
-        ));
-        assert!(!names_both_lengths(b"POST / HTTP/1.1\r\nContent-Length: 4"));
     }
 
     #[test]

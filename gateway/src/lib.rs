@@ -7,6 +7,7 @@
 //! - [`auth`]: tokens bound to client-certificate identities; [`audit`]: security events;
 //! - [`server`]: listeners, accept loop, the request path, the admin listener;
 //! - [`edge`]: PROXY header, per-address and per-identity caps, connection phase deadlines;
+//! - [`framing`]: every request's body framing, followed as hyper reads it (smuggling);
 //! - [`upstream`]: the only outbound connections, to configured literal addresses;
 //! - [`spool`]: the durable spool (group-committed, replayed in order, crash-safe);
 //! - [`response`]: one mapping from errors to statuses and Guance-style JSON bodies;
@@ -25,6 +26,7 @@ pub mod certs;
 pub mod client;
 pub mod config;
 pub mod edge;
+pub mod framing;
 pub mod limit;
 pub mod push;
 pub mod quickstart;

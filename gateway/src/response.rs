@@ -35,9 +35,11 @@ pub enum RequestError {
     /// The body did not arrive in time.
     #[error("the body did not arrive within the deadline")]
     BodyTimeout,
-    /// Both `Content-Length` and `Transfer-Encoding` (a request-smuggling shape).
-    #[error("the request gives its body length twice (Content-Length and Transfer-Encoding)")]
-    BadFraming,
+    /// A request-smuggling shape: both `Content-Length` and `Transfer-Encoding`, or a
+    /// `Transfer-Encoding` other than exactly `chunked`, or a request after framing the
+    /// gateway could not follow.
+    #[error("the request's body framing is refused ({}): send one Content-Length, or Transfer-Encoding: chunked alone", .0.as_str())]
+    BadFraming(crate::framing::Framing),
     /// The body arrived slower than `listener.body_min_rate_bytes_per_second`.
     #[error("the body arrived too slowly")]
     BodyTooSlow,
@@ -122,7 +124,7 @@ impl RequestError {
             RequestError::BodyTooLarge { .. } => "body_too_large",
             RequestError::BodyTimeout => "body_timeout",
             RequestError::BodyTooSlow => "body_too_slow",
-            RequestError::BadFraming => "bad_framing",
+            RequestError::BadFraming(_) => "bad_framing",
             RequestError::BodyRead => "body_read",
             RequestError::Decode(e) => e.kind(),
             RequestError::ContentType(_) => "unsupported_content_type",
@@ -163,7 +165,7 @@ impl RequestError {
             | RequestError::BadQuery(_)
             | RequestError::DuplicateHeader(_)
             | RequestError::Invalid(_)
-            | RequestError::BadFraming => StatusCode::BAD_REQUEST,
+            | RequestError::BadFraming(_) => StatusCode::BAD_REQUEST,
             RequestError::UpstreamRefused { status, .. } => *status,
             RequestError::UpstreamUnavailable
             | RequestError::AnswerNotRelayed(_)
@@ -190,6 +192,7 @@ pub fn error_response(e: &RequestError) -> Response<Full<Bytes>> {
             beyond_usage: true, ..
         } => "oneway.upstream_refused.beyondDataUsage".to_string(),
         RequestError::AnswerNotRelayed(why) => format!("oneway.answer_not_relayed.{why}"),
+        RequestError::BadFraming(f) => format!("oneway.bad_framing.{}", f.as_str()),
         other => format!("oneway.{}", other.kind()),
     };
     let body = serde_json::json!({ "error_code": code, "message": e.to_string() });

@@ -623,8 +623,8 @@ async fn connection(
                 Arc::clone(&phase),
             );
             async move {
-                let ambiguous = phase.busy();
-                let response = handle(&state, &identity, req, ambiguous).await;
+                let framing = phase.busy();
+                let response = handle(&state, &identity, req, framing).await;
                 phase.idle();
                 Ok::<_, Infallible>(response)
             }
@@ -783,7 +783,7 @@ async fn handle(
     state: &Arc<State>,
     conn: &Conn,
     req: Request<Incoming>,
-    ambiguous: bool,
+    framing: crate::framing::Framing,
 ) -> Response<Full<Bytes>> {
     metrics::gauge!(telemetry::IN_FLIGHT).increment(1.0);
     // Framing hyper tolerates but a proxy must not (request smuggling): a body length given
@@ -791,8 +791,8 @@ async fn handle(
     // and the connection is closed.
     // The identity the token matched, once it has; before that, the certificate's name.
     let mut matched = None;
-    let (route_label, category_label, result) = if ambiguous {
-        ("unknown", "none", Err(RequestError::BadFraming))
+    let (route_label, category_label, result) = if framing != crate::framing::Framing::Clean {
+        ("unknown", "none", Err(RequestError::BadFraming(framing)))
     } else {
         process(state, conn, req, &mut matched).await
     };

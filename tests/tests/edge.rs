@@ -676,6 +676,128 @@ async fn row7_smuggling_attempts_get_400_and_close_and_nothing_is_forwarded() {
     assert!(gw.stop().await);
 }
 
+/// The statuses of the responses in `answer`, in order.
+fn statuses(answer: &str) -> Vec<u16> {
+    answer
+        .match_indices("HTTP/1.1 ")
+        .filter_map(|(at, _)| answer.get(at + 9..at + 12)?.parse().ok())
+        .collect()
+}
+
+/// Every request on a connection is framed as sent, however it arrives: pipelined behind a
+/// clean one, with LF-only line ends, a byte at a time, with each spelling of
+/// `Transfer-Encoding`. Through the real listener; the upstream receives only the clean ones.
+#[tokio::test]
+async fn row7_every_request_on_a_connection_is_checked_however_it_arrives() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    let path = uri();
+    let n = LP.len();
+    let clean = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: {n}\r\n\r\n{LP}"
+    );
+    let last = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/line-protocol\r\nContent-Length: {n}\r\n\r\n{LP}"
+    );
+    let te = |te: &str| {
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nTransfer-Encoding: {te}\r\nConnection: close\r\n\r\n{n:x}\r\n{LP}\r\n0\r\n\r\n"
+        )
+    };
+    let cl_te = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n{LP}\r\n0\r\n\r\n"
+    );
+    let lf_cl_te = cl_te.replace("\r\n", "\n");
+    let lf_head_end = lf_cl_te.find("\n\n").unwrap() + 2;
+    // (name, writes, the statuses expected, batches forwarded)
+    let cases: Vec<(&str, Vec<String>, Vec<u16>, usize)> = vec![
+        (
+            "a clean request, then CL+TE in the same write",
+            vec![format!("{clean}{cl_te}")],
+            vec![200, 400],
+            1,
+        ),
+        (
+            "an LF-only CL+TE head sent before its body",
+            vec![
+                lf_cl_te[..lf_head_end].to_string(),
+                format!("{n:x}\r\n{LP}\r\n0\r\n\r\n"),
+            ],
+            vec![400],
+            0,
+        ),
+        (
+            "a CL+TE head a byte at a time",
+            cl_te.bytes().map(|b| (b as char).to_string()).collect(),
+            vec![400],
+            0,
+        ),
+        (
+            "Transfer-Encoding: gzip, chunked",
+            vec![te("gzip, chunked")],
+            vec![400],
+            0,
+        ),
+        (
+            "Transfer-Encoding: chunked, chunked",
+            vec![te("chunked, chunked")],
+            vec![400],
+            0,
+        ),
+        (
+            "two Transfer-Encoding fields",
+            vec![te("chunked\r\nTransfer-Encoding: chunked")],
+            vec![400],
+            0,
+        ),
+        (
+            "Transfer-Encoding: chunked alone",
+            vec![te("chunked")],
+            vec![200],
+            1,
+        ),
+        (
+            "a chunked request, then a clean one in the same write",
+            vec![format!(
+                "{}{last}",
+                te("chunked").replace("Connection: close\r\n", "")
+            )],
+            vec![200, 200],
+            2,
+        ),
+        (
+            "three clean requests in one write, the third CL+TE",
+            vec![format!("{clean}{clean}{cl_te}")],
+            vec![200, 200, 400],
+            2,
+        ),
+    ];
+    for (name, writes, expected, forwarded) in cases {
+        let before = up.received().len();
+        let mut tls = gw
+            .connect_tls(Some("agent-1"), b"", None)
+            .await
+            .expect("tls");
+        for w in &writes {
+            tls.write_all(w.as_bytes()).await.expect("write");
+            tls.flush().await.expect("flush");
+            if writes.len() == 2 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let (_, bytes) = until_closed(&mut tls, Duration::from_secs(5)).await;
+        let answer = String::from_utf8_lossy(&bytes);
+        assert_eq!(statuses(&answer), expected, "{name}: {answer}");
+        assert_eq!(up.received().len() - before, forwarded, "{name}");
+        if expected.last() == Some(&400) {
+            assert!(answer.contains("oneway.bad_framing"), "{name}: {answer}");
+        }
+    }
+    served(&gw).await;
+    assert!(gw.stop().await);
+}
+
 #[tokio::test]
 async fn row8_header_bombs_get_431() {
     let _serial = SERIAL.lock().await;
