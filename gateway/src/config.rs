@@ -179,6 +179,8 @@ struct RawListener {
     body_min_rate_grace_ms: u64,
     #[serde(default = "default_max_connections_per_ip")]
     max_connections_per_ip: usize,
+    #[serde(default = "default_ipv6_prefix_len")]
+    ipv6_prefix_len: u8,
     #[serde(default = "default_max_connections_per_identity")]
     max_connections_per_identity: usize,
     #[serde(default = "default_max_header_bytes")]
@@ -296,6 +298,9 @@ fn default_body_min_rate() -> u64 {
 }
 fn default_body_min_rate_grace_ms() -> u64 {
     5_000
+}
+fn default_ipv6_prefix_len() -> u8 {
+    64
 }
 fn default_max_connections_per_ip() -> usize {
     1_024
@@ -425,6 +430,8 @@ pub struct ListenerConfig {
     pub body_min_rate_grace: Duration,
     /// Concurrent connections per source address (the PROXY-derived one when there is one).
     pub max_connections_per_ip: usize,
+    /// IPv6 clients are counted per prefix of this many bits (1..=128) under the per-IP cap.
+    pub ipv6_prefix_len: u8,
     /// Concurrent connections per client-certificate identity.
     pub max_connections_per_identity: usize,
     /// Largest request head (request line and headers), bytes; over it: 431.
@@ -885,6 +892,15 @@ impl RawConfig {
                 "listener.max_connections_per_ip",
                 l.max_connections_per_ip,
             ),
+            ipv6_prefix_len: if (1..=128).contains(&l.ipv6_prefix_len) {
+                l.ipv6_prefix_len
+            } else {
+                p.add(
+                    "listener.ipv6_prefix_len",
+                    "must be a prefix length from 1 to 128 (64 counts one /64 as one client)",
+                );
+                64
+            },
             max_connections_per_identity: positive(
                 &mut p,
                 "listener.max_connections_per_identity",
@@ -1508,6 +1524,7 @@ identities = ["dns:agent-1.example"]
             ["/v1/election", "/v1/election/heartbeat"]
         );
         assert_eq!(c.upstream.max_answer_bytes, 1 << 20);
+        assert_eq!(c.listener.ipv6_prefix_len, 64);
     }
 
     #[test]
@@ -1515,6 +1532,7 @@ identities = ["dns:agent-1.example"]
         let text = MINIMAL
             .replace("127.0.0.1:9528", "upstream.example:9528")
             .replace("dns:agent-1.example", "ip:10.0.0.1")
+            .replace("[listener]\n", "[listener]\nipv6_prefix_len = 129\n")
             + r#"
 [[tokens]]
 token_sha256 = "zz"
@@ -1541,6 +1559,7 @@ duplicate_key = "ignore"
             "tokens[1].allow_apis[0]",
             "limits.max_tags",
             "rules.duplicate_key",
+            "listener.ipv6_prefix_len",
         ] {
             assert!(paths.contains(&want), "{want} missing from {paths:?}");
         }

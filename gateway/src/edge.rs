@@ -129,9 +129,18 @@ pub fn client_address(peer: SocketAddr, header: Option<&ProxyHeader>) -> SocketA
     header.and_then(|h| h.source).unwrap_or(peer)
 }
 
-/// Canonical form of an address for per-IP accounting (IPv4-mapped IPv6 is IPv4).
-pub fn ip_key(addr: SocketAddr) -> IpAddr {
-    addr.ip().to_canonical()
+/// The key a connection is counted under for the per-IP cap: an IPv4 address as it is
+/// (IPv4-mapped IPv6 is IPv4), an IPv6 address cut to its first `ipv6_prefix_len` bits, because
+/// one host routinely owns a whole /64 and picks a new address from it per connection.
+pub fn ip_key(addr: SocketAddr, ipv6_prefix_len: u8) -> IpAddr {
+    match addr.ip().to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => {
+            let bits = u32::from(ipv6_prefix_len.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & mask).into())
+        }
+    }
 }
 
 const IDLE: u8 = 0;
@@ -333,6 +342,33 @@ mod tests {
     #[test]
     fn ipv4_mapped_addresses_count_as_ipv4() {
         let mapped: SocketAddr = "[::ffff:192.0.2.1]:4000".parse().expect("addr");
-        assert_eq!(ip_key(mapped), "192.0.2.1".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            ip_key(mapped, 64),
+            "192.0.2.1".parse::<IpAddr>().expect("ip")
+        );
+        let v4: SocketAddr = "192.0.2.1:4000".parse().expect("addr");
+        assert_eq!(ip_key(v4, 8), "192.0.2.1".parse::<IpAddr>().expect("ip"));
+    }
+
+    #[test]
+    fn ipv6_addresses_count_by_their_prefix() {
+        let key = |a: &str, len| ip_key(a.parse().expect("addr"), len).to_string();
+        assert_eq!(key("[2001:db8:1:2:aaaa::1]:1", 64), "2001:db8:1:2::");
+        assert_eq!(
+            key("[2001:db8:1:2:aaaa::1]:1", 64),
+            key("[2001:db8:1:2::ffff]:9", 64)
+        );
+        assert_ne!(
+            key("[2001:db8:1:2::1]:1", 64),
+            key("[2001:db8:1:3::1]:1", 64)
+        );
+        assert_eq!(
+            key("[2001:db8:1:2::1]:1", 48),
+            key("[2001:db8:1:3::1]:1", 48)
+        );
+        assert_eq!(key("[2001:db8::1]:1", 128), "2001:db8::1");
+        assert_ne!(key("[2001:db8::1]:1", 128), key("[2001:db8::2]:1", 128));
+        assert_eq!(key("[2001:db8::1]:1", 1), "::");
+        assert_eq!(key("[ffff::1]:1", 1), "8000::");
     }
 }

@@ -557,10 +557,10 @@ async fn connection(
     }
     let client = client_address(peer, proxy.as_ref());
     let endpoint = proxy.as_ref().and_then(|h| h.endpoint_id.clone());
-    let Some(_per_ip) = state
-        .per_ip
-        .try_acquire(ip_key(client), listener.max_connections_per_ip)
-    else {
+    let Some(_per_ip) = state.per_ip.try_acquire(
+        ip_key(client, listener.ipv6_prefix_len),
+        listener.max_connections_per_ip,
+    ) else {
         metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "per_ip").increment(1);
         debug!(%client, "connection refused: per-address cap");
         return;
@@ -573,7 +573,7 @@ async fn connection(
             metrics::counter!(telemetry::TLS_FAILURES, "kind" => kind).increment(1);
             debug!(%client, kind, "TLS handshake failed");
             if kind != "other" {
-                let ip = ip_key(client).to_string();
+                let ip = client.ip().to_canonical().to_string();
                 state
                     .audit
                     .count("auth_failure", &[("kind", kind), ("client", &ip)]);
@@ -597,7 +597,7 @@ async fn connection(
     };
     let Ok(mut identity) = identity else {
         metrics::counter!(telemetry::TLS_FAILURES, "kind" => "bad_certificate").increment(1);
-        let ip = ip_key(client).to_string();
+        let ip = client.ip().to_canonical().to_string();
         state.audit.count(
             "auth_failure",
             &[("kind", "no_usable_identity"), ("client", &ip)],

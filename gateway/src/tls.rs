@@ -203,6 +203,7 @@ mod tests {
             body_min_rate_bytes_per_second: 0,
             body_min_rate_grace: Duration::from_secs(1),
             max_connections_per_ip: 10,
+            ipv6_prefix_len: 64,
             max_connections_per_identity: 10,
             max_header_bytes: 16 << 10,
             max_headers: 64,

@@ -600,6 +600,55 @@ async fn per_ip_cap_counts_the_proxy_derived_address() {
     assert!(gw.stop().await);
 }
 
+#[tokio::test]
+async fn two_ipv6_addresses_in_one_64_share_the_per_ip_cap() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let v1 = |source: &str, port: u16| {
+        format!("PROXY TCP6 {source} 2001:db8::443 {port} 443\r\n").into_bytes()
+    };
+    for (prefix_len, shared) in [(None, true), (Some("128"), false)] {
+        let mut builder = proxy_builder(&up);
+        if let Some(len) = prefix_len {
+            builder = builder.listener("ipv6_prefix_len", len);
+        }
+        let gw = builder.start().await;
+        let refused = || async {
+            gw.metric(
+                "oneway_listener_connections_refused_total",
+                &["reason=\"per_ip\""],
+            )
+            .await
+        };
+        let before = refused().await;
+        let a = gw
+            .connect_tls(Some("agent-1"), &v1("2001:db8:1:2::a", 1), None)
+            .await
+            .expect("first address of the /64");
+        // Another address of the same /64: the same client by default.
+        let b = gw
+            .connect_tls(
+                Some("agent-2"),
+                &v1("2001:db8:1:2:ffff:ffff:ffff:b", 2),
+                None,
+            )
+            .await;
+        assert_eq!(b.is_err(), shared, "prefix {prefix_len:?}: same /64");
+        assert_eq!(refused().await - before, if shared { 1.0 } else { 0.0 });
+        // Another /64 is another client whatever the prefix.
+        let c = gw
+            .connect_tls(Some("agent-1"), &v1("2001:db8:1:3::a", 3), None)
+            .await
+            .expect("another /64");
+        let r = TestGateway::request_on(c, &uri(), &lp_headers(), LP.as_bytes().to_vec())
+            .await
+            .expect("request");
+        assert_eq!(r.status, 200, "{}", r.body);
+        drop((a, b));
+        assert!(gw.stop().await);
+    }
+}
+
 // ------------------------------------------------------------ rows 7–8: HTTP framing ---
 
 async fn raw_exchange(gw: &TestGateway, request: &[u8]) -> (String, bool) {
