@@ -185,17 +185,12 @@ impl TokenTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeSet;
 
     fn token(secret: &str, identities: Vec<Identity>) -> TokenConfig {
         TokenConfig {
             secret: TokenSecret::Sha256(sha256(secret.as_bytes())),
             identities,
-            upstream_token: None,
-            allowed_apis: BTreeSet::new(),
-            limits: crate::limit::TokenLimits::default(),
-            over_limit_status: http::StatusCode::SERVICE_UNAVAILABLE,
-            endpoints: BTreeSet::new(),
+            ..TokenConfig::for_tests()
         }
     }
 

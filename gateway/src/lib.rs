@@ -27,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod edge;
 pub mod framing;
+pub mod headers;
 pub mod limit;
 pub mod push;
 pub mod quickstart;

@@ -40,24 +40,6 @@ use crate::spool::{Spool, SpoolMode};
 use crate::telemetry;
 use crate::upstream::{Upstream, Verdict};
 
-/// Headers DataKit sends that are forwarded upstream (reference §2, plus the upload headers).
-/// Nothing else is: no hop-by-hop or framing header of the client ever reaches the upstream.
-/// On writes, `Content-Type` and `Content-Encoding` are not the client's but the canonical
-/// spelling of the parser and decoder that checked the body.
-const FORWARDED_HEADERS: &[&str] = &[
-    "content-type",
-    "content-encoding",
-    "user-agent",
-    "referer",
-    "x-global-tags",
-    "x-storage-index-name",
-    "x-fail-cache-retry",
-    "x-sub-category",
-    "x-pkg-id",
-    "x-datakit-version",
-    "x-datakit-unixnano",
-];
-
 /// Bodies up to this size (identity; an eighth of it when compressed) are decoded and
 /// validated on the connection's task; larger ones on the blocking pool.
 const INLINE_CHECK_BYTES: usize = 1 << 20;
@@ -1048,21 +1030,6 @@ async fn read_body(
     Ok((parts, body, held))
 }
 
-fn forwarded_headers(from: &HeaderMap, identity: &str, config: &Config) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for name in FORWARDED_HEADERS {
-        for value in from.get_all(*name) {
-            out.append(*name, value.clone());
-        }
-    }
-    if let Some(name) = &config.identity_header
-        && let Ok(v) = HeaderValue::from_str(identity)
-    {
-        out.insert(name.clone(), v);
-    }
-    out
-}
-
 async fn write(
     state: &Arc<State>,
     conn: &Conn,
@@ -1208,7 +1175,12 @@ async fn write(
         )
         .map_err(|t| throttled(&token, t))?;
 
-    let mut headers = forwarded_headers(&parts.headers, &identity, &live.config);
+    let mut headers = crate::headers::forwarded(
+        &parts.headers,
+        &token,
+        &identity,
+        live.config.identity_header.as_ref(),
+    );
     headers.insert("x-points", HeaderValue::from(verdict.points));
     // The parser and decoder that checked the body, in the one spelling Guance maps to them.
     headers.insert(
@@ -1378,7 +1350,12 @@ async fn passthrough(
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = method;
     *request.uri_mut() = uri.parse().map_err(|_| RequestError::UpstreamUnavailable)?;
-    *request.headers_mut() = forwarded_headers(&parts.headers, &identity, &live.config);
+    *request.headers_mut() = crate::headers::forwarded(
+        &parts.headers,
+        &token,
+        &identity,
+        live.config.identity_header.as_ref(),
+    );
     let answer = state
         .upstream
         .send(request)
@@ -1562,13 +1539,8 @@ mod tests {
     #[test]
     fn forwarded_token_is_the_mapped_one() {
         let token = TokenConfig {
-            secret: crate::config::TokenSecret::Sha256([0; 32]),
-            identities: vec![],
             upstream_token: Some("tkn_real0000000000000000000000000000".into()),
-            allowed_apis: Default::default(),
-            limits: Default::default(),
-            over_limit_status: StatusCode::SERVICE_UNAVAILABLE,
-            endpoints: Default::default(),
+            ..TokenConfig::for_tests()
         };
         assert_eq!(
             forwarded_token(&token, "tkn_agent000000000000000000000000000"),

@@ -34,6 +34,10 @@ pub const UPSTREAM_DURATION: &str = "oneway_upstream_duration_seconds";
 /// Connections refused, by `reason` (`max_connections`, `per_ip`, `per_identity`,
 /// `proxy_untrusted`).
 pub const CONNECTIONS_REFUSED: &str = "oneway_listener_connections_refused_total";
+/// Headers an agent sent that did not reach the upstream as sent, by `header` and `reason`
+/// (`policy`, `replaced`, `repeated`, `ambiguous`, `key_not_allowed`, `too_many`, `too_long`,
+/// `value_not_allowed`).
+pub const HEADERS_DROPPED: &str = "oneway_forwarded_headers_dropped_total";
 /// Connections the gateway closed, by `reason` (`idle`, `head_timeout`, `max_age`,
 /// `drain_timeout`).
 pub const CONNECTIONS_CLOSED: &str = "oneway_listener_connections_closed_total";
@@ -230,6 +234,10 @@ fn describe() {
         "Connections closed by the gateway, by reason"
     );
     describe_counter!(PROXY_FAILURES, "PROXY headers refused, by kind");
+    describe_counter!(
+        HEADERS_DROPPED,
+        "Agent headers not forwarded as sent (routing policy, repeats), by header and reason"
+    );
     describe_gauge!(SPOOL_BYTES, Unit::Bytes, "Bytes of spool segments on disk");
     describe_gauge!(SPOOL_RECORDS, "Spooled records not yet delivered");
     describe_gauge!(

@@ -197,6 +197,14 @@ fn check(
                     run.label, up.target
                 ));
             }
+            // The quickstart token keeps the default routing policy: DataKit's sinker key
+            // never reaches the upstream.
+            if let Some(tags) = up.header("x-global-tags") {
+                problems.push(format!(
+                    "{} {pkg:?}: X-Global-Tags {tags:?} forwarded under global_tags = \"drop\"",
+                    run.label
+                ));
+            }
             if up.header("x-points") != r.header("x-points") {
                 problems.push(format!(
                     "{} {pkg:?}: X-Points {:?} forwarded as {:?}",
@@ -290,6 +298,14 @@ fn every_scenario(spool: bool) {
             .iter()
             .any(|r| r.label.contains("proxied") && !r.tee.exchanges().is_empty()),
         "the proxy-mode run sent nothing"
+    );
+    assert!(
+        main_runs
+            .iter()
+            .filter(|r| r.label.starts_with("sinker"))
+            .flat_map(|r| r.tee.exchanges())
+            .any(|e| e.request.header("x-global-tags").is_some()),
+        "the sinker runs sent no X-Global-Tags: the routing check proved nothing"
     );
     if !spool {
         // Without a spool the 503s reach DataKit, which keeps the batches and re-posts them.
