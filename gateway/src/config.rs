@@ -126,6 +126,8 @@ struct RawSpool {
 struct RawOverload {
     max_in_flight_requests: Option<u32>,
     memory_budget_bytes: Option<u64>,
+    max_in_flight_per_identity: Option<u32>,
+    max_memory_per_identity_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -495,6 +497,10 @@ pub struct OverloadConfig {
     pub max_in_flight_requests: usize,
     /// Bytes of bodies held and decoded at once.
     pub memory_budget_bytes: usize,
+    /// In-flight requests one certificate identity (the one its token matched) may hold.
+    pub max_in_flight_per_identity: usize,
+    /// Bytes of the memory budget one identity may hold.
+    pub max_memory_per_identity_bytes: usize,
 }
 
 /// Default cap on a non-write API's answer: 1 MiB.
@@ -1314,7 +1320,7 @@ impl RawConfig {
             );
 
         let o = &self.overload;
-        let overload = OverloadConfig {
+        let mut overload = OverloadConfig {
             max_in_flight_requests: nonzero(
                 &mut p,
                 "overload.max_in_flight_requests",
@@ -1328,14 +1334,46 @@ impl RawConfig {
                 DEFAULT_MEMORY_BUDGET as u64,
             ))
             .unwrap_or(usize::MAX),
+            max_in_flight_per_identity: 0,
+            max_memory_per_identity_bytes: 0,
         };
         upstream.max_idle_connections = overload.max_in_flight_requests;
-        if overload.memory_budget_bytes < body.max_body_bytes.max(body.max_upload_bytes) {
+        let one_body = body.max_body_bytes.max(body.max_upload_bytes);
+        if overload.memory_budget_bytes < one_body {
             p.add(
                 "overload.memory_budget_bytes",
                 "must hold at least one body of max_body_bytes and max_upload_bytes",
             );
         }
+        // An identity's share: a quarter of each global budget unless configured, never less
+        // than one body.
+        overload.max_in_flight_per_identity = match o.max_in_flight_per_identity {
+            None => (overload.max_in_flight_requests / 4).max(1),
+            Some(n) if n == 0 || n as usize > overload.max_in_flight_requests => {
+                p.add(
+                    "overload.max_in_flight_per_identity",
+                    "must be from 1 to overload.max_in_flight_requests",
+                );
+                overload.max_in_flight_requests
+            }
+            Some(n) => n as usize,
+        };
+        overload.max_memory_per_identity_bytes = match o.max_memory_per_identity_bytes {
+            None => (overload.memory_budget_bytes / 4)
+                .max(one_body)
+                .min(overload.memory_budget_bytes),
+            Some(n) => {
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                if n < one_body || n > overload.memory_budget_bytes {
+                    p.add(
+                        "overload.max_memory_per_identity_bytes",
+                        "must hold one body of max_body_bytes and max_upload_bytes and be at \
+                         most overload.memory_budget_bytes",
+                    );
+                }
+                n
+            }
+        };
         let replicas = match self.rate_limits.replicas {
             Some(0) => {
                 p.add("rate_limits.replicas", "must be at least 1");
@@ -1695,6 +1733,54 @@ identities = ["dns:agent-1.example"]
         );
         assert_eq!(c.upstream.max_answer_bytes, 1 << 20);
         assert_eq!(c.listener.ipv6_prefix_len, 64);
+        assert_eq!(
+            c.overload.max_in_flight_per_identity,
+            DEFAULT_MAX_IN_FLIGHT / 4
+        );
+        assert_eq!(
+            c.overload.max_memory_per_identity_bytes,
+            DEFAULT_MEMORY_BUDGET / 4
+        );
+    }
+
+    #[test]
+    fn an_identitys_share_holds_one_body_and_fits_the_budget() {
+        let with = |overload: &str| {
+            load(&format!(
+                "{MINIMAL}\n[limits]\nmax_body_bytes = 1048576\nmax_upload_bytes = 1048576\n\
+                 [overload]\nmemory_budget_bytes = 2097152\nmax_in_flight_requests = 8\n{overload}"
+            ))
+        };
+        // A quarter of a 2 MiB budget would not hold one 1 MiB body: the share is one body.
+        let c = with("").unwrap();
+        assert_eq!(c.overload.max_memory_per_identity_bytes, 1 << 20);
+        assert_eq!(c.overload.max_in_flight_per_identity, 2);
+        for (bad, key) in [
+            (
+                "max_memory_per_identity_bytes = 1000",
+                "overload.max_memory_per_identity_bytes",
+            ),
+            (
+                "max_memory_per_identity_bytes = 4194304",
+                "overload.max_memory_per_identity_bytes",
+            ),
+            (
+                "max_in_flight_per_identity = 0",
+                "overload.max_in_flight_per_identity",
+            ),
+            (
+                "max_in_flight_per_identity = 9",
+                "overload.max_in_flight_per_identity",
+            ),
+        ] {
+            let Err(ConfigError::Invalid(problems)) = with(bad) else {
+                panic!("{bad} must be refused");
+            };
+            assert!(
+                problems.iter().any(|p| p.path == key),
+                "{bad}: {problems:?}"
+            );
+        }
     }
 
     #[test]

@@ -23,7 +23,8 @@ use tokio::net::TcpStream;
 
 use crate::framing::{Framing, Scanner};
 
-/// Counts open connections per key, refusing past a cap. Entries go when their count does.
+/// Counts what each key holds (open connections, in-flight requests, KiB of memory), refusing
+/// past a cap. Entries go when their count does.
 #[derive(Debug)]
 pub struct Counter<K: Eq + Hash + Clone> {
     counts: Arc<DashMap<K, usize>>,
@@ -37,26 +38,43 @@ impl<K: Eq + Hash + Clone> Default for Counter<K> {
     }
 }
 
-/// One counted connection; dropping it gives the place back.
+/// What one holder counted; dropping it gives the places back.
 #[derive(Debug)]
 pub struct Counted<K: Eq + Hash + Clone> {
     counts: Arc<DashMap<K, usize>>,
     key: K,
+    n: usize,
 }
 
 impl<K: Eq + Hash + Clone> Counter<K> {
-    /// Counts a connection for `key` unless `cap` are open.
+    /// Counts one for `key` unless it already holds `cap`.
     pub fn try_acquire(&self, key: K, cap: usize) -> Option<Counted<K>> {
+        self.try_acquire_n(key, 1, cap)
+    }
+
+    /// Counts `n` for `key` unless that would take it past `cap`.
+    pub fn try_acquire_n(&self, key: K, n: usize, cap: usize) -> Option<Counted<K>> {
         let mut entry = self.counts.entry(key.clone()).or_insert(0);
-        if *entry >= cap {
+        if entry.saturating_add(n) > cap {
+            let unused = *entry == 0;
+            drop(entry);
+            if unused {
+                self.counts.remove_if(&key, |_, held| *held == 0);
+            }
             return None;
         }
-        *entry += 1;
+        *entry += n;
         drop(entry);
         Some(Counted {
             counts: Arc::clone(&self.counts),
             key,
+            n,
         })
+    }
+
+    /// What `key` holds now.
+    pub fn held(&self, key: &K) -> usize {
+        self.counts.get(key).map_or(0, |n| *n)
     }
 
     /// Keys with open connections (bounded by the open connections).
@@ -67,8 +85,9 @@ impl<K: Eq + Hash + Clone> Counter<K> {
 
 impl<K: Eq + Hash + Clone> Drop for Counted<K> {
     fn drop(&mut self) {
+        let give_back = self.n;
         self.counts.remove_if_mut(&self.key, |_, n| {
-            *n -= 1;
+            *n -= give_back;
             *n == 0
         });
     }
@@ -348,6 +367,21 @@ mod tests {
         );
         let v4: SocketAddr = "192.0.2.1:4000".parse().expect("addr");
         assert_eq!(ip_key(v4, 8), "192.0.2.1".parse::<IpAddr>().expect("ip"));
+    }
+
+    #[test]
+    fn a_counter_holds_weights_up_to_its_cap_and_forgets_empty_keys() {
+        let c: Counter<&str> = Counter::default();
+        let a = c.try_acquire_n("a", 3, 4).expect("3 of 4");
+        assert!(c.try_acquire_n("a", 2, 4).is_none(), "5 > 4");
+        let b = c.try_acquire_n("a", 1, 4).expect("4 of 4");
+        assert_eq!(c.held(&"a"), 4);
+        assert!(c.try_acquire_n("z", 5, 4).is_none());
+        assert_eq!(c.tracked(), 1, "a refused key leaves nothing behind");
+        drop(a);
+        assert_eq!(c.held(&"a"), 1);
+        drop(b);
+        assert_eq!(c.tracked(), 0);
     }
 
     #[test]

@@ -32,7 +32,9 @@ use tracing::{debug, error, info, warn};
 use crate::audit::Audit;
 use crate::auth::{AuthError, PeerIdentity, TokenTable};
 use crate::config::{Config, KNOWN_APIS, TokenConfig, TokenSecret};
-use crate::edge::{Counter, Expiry, Phase, Tracked, client_address, ip_key, read_proxy_header};
+use crate::edge::{
+    Counted, Counter, Expiry, Phase, Tracked, client_address, ip_key, read_proxy_header,
+};
 use crate::limit::{Limiter, MonotonicClock, Throttled};
 use crate::request::Query;
 use crate::response::{RequestError, error_response};
@@ -86,6 +88,10 @@ pub(crate) struct State {
     pool: Mutex<Vec<Scratch>>,
     per_ip: Counter<std::net::IpAddr>,
     per_identity: Counter<String>,
+    /// In-flight requests per identity (the one its token matched).
+    identity_in_flight: Counter<String>,
+    /// KiB of the memory budget per identity.
+    identity_memory: Counter<String>,
     pub(crate) audit: Arc<Audit>,
     /// The generation of the live snapshot: open connections watch it to check their
     /// certificate again after a reload.
@@ -296,6 +302,15 @@ impl Gateway {
             generation: 0,
             config: Arc::new(config.clone()),
         };
+        let o = &config.overload;
+        for (limit, value) in [
+            ("in_flight", o.max_in_flight_requests),
+            ("memory_bytes", o.memory_budget_bytes),
+            ("identity_in_flight", o.max_in_flight_per_identity),
+            ("identity_memory_bytes", o.max_memory_per_identity_bytes),
+        ] {
+            metrics::gauge!(telemetry::OVERLOAD_LIMIT, "limit" => limit).set(value as f64);
+        }
         let state = Arc::new(State {
             live: std::sync::RwLock::new(Arc::new(live)),
             limiter: Limiter::new(Arc::new(MonotonicClock::default())),
@@ -306,6 +321,8 @@ impl Gateway {
             pool: Mutex::new(Vec::new()),
             per_ip: Counter::default(),
             per_identity: Counter::default(),
+            identity_in_flight: Counter::default(),
+            identity_memory: Counter::default(),
             audit,
             reloads: tokio::sync::watch::Sender::new(0),
         });
@@ -917,24 +934,81 @@ fn kib(bytes: usize) -> usize {
     bytes.div_ceil(1024)
 }
 
-/// What a request holds of the global budgets; released when dropped.
+/// What a request holds of the global budgets and of its identity's share; released when
+/// dropped. An identity never holds more than `overload.max_in_flight_per_identity` slots and
+/// `overload.max_memory_per_identity_bytes` of the memory budget, so one agent, however many
+/// slow bodies it opens, leaves the rest to the others.
 struct Held {
     state: Arc<State>,
-    in_flight: Option<tokio::sync::OwnedSemaphorePermit>,
-    memory: Vec<tokio::sync::OwnedSemaphorePermit>,
+    identity: String,
+    in_flight: Option<(tokio::sync::OwnedSemaphorePermit, Counted<String>)>,
+    memory: Vec<(tokio::sync::OwnedSemaphorePermit, Counted<String>)>,
+    /// Bytes asked for so far, and the KiB permits that cover them.
+    bytes: usize,
+    kib: usize,
 }
 
 impl Held {
-    /// Reserves `bytes` more of the memory budget, or refuses.
-    fn reserve(&mut self, bytes: usize) -> Result<(), RequestError> {
-        if bytes == 0 {
+    fn new(state: &Arc<State>, identity: &str) -> Held {
+        Held {
+            state: Arc::clone(state),
+            identity: identity.to_string(),
+            in_flight: None,
+            memory: Vec::new(),
+            bytes: 0,
+            kib: 0,
+        }
+    }
+
+    /// Takes an in-flight slot of the identity's share and of the global cap, or refuses.
+    fn take_slot(&mut self) -> Result<(), RequestError> {
+        if self.in_flight.is_some() {
             return Ok(());
         }
-        let permits = u32::try_from(kib(bytes)).map_err(|_| overloaded("memory"))?;
-        let permit = Arc::clone(&self.state.memory)
+        let cap = self.state.live().config.overload.max_in_flight_per_identity;
+        let global = Arc::clone(&self.state.in_flight)
+            .try_acquire_owned()
+            .map_err(|_| overloaded("in_flight"))?;
+        let mine = self
+            .state
+            .identity_in_flight
+            .try_acquire(self.identity.clone(), cap)
+            .ok_or_else(|| overloaded("identity_in_flight"))?;
+        self.in_flight = Some((global, mine));
+        Ok(())
+    }
+
+    /// Reserves `bytes` more of the memory budget, within the identity's share, or refuses.
+    fn reserve(&mut self, bytes: usize) -> Result<(), RequestError> {
+        self.grow_to(self.bytes.saturating_add(bytes))
+    }
+
+    /// Makes what is reserved cover `total` bytes, within the identity's share, or refuses.
+    fn grow_to(&mut self, total: usize) -> Result<(), RequestError> {
+        let want = kib(total);
+        if want <= self.kib {
+            self.bytes = self.bytes.max(total);
+            return Ok(());
+        }
+        let more = want - self.kib;
+        let share = kib(self
+            .state
+            .live()
+            .config
+            .overload
+            .max_memory_per_identity_bytes);
+        let permits = u32::try_from(more).map_err(|_| overloaded("memory"))?;
+        let global = Arc::clone(&self.state.memory)
             .try_acquire_many_owned(permits)
             .map_err(|_| overloaded("memory"))?;
-        self.memory.push(permit);
+        let mine = self
+            .state
+            .identity_memory
+            .try_acquire_n(self.identity.clone(), more, share)
+            .ok_or_else(|| overloaded("identity_memory"))?;
+        self.memory.push((global, mine));
+        self.kib = want;
+        self.bytes = total;
         self.report();
         Ok(())
     }
@@ -959,14 +1033,20 @@ fn overloaded(reason: &'static str) -> RequestError {
     RequestError::Overloaded { reason }
 }
 
-/// Reads the body up to `limit` bytes within the body deadline, under the global budgets:
-/// the expected size is reserved from the memory budget before anything is read, and the
-/// in-flight slot is taken when the first body byte arrives (as VictoriaMetrics does), so
-/// idle or slow connections hold no slot.
+/// The body's first reservation, and the least it grows by: a body holds of the memory
+/// budget what has arrived (rounded up to this), not what it declared.
+const BODY_STEP: usize = 64 << 10;
+
+/// Reads the body up to `limit` bytes within the body deadline, under the global budgets and
+/// `identity`'s share of them: memory is reserved as the body arrives (the buffer's capacity,
+/// grown by doubling from [`BODY_STEP`] up to the declared length), so a body that declares
+/// megabytes and drips holds only what it sent; the in-flight slot is taken when the first
+/// body byte arrives (as VictoriaMetrics does), so idle or slow connections hold no slot.
 async fn read_body(
     state: &Arc<State>,
     req: Request<Incoming>,
     limit: usize,
+    identity: &str,
 ) -> Result<(http::request::Parts, Bytes, Held), RequestError> {
     let (parts, mut body) = req.into_parts();
     let declared = parts
@@ -978,19 +1058,16 @@ async fn read_body(
         return Err(RequestError::BodyTooLarge { limit });
     }
     let expected = declared.map_or(limit, |len| len as usize);
-    let mut held = Held {
-        state: Arc::clone(state),
-        in_flight: None,
-        memory: Vec::new(),
-    };
-    held.reserve(expected)?;
+    let mut held = Held::new(state, identity);
+    let first_step = expected.min(BODY_STEP);
+    held.grow_to(first_step)?;
     let started = Instant::now();
     let live = state.live();
     let min_rate = live.config.listener.body_min_rate_bytes_per_second;
     let grace = live.config.listener.body_min_rate_grace;
     let read = async {
-        let mut data = bytes::BytesMut::with_capacity(expected.min(limit));
-        let mut first = true;
+        let mut data = bytes::BytesMut::with_capacity(first_step);
+        held.grow_to(data.capacity())?;
         loop {
             // After the grace period the body must keep up an average of `min_rate`: the next
             // bytes are due by the time the bytes so far would have taken at that rate.
@@ -1003,20 +1080,25 @@ async fn read_body(
                     .await
                     .map_err(|_| RequestError::BodyTooSlow)?
             };
-            if first {
-                first = false;
-                let slot = Arc::clone(&state.in_flight)
-                    .try_acquire_owned()
-                    .map_err(|_| overloaded("in_flight"))?;
-                held.in_flight = Some(slot);
-            }
+            held.take_slot()?;
             match frame {
                 None => return Ok(data.freeze()),
                 Some(Err(_)) => return Err(RequestError::BodyRead),
                 Some(Ok(frame)) => {
                     if let Ok(chunk) = frame.into_data() {
-                        if data.len() + chunk.len() > limit {
+                        let needed = data.len() + chunk.len();
+                        if needed > limit {
                             return Err(RequestError::BodyTooLarge { limit });
+                        }
+                        if needed > data.capacity() {
+                            // Double, within the declared length, and never less than needed.
+                            let target = needed
+                                .max(data.capacity().saturating_mul(2).min(expected))
+                                .max(BODY_STEP)
+                                .min(limit);
+                            held.grow_to(target)?;
+                            data.reserve(target - data.len());
+                            held.grow_to(data.capacity())?;
                         }
                         data.extend_from_slice(&chunk);
                     }
@@ -1028,6 +1110,24 @@ async fn read_body(
         .await
         .map_err(|_| RequestError::BodyTimeout)??;
     Ok((parts, body, held))
+}
+
+/// What a compressed body is expected to decode to. gzip says it in its last four bytes
+/// (ISIZE, the last member's length mod 2³²: exact for DataKit's one-member bodies); the
+/// claim only sizes the reservation, since the decoder stops at this estimate and a body that
+/// lied is decoded again within `max_decoded_bytes`. Otherwise 32× the compressed size
+/// (DataKit's batches compress 5–20×). At least 64 KiB, at most `max_decoded`.
+fn decode_estimate(encoding: Encoding, body: &[u8], max_decoded: usize) -> usize {
+    const FLOOR: usize = 64 << 10;
+    let guess = match encoding {
+        Encoding::Identity => return 0,
+        Encoding::Gzip if body.len() >= 18 => body[body.len() - 4..]
+            .try_into()
+            .map(|b| u32::from_le_bytes(b) as usize)
+            .unwrap_or(usize::MAX),
+        _ => body.len().saturating_mul(32),
+    };
+    max_decoded.min(guess.max(FLOOR))
 }
 
 async fn write(
@@ -1080,7 +1180,8 @@ async fn write(
             .get(header::CONTENT_TYPE)
             .map(HeaderValue::as_bytes),
     )?;
-    let (parts, body, mut held) = read_body(state, req, live.config.body.max_body_bytes).await?;
+    let (parts, body, mut held) =
+        read_body(state, req, live.config.body.max_body_bytes, &identity).await?;
 
     let scratch = state
         .pool
@@ -1094,17 +1195,12 @@ async fn write(
             validator: Validator::new(live.config.validation),
             generation: live.generation,
         });
-    // Decoded bytes come out of the memory budget too: reserve an estimate (32× the compressed
-    // size; DataKit's batches compress 5-20×) and decode within it; a body that compresses
-    // better reserves the rest up to max_decoded_bytes and is decoded again. Memory stays
-    // within what was reserved.
+    // Decoded bytes come out of the memory budget too: reserve an estimate and decode within
+    // it; a body that decodes to more reserves the rest up to max_decoded_bytes and is decoded
+    // again. Memory stays within what was reserved.
     let max_decoded = live.config.body.max_decoded_bytes;
     let max_body = live.config.body.max_body_bytes;
-    let estimate = if encoding == Encoding::Identity {
-        0
-    } else {
-        max_decoded.min(body.len().saturating_mul(32).max(256 << 10))
-    };
+    let estimate = decode_estimate(encoding, &body, max_decoded);
     held.reserve(estimate)?;
     let check = move |mut scratch: Scratch, body: Bytes, limit: usize| {
         let result = (|| {
@@ -1334,7 +1430,7 @@ async fn passthrough(
     if !matches!(method, Method::GET | Method::POST | Method::DELETE) {
         return Err(RequestError::MethodNotAllowed);
     }
-    let (parts, body, _held) = read_body(state, req, limit).await?;
+    let (parts, body, _held) = read_body(state, req, limit, &identity).await?;
     let presented = presented.unwrap_or_default();
     let forwarded = forwarded_token(&token, &presented);
     let uri = if api == "/v1/check/token" {
@@ -1534,6 +1630,26 @@ mod tests {
             Err(RequestError::NotFound)
         ));
         assert!(matches!(route("/admin"), Err(RequestError::NotFound)));
+    }
+
+    #[test]
+    fn the_decode_reservation_follows_gzips_own_length_within_bounds() {
+        let gzip = |n: usize| {
+            use std::io::Write as _;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&vec![b'a'; n]).expect("gzip");
+            e.finish().expect("gzip")
+        };
+        let max = 64 << 20;
+        assert_eq!(
+            decode_estimate(Encoding::Gzip, &gzip(3 << 20), max),
+            3 << 20
+        );
+        assert_eq!(decode_estimate(Encoding::Gzip, &gzip(10), max), 64 << 10);
+        assert_eq!(decode_estimate(Encoding::Gzip, &gzip(100 << 20), max), max);
+        assert_eq!(decode_estimate(Encoding::Gzip, b"short", max), 64 << 10);
+        assert_eq!(decode_estimate(Encoding::Zstd, &[0; 4096], max), 128 << 10);
+        assert_eq!(decode_estimate(Encoding::Identity, &[0; 4096], max), 0);
     }
 
     #[test]

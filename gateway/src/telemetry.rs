@@ -52,6 +52,9 @@ pub const TRACKED_TOKENS: &str = "oneway_limit_tracked_tokens";
 pub const OVERLOAD_REFUSED: &str = "oneway_overload_refused_total";
 /// Bytes of the memory budget reserved now.
 pub const MEMORY_USED: &str = "oneway_overload_memory_reserved_bytes";
+/// The overload limits in force, by `limit` (`in_flight`, `memory_bytes`,
+/// `identity_in_flight`, `identity_memory_bytes`).
+pub const OVERLOAD_LIMIT: &str = "oneway_overload_limit";
 /// Seconds until a certificate expires, by `cert` (`server`, `client_ca`).
 pub const CERT_EXPIRY: &str = "oneway_tls_certificate_expiry_seconds";
 
@@ -165,7 +168,16 @@ fn prime() {
             ],
         ),
         (THROTTLED, "kind", &["requests", "decoded_bytes", "points"]),
-        (OVERLOAD_REFUSED, "reason", &["in_flight", "memory"]),
+        (
+            OVERLOAD_REFUSED,
+            "reason",
+            &[
+                "in_flight",
+                "memory",
+                "identity_in_flight",
+                "identity_memory",
+            ],
+        ),
         (
             CONNECTIONS_REFUSED,
             "reason",
@@ -205,6 +217,10 @@ fn describe() {
         "HTTP requests by route, category and status class"
     );
     describe_gauge!(IN_FLIGHT, "HTTP requests being handled");
+    describe_gauge!(
+        OVERLOAD_LIMIT,
+        "Overload limits in force: global and per-identity in-flight slots and memory bytes"
+    );
     describe_gauge!(
         SANDBOX,
         "1 per kernel sandbox layer in force (landlock, seccomp, no_new_privs, self_test)"

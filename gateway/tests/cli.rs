@@ -191,7 +191,7 @@ fn memory_budget_bounds_peak_memory_under_a_burst_of_large_bodies() {
     let upstream = threaded_upstream(Duration::from_millis(1500)).addr;
     let extra = format!(
         "[limits]\nmax_body_bytes = 8388608\nmax_upload_bytes = 8388608\n\
-         [overload]\nmemory_budget_bytes = {BUDGET}"
+         [overload]\nmemory_budget_bytes = {BUDGET}\nmax_memory_per_identity_bytes = {BUDGET}"
     );
     let (mut child, addr) = start_gateway(dir.path(), &upstream, &extra);
     let line = "cpu,host=web-1 usage=1i 1700000000000000000\n";

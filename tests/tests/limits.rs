@@ -151,7 +151,8 @@ async fn memory_budget_turns_away_a_concurrent_large_body_with_503() {
         .upstream(&up)
         .toml(
             "[limits]\nmax_body_bytes = 262144\nmax_upload_bytes = 262144\n\
-             [overload]\nmemory_budget_bytes = 307200",
+             [overload]\nmemory_budget_bytes = 307200\n\
+             max_memory_per_identity_bytes = 307200",
         )
         .start()
         .await;
@@ -277,4 +278,155 @@ async fn shutdown_lets_a_slowly_sent_body_finish() {
     );
     assert_eq!(up.received().len(), 1);
     assert_eq!(up.received()[0].body, body.as_bytes());
+}
+
+/// Issue 16: one authenticated agent opening many slow uploads that declare large bodies holds
+/// no more than its share of the memory budget and the in-flight slots; another agent's
+/// pushes all succeed meanwhile, the first agent's uploads past its share get 503, and the
+/// metrics say which share was full.
+#[tokio::test]
+async fn slow_large_uploads_of_one_agent_never_turn_another_agents_push_into_a_503() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const DECLARED: usize = 4 << 20;
+    const SENT: usize = 200 << 10;
+    const SHARE: usize = 4 << 20;
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder()
+        .upstream(&up)
+        .toml(&format!(
+            "[limits]\nmax_body_bytes = {DECLARED}\nmax_upload_bytes = {DECLARED}\n\
+             [overload]\nmemory_budget_bytes = {}\nmax_in_flight_requests = 64\n\
+             max_memory_per_identity_bytes = {SHARE}",
+            16 << 20
+        ))
+        .start()
+        .await;
+    let refused = || async {
+        let mut counts = Vec::new();
+        for reason in [
+            "memory",
+            "in_flight",
+            "identity_memory",
+            "identity_in_flight",
+        ] {
+            counts.push(
+                gw.metric(
+                    "oneway_overload_refused_total",
+                    &[&format!("reason=\"{reason}\"")],
+                )
+                .await,
+            );
+        }
+        counts
+    };
+    let before = refused().await;
+    assert_eq!(
+        gw.metric(
+            "oneway_overload_limit",
+            &["limit=\"identity_memory_bytes\""]
+        )
+        .await,
+        SHARE as f64
+    );
+    assert_eq!(
+        gw.metric("oneway_overload_limit", &["limit=\"identity_in_flight\""])
+            .await,
+        16.0,
+        "a quarter of max_in_flight_requests by default"
+    );
+
+    // Agent A: 40 uploads declaring 4 MiB each (160 MiB, ten times the budget), each sending
+    // 200 KiB and then nothing more for now.
+    let head = format!(
+        "POST /v1/write/metric?token={TOKEN_1} HTTP/1.1\r\nHost: x\r\n\
+         Content-Type: application/line-protocol\r\nContent-Length: {DECLARED}\r\n\r\n"
+    );
+    let part = LP.repeat(SENT / LP.len());
+    let mut slow = Vec::new();
+    for _ in 0..40 {
+        let mut tls = gw.connect_tls(Some("agent-1"), b"", None).await.unwrap();
+        tls.write_all(head.as_bytes()).await.unwrap();
+        // A refused upload may be closed while it writes: that is the 503 read below.
+        let _ = tls.write_all(part.as_bytes()).await;
+        let _ = tls.flush().await;
+        slow.push(tls);
+        if slow.len() == 1 {
+            // A body holds what has arrived, not what it declared.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let reserved = gw
+                .metric("oneway_overload_memory_reserved_bytes", &[])
+                .await;
+            assert!(
+                reserved > 0.0 && reserved <= (2 * SENT) as f64,
+                "{reserved} bytes reserved for {SENT} sent of {DECLARED} declared"
+            );
+        }
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let reserved = gw
+        .metric("oneway_overload_memory_reserved_bytes", &[])
+        .await;
+    assert!(
+        reserved <= SHARE as f64,
+        "agent A holds {reserved} bytes, more than its share of {SHARE}"
+    );
+
+    // Agent B pushes as usual, uncompressed and gzip, while A's uploads hang.
+    let uri2 = format!("/v1/write/metric?token={TOKEN_2}");
+    let batch = LP.repeat(5_000);
+    for i in 0..20 {
+        let r = if i % 2 == 0 {
+            push(&gw, "agent-2", &uri2, &batch).await
+        } else {
+            gw.post(
+                "agent-2",
+                &uri2,
+                &[
+                    ("content-type", "application/line-protocol"),
+                    ("content-encoding", "gzip"),
+                ],
+                oneway_tests::gzip(batch.as_bytes()),
+            )
+            .await
+            .expect("the request completes")
+        };
+        assert_eq!(r.status, 200, "agent B push {i}: {}", r.body);
+    }
+
+    // A's uploads past its share were answered 503 with Retry-After; the others still wait.
+    let mut answered_503 = 0;
+    let mut waiting = 0;
+    for mut tls in slow {
+        let mut buf = vec![0u8; 4096];
+        match tokio::time::timeout(std::time::Duration::from_millis(200), tls.read(&mut buf)).await
+        {
+            Ok(Ok(n)) if n > 0 => {
+                let text = String::from_utf8_lossy(&buf[..n]);
+                assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+                assert!(text.to_ascii_lowercase().contains("retry-after"), "{text}");
+                assert!(text.contains("oneway.overloaded.identity_"), "{text}");
+                answered_503 += 1;
+            }
+            Err(_) => waiting += 1,
+            other => panic!("an upload of agent A ended without an answer: {other:?}"),
+        }
+    }
+    assert!(answered_503 >= 20, "{answered_503} of A's uploads refused");
+    assert!(waiting >= 1, "A keeps the uploads within its share");
+    let after = refused().await;
+    assert_eq!(
+        after[0], before[0],
+        "the global memory budget never ran out"
+    );
+    assert_eq!(
+        after[1], before[1],
+        "the global in-flight cap never ran out"
+    );
+    assert_eq!(
+        (after[2] - before[2]) + (after[3] - before[3]),
+        answered_503 as f64,
+        "every refusal of A counted against its share"
+    );
+    assert!(gw.stop().await);
 }
