@@ -3,7 +3,8 @@
 //! SIGKILLs the gateway at random moments, again and again, while the upstream fails a share
 //! of requests (forward-first rounds) or every batch goes through the spool (spool-first
 //! rounds). After a last restart and drain, every acknowledged batch must have reached the
-//! upstream at least once.
+//! upstream at least once; the share delivered more than once is reported (and bounded by
+//! `ONEWAY_CRASH_MAX_DUPLICATE_PERCENT`, which `scripts/crash-test` sets).
 //!
 //! `ONEWAY_CRASH_ROUNDS` sets the number of kills (default 20; `scripts/crash-test` runs more),
 //! `ONEWAY_CRASH_SEED` replays a run.
@@ -234,9 +235,31 @@ async fn every_acknowledged_batch_survives_repeated_kill_9() {
     prepare(dir.path(), &up.addr, &config("forward-first"));
     let (mut child, _addr) = launch(dir.path());
     let missing = wait_delivered(&up, &acked, Duration::from_secs(60)).await;
-    let total = up.accepted.lock().unwrap().len();
+    // Until the replay is done: no delivery for a second (at most ten).
+    let quiet_since = Instant::now();
+    let mut seen = up.accepted.lock().unwrap().len();
+    let mut last_change = Instant::now();
+    while last_change.elapsed() < Duration::from_secs(1)
+        && quiet_since.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = up.accepted.lock().unwrap().len();
+        if now != seen {
+            (seen, last_change) = (now, Instant::now());
+        }
+    }
+    let mut copies: std::collections::BTreeMap<u64, usize> = std::collections::BTreeMap::new();
+    for tag in up.accepted.lock().unwrap().iter().filter_map(|b| tag_of(b)) {
+        *copies.entry(tag).or_default() += 1;
+    }
+    let twice = acked
+        .iter()
+        .filter(|t| copies.get(t).is_some_and(|&n| n > 1))
+        .count();
+    let percent = 100.0 * twice as f64 / acked.len().max(1) as f64;
     eprintln!(
-        "acknowledged {}, delivered {total} (duplicates allowed), missing {}",
+        "crash test: {rounds} kills, acknowledged {}, delivered {seen}, missing {}, \
+         delivered more than once {twice} ({percent:.2} %)",
         acked.len(),
         missing.len()
     );
@@ -251,6 +274,18 @@ async fn every_acknowledged_batch_survives_repeated_kill_9() {
         &missing[..missing.len().min(20)]
     );
     assert_eq!(status.code(), Some(0), "clean exit after the drain");
+    // The duplicate rate depends on when the kills land: scripts/crash-test holds it to its
+    // bound (docs/spool.md); CI only reports it.
+    if let Some(max) = std::env::var("ONEWAY_CRASH_MAX_DUPLICATE_PERCENT")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        assert!(
+            percent <= max,
+            "{percent:.2} % of acknowledged batches delivered more than once (bound {max} %, \
+             seed {seed})"
+        );
+    }
 }
 
 /// Runs `chattr` (ext4 and friends; the test directory is under the target directory).

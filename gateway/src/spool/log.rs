@@ -50,8 +50,8 @@ fn encode_delivered(seq: u64) -> [u8; 16] {
     out
 }
 
-/// The sequence number in a "delivered" file, if it is valid.
-pub fn decode_delivered(bytes: &[u8]) -> Option<u64> {
+/// One "delivered up to" record, if it is valid.
+fn decode_delivered_record(bytes: &[u8]) -> Option<u64> {
     if bytes.len() != 16 || &bytes[..4] != DELIVERED_MAGIC {
         return None;
     }
@@ -59,6 +59,19 @@ pub fn decode_delivered(bytes: &[u8]) -> Option<u64> {
     let seq = u64::from_le_bytes(bytes[4..12].try_into().ok()?);
     (crc32c::crc32c(&bytes[..12]) == crc).then_some(seq)
 }
+
+/// "Delivered up to" in a "delivered" file: a journal of 16-byte records, each appended and
+/// synced as the mark moves, so the highest valid record of its valid prefix (a crash can tear
+/// only the last one). `None` when even the first record is not valid.
+pub fn decode_delivered(bytes: &[u8]) -> Option<u64> {
+    bytes
+        .chunks(16)
+        .map_while(decode_delivered_record)
+        .reduce(u64::max)
+}
+
+/// The journal is written whole again (one record) once it is this long.
+const DELIVERED_JOURNAL_BYTES: u64 = 64 << 10;
 
 /// The highest sequence number in a damaged segment (so new ones never repeat it).
 fn salvaged_max(bytes: &[u8], first_seq: u64) -> u64 {
@@ -108,6 +121,8 @@ pub struct Log<S: Storage> {
     next_seq: u64,
     delivered: u64,
     delivered_persisted: u64,
+    /// The "delivered" journal, open for appending, and its length.
+    journal: Option<(S::File, u64)>,
     dead: Option<(String, S::File, u64)>,
 }
 
@@ -133,10 +148,19 @@ impl<S: Storage> Log<S> {
             let _ = storage.remove(name);
         }
         let delivered = match storage.read(DELIVERED) {
-            Ok(bytes) => decode_delivered(&bytes).unwrap_or_else(|| {
-                report.delivered_unreadable = true;
-                0
-            }),
+            Ok(bytes) => {
+                let delivered = decode_delivered(&bytes).unwrap_or_else(|| {
+                    report.delivered_unreadable = true;
+                    0
+                });
+                if bytes.len() != 16 || report.delivered_unreadable {
+                    // Compacted to one record, so that appends start on a record boundary.
+                    storage
+                        .replace_durably(DELIVERED, &encode_delivered(delivered))
+                        .map_err(|e| fatal("rewrite delivered", &e))?;
+                }
+                delivered
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Created now, while there is room, so that a later update can always be
                 // written in place even with the disk full.
@@ -147,6 +171,9 @@ impl<S: Storage> Log<S> {
             }
             Err(e) => return Err(fatal("read delivered", &e)),
         };
+        let journal = storage
+            .open_append(DELIVERED)
+            .map_err(|e| fatal("open delivered", &e))?;
         let mut firsts: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
         firsts.sort_unstable();
         report.segments = firsts.len();
@@ -213,6 +240,7 @@ impl<S: Storage> Log<S> {
             next_seq: max_seq + 1,
             delivered,
             delivered_persisted: delivered,
+            journal: Some((journal, 16)),
             dead: None,
         };
         for (name, why) in quarantine {
@@ -251,6 +279,11 @@ impl<S: Storage> Log<S> {
         }
         report.pending_records = log.pending_records();
         Ok((log, report))
+    }
+
+    /// Whether "delivered up to" moved since it was last persisted.
+    pub fn delivered_pending(&self) -> bool {
+        self.delivered_persisted != self.delivered
     }
 
     /// The next sequence number to be assigned.
@@ -383,14 +416,37 @@ impl<S: Storage> Log<S> {
     /// Persists "delivered up to" if it moved; returns whether it is persisted. With the
     /// disk full (no room for the temp file) the existing file is overwritten in place: its
     /// CRC turns a torn overwrite into "replay everything", never into a loss.
+    ///
+    /// A move is one 16-byte record appended to the journal and one `fdatasync`; a long
+    /// journal is written whole again (temp file, rename).
     pub fn persist_delivered(&mut self) -> Result<bool, SpoolError> {
         if self.delivered_persisted == self.delivered {
             return Ok(true);
         }
         let contents = encode_delivered(self.delivered);
-        let written = match self.storage.replace_durably(DELIVERED, &contents) {
+        let appended = match self.journal.as_mut() {
+            Some((file, len)) if *len + 16 <= DELIVERED_JOURNAL_BYTES => {
+                match file.append(&contents).and_then(|()| file.sync_data()) {
+                    Ok(()) => {
+                        *len += 16;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        // Cut a partial record back, so that later appends stay aligned; the
+                        // next move writes the journal whole anyway.
+                        let _ = file.set_len(*len);
+                        *len = DELIVERED_JOURNAL_BYTES;
+                        Err(e)
+                    }
+                }
+            }
+            _ => self.compact_delivered(&contents),
+        };
+        let written = match appended {
             Err(e) if is_enospc(&e) => {
                 let _ = self.storage.remove(&format!("{DELIVERED}.tmp"));
+                // In place at the start: the journal's highest record wins, so this one
+                // (the newest) counts whatever follows it.
                 match self.storage.overwrite(DELIVERED, &contents) {
                     Err(e) if is_enospc(&e) || e.kind() == io::ErrorKind::NotFound => {
                         return Ok(false);
@@ -403,6 +459,14 @@ impl<S: Storage> Log<S> {
         written.map_err(|e| fatal("persist delivered", &e))?;
         self.delivered_persisted = self.delivered;
         Ok(true)
+    }
+
+    /// Writes the journal whole as one record and reopens it for appending.
+    fn compact_delivered(&mut self, contents: &[u8; 16]) -> io::Result<()> {
+        self.journal = None;
+        self.storage.replace_durably(DELIVERED, contents)?;
+        self.journal = Some((self.storage.open_append(DELIVERED)?, 16));
+        Ok(())
     }
 
     /// Appends a record frame (as read from a segment) to the dead letters, synced.
@@ -607,6 +671,60 @@ mod tests {
             .map(|r| r.0)
             .collect();
         assert_eq!(seqs, vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn the_delivered_journal_keeps_its_highest_synced_mark_across_compactions_and_torn_tails() {
+        let disk = SimStorage::default();
+        let (mut log, _) = Log::open(disk.clone(), 1 << 30).expect("open");
+        let moves = (DELIVERED_JOURNAL_BYTES / 16) * 2 + 7;
+        for i in 1..=moves {
+            log.append(&[&payload(i, 1)]).expect("append");
+            log.mark_delivered(i).expect("deliver");
+            assert!(log.persist_delivered().expect("persist"));
+        }
+        let len = disk.read(DELIVERED).expect("read").len() as u64;
+        assert!(len <= DELIVERED_JOURNAL_BYTES, "compacted: {len} bytes");
+        assert_eq!(
+            decode_delivered(&disk.read(DELIVERED).expect("read")),
+            Some(moves)
+        );
+        // A torn append (half a record, never synced) after the last synced mark.
+        let mut f = disk.open_append(DELIVERED).expect("open");
+        f.append(&encode_delivered(moves + 1)[..9]).expect("append");
+        drop((f, log));
+        disk.crash(&mut |n| n);
+        let (mut log, report) = Log::open(disk.clone(), 1 << 30).expect("reopen");
+        assert!(!report.delivered_unreadable);
+        assert_eq!(log.delivered(), moves);
+        // Reopening wrote the journal whole, so the next records are aligned again.
+        assert_eq!(disk.read(DELIVERED).expect("read").len(), 16);
+        log.append(&[&payload(0, 1)]).expect("append");
+        log.mark_delivered(moves + 1).expect("deliver");
+        assert!(log.persist_delivered().expect("persist"));
+        drop(log);
+        disk.crash(&mut |_| 0);
+        let (log, _) = Log::open(disk, 1 << 30).expect("reopen");
+        assert_eq!(log.delivered(), moves + 1);
+    }
+
+    #[test]
+    fn a_journal_is_read_up_to_its_first_bad_record() {
+        let mut j = Vec::new();
+        for seq in [3u64, 9, 12] {
+            j.extend_from_slice(&encode_delivered(seq));
+        }
+        assert_eq!(decode_delivered(&j), Some(12));
+        assert_eq!(decode_delivered(&j[..40]), Some(9), "a torn last record");
+        let mut bad = j.clone();
+        bad[20] ^= 1;
+        assert_eq!(
+            decode_delivered(&bad),
+            Some(3),
+            "nothing after a bad record counts"
+        );
+        assert_eq!(decode_delivered(&j[..10]), None);
+        assert_eq!(decode_delivered(b""), None);
     }
 
     #[test]
