@@ -27,6 +27,7 @@
 pub mod decode;
 pub mod fuzzing;
 mod json;
+mod json_string;
 mod lp;
 mod pb;
 mod point;

@@ -303,7 +303,7 @@ impl PointChecker {
         let raw = &input[start..end];
         let from = self.unescaped.len();
         match spelling {
-            Spelling::Json => crate::json::unescape_into(raw, &mut self.unescaped)
+            Spelling::Json => crate::json_string::unescape_into(raw, &mut self.unescaped)
                 .map_err(|()| Rule::JsonSyntax)?,
             Spelling::LpTag => unescape_line_protocol(raw, false, &mut self.unescaped),
             Spelling::LpField | Spelling::Plain => {
