@@ -38,6 +38,7 @@ pub mod sandbox;
 pub mod server;
 pub mod split;
 pub mod spool;
+pub(crate) mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -32,7 +32,7 @@ use tracing::{error, info, warn};
 
 use crate::auth::TokenTable;
 use crate::config::Config;
-use crate::server::{Live, State};
+use crate::state::{Live, State};
 use crate::telemetry;
 use crate::tls::{ClientVerifier, ServerIdentity};
 

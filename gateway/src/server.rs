@@ -39,6 +39,7 @@ use crate::limit::{Limiter, MonotonicClock, Throttled};
 use crate::request::Query;
 use crate::response::{RequestError, error_response};
 use crate::spool::{Spool, SpoolMode};
+use crate::state::{Live, Scratch, State};
 use crate::telemetry;
 use crate::upstream::{Upstream, Verdict};
 
@@ -48,85 +49,6 @@ const INLINE_CHECK_BYTES: usize = 1 << 20;
 
 /// APIs that carry multipart uploads, capped by `limits.max_upload_bytes`.
 const UPLOAD_APIS: &[&str] = &["/v1/write/rum/replay", "/v1/upload/profiling"];
-
-/// Scratch space for decoding and validating, reused across requests.
-struct Scratch {
-    decoder: Decoder,
-    buffer: Vec<u8>,
-    validator: Validator,
-    /// The [`Live::generation`] whose validation limits `validator` has.
-    generation: u64,
-}
-
-/// What a reload replaces: the config, the tokens and their bindings, the TLS material.
-/// A request takes one snapshot and uses it to the end; a connection takes one for its
-/// handshake and checks its certificate again against each new one.
-pub(crate) struct Live {
-    pub(crate) config: Arc<Config>,
-    pub(crate) tokens: TokenTable,
-    pub(crate) acceptor: TlsAcceptor,
-    /// The server certificate and key the acceptor presents.
-    pub(crate) identity: Arc<crate::tls::ServerIdentity>,
-    /// The client CA bundle and CRLs the acceptor checks with.
-    pub(crate) verifier: crate::tls::ClientVerifier,
-    /// Set when a reload could not read what says who may push (the config file, the CA
-    /// bundle or a CRL): every request is refused with a retryable 503 until a reload reads
-    /// them again. Why, for the log and the response.
-    pub(crate) fail_closed: Option<String>,
-    pub(crate) generation: u64,
-}
-
-/// Everything a connection needs.
-pub(crate) struct State {
-    live: std::sync::RwLock<Arc<Live>>,
-    limiter: Limiter,
-    in_flight: Arc<Semaphore>,
-    /// The memory budget, in KiB permits.
-    memory: Arc<Semaphore>,
-    upstream: Arc<Upstream>,
-    spool: Option<Arc<Spool>>,
-    pool: Mutex<Vec<Scratch>>,
-    per_ip: Counter<std::net::IpAddr>,
-    per_identity: Counter<String>,
-    /// In-flight requests per identity (the one its token matched).
-    identity_in_flight: Counter<String>,
-    /// KiB of the memory budget per identity.
-    identity_memory: Counter<String>,
-    pub(crate) audit: Arc<Audit>,
-    /// The generation of the live snapshot: open connections watch it to check their
-    /// certificate again after a reload.
-    reloads: tokio::sync::watch::Sender<u64>,
-}
-
-impl State {
-    /// The current config, tokens and TLS material.
-    pub(crate) fn live(&self) -> Arc<Live> {
-        match self.live.read() {
-            Ok(l) => Arc::clone(&l),
-            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
-        }
-    }
-
-    /// Installs a reloaded snapshot; open connections then check their certificates
-    /// against it.
-    pub(crate) fn set_live(&self, live: Live) {
-        let generation = live.generation;
-        metrics::gauge!(telemetry::RELOAD_FAIL_CLOSED).set(if live.fail_closed.is_some() {
-            1.0
-        } else {
-            0.0
-        });
-        let live = Arc::new(live);
-        match self.live.write() {
-            Ok(mut l) => *l = live,
-            Err(poisoned) => *poisoned.into_inner() = live,
-        }
-        if let Ok(mut pool) = self.pool.lock() {
-            pool.clear();
-        }
-        self.reloads.send_replace(generation);
-    }
-}
 
 /// One client connection: its certificate, and the identities tokens matched on it, each
 /// holding a place of the per-identity cap for as long as the connection lives.
