@@ -960,9 +960,9 @@ fn overloaded(reason: &'static str) -> RequestError {
 const BODY_STEP: usize = 64 << 10;
 
 /// Reads the body up to `limit` bytes within the body deadline, under the global budgets and
-/// `identity`'s share of them: memory is reserved as the body arrives (the buffer's capacity,
-/// grown by doubling from [`BODY_STEP`] up to the declared length), so a body that declares
-/// megabytes and drips holds only what it sent; the in-flight slot is taken when the first
+/// `identity`'s share of them: memory is reserved as the body arrives (in [`BODY_STEP`]s; the
+/// buffer spans the declared length, but only the pages the body fills are memory), so a body
+/// that declares megabytes and drips holds only what it sent; the in-flight slot is taken when the first
 /// body byte arrives (as VictoriaMetrics does), so idle or slow connections hold no slot.
 async fn read_body(
     state: &Arc<State>,
@@ -988,8 +988,9 @@ async fn read_body(
     let min_rate = live.config.listener.body_min_rate_bytes_per_second;
     let grace = live.config.listener.body_min_rate_grace;
     let read = async {
-        let mut data = bytes::BytesMut::with_capacity(first_step);
-        held.grow_to(data.capacity())?;
+        // Address space for the declared length; its pages become memory only as the body
+        // fills them, and that is what is reserved.
+        let mut data = bytes::BytesMut::with_capacity(expected.min(limit));
         loop {
             // After the grace period the body must keep up an average of `min_rate`: the next
             // bytes are due by the time the bytes so far would have taken at that rate.
@@ -1012,15 +1013,8 @@ async fn read_body(
                         if needed > limit {
                             return Err(RequestError::BodyTooLarge { limit });
                         }
-                        if needed > data.capacity() {
-                            // Double, within the declared length, and never less than needed.
-                            let target = needed
-                                .max(data.capacity().saturating_mul(2).min(expected))
-                                .max(BODY_STEP)
-                                .min(limit);
-                            held.grow_to(target)?;
-                            data.reserve(target - data.len());
-                            held.grow_to(data.capacity())?;
+                        if needed > held.bytes {
+                            held.grow_to(needed.next_multiple_of(BODY_STEP).min(limit))?;
                         }
                         data.extend_from_slice(&chunk);
                     }
