@@ -218,7 +218,14 @@ async fn unreachable_upstream_spools_to_the_watermark_then_503_then_full_drain()
         assert!(tokio::time::Instant::now() < deadline, "{n} segments left");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(gw.admin("/ready").await.expect("ready").0, 200);
+    // Ready again once the writer has published the room it made (right after the unlink).
+    while gw.admin("/ready").await.expect("ready").0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready after the drain"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(gw.stop().await);
 }
 
