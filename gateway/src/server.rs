@@ -1014,7 +1014,9 @@ async fn read_body(
                             return Err(RequestError::BodyTooLarge { limit });
                         }
                         if needed > held.bytes {
-                            held.grow_to(needed.next_multiple_of(BODY_STEP).min(limit))?;
+                            held.grow_to(
+                                needed.next_multiple_of(BODY_STEP).min(expected.max(needed)),
+                            )?;
                         }
                         data.extend_from_slice(&chunk);
                     }
