@@ -12,43 +12,11 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-/// Where audit lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuditOutput {
-    /// Standard output (the default).
-    Stdout,
-    /// Appended to this file.
-    File(PathBuf),
-    /// Nowhere.
-    Off,
-}
-
-/// `[audit]`.
-#[derive(Debug, Clone)]
-pub struct AuditConfig {
-    /// Where lines go.
-    pub output: AuditOutput,
-    /// How often aggregated events are written.
-    pub interval: Duration,
-    /// Also push each line as a `logging` point with this (workspace) token, if set.
-    pub workspace_token: Option<String>,
-}
-
-impl Default for AuditConfig {
-    fn default() -> Self {
-        AuditConfig {
-            output: AuditOutput::Stdout,
-            interval: Duration::from_secs(10),
-            workspace_token: None,
-        }
-    }
-}
+pub use crate::config::{AuditConfig, AuditOutput};
 
 type Key = (String, Vec<(String, String)>);
 

@@ -9,15 +9,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+pub use crate::config::sha256;
 use crate::config::{Identity, TokenConfig, TokenSecret};
-
-/// SHA-256 of `bytes`.
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
 
 /// The identities of a verified client certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

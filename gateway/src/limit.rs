@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
+pub use crate::config::{Rate, TokenLimits};
+
 /// Nanoseconds from a fixed origin.
 pub trait Clock: Send + Sync + std::fmt::Debug {
     /// Now.
@@ -67,32 +69,6 @@ impl Clock for ManualClock {
     }
 }
 
-/// A rate and its burst, with the GCRA constants precomputed (no division per check).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rate {
-    /// Sustained units per second (> 0).
-    pub per_second: f64,
-    /// Units that may arrive at once (≥ 1).
-    pub burst: f64,
-    /// Nanoseconds per unit.
-    interval: f64,
-    /// `burst × interval`, in nanoseconds.
-    tolerance: u64,
-}
-
-impl Rate {
-    /// `per_second` units per second with bursts of `burst` units.
-    pub fn new(per_second: f64, burst: f64) -> Rate {
-        let interval = 1e9 / per_second;
-        Rate {
-            per_second,
-            burst,
-            interval,
-            tolerance: (burst * interval) as u64,
-        }
-    }
-}
-
 /// What a limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum LimitKind {
@@ -113,17 +89,6 @@ impl LimitKind {
             LimitKind::Points => "points",
         }
     }
-}
-
-/// A token's limits; `None` is unlimited.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct TokenLimits {
-    /// Requests per second.
-    pub requests: Option<Rate>,
-    /// Decoded bytes per second.
-    pub decoded_bytes: Option<Rate>,
-    /// Points per second.
-    pub points: Option<Rate>,
 }
 
 /// A refusal: which limit, and how long until the cost would be allowed.

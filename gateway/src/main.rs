@@ -730,7 +730,7 @@ fn serve(
     let mut plan = sandbox::Plan::for_config(&config);
     let (gateway, netns) = if role == Role::Edge {
         let inputs = oneway_gateway::split::edge_inputs()?;
-        let netns = match oneway_gateway::split::enter_empty_netns(probes) {
+        let netns = match oneway_gateway::sandbox::enter_empty_netns(probes) {
             Ok(n) => n,
             Err(e) => return fail_closed(e),
         };

@@ -40,40 +40,13 @@ use tracing::{error, info, warn};
 use self::log::Log;
 use self::record::{FRAME_HEADER, Payload, Record};
 use self::storage::FsStorage;
+pub use crate::config::{SpoolConfig, SpoolMode};
 use crate::telemetry;
 use crate::upstream::{Upstream, UpstreamError, Verdict};
 
 /// The most bytes one group commit writes.
 pub const MAX_GROUP_BYTES: usize = 32 << 20;
 const MIN_BACKOFF: Duration = Duration::from_millis(50);
-
-/// When batches go to the spool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpoolMode {
-    /// Forward first; spool when the upstream is down, slow or failing (the default).
-    ForwardFirst,
-    /// Every batch goes through the spool; the replayer forwards it.
-    SpoolFirst,
-}
-
-/// `[spool]`.
-#[derive(Debug, Clone)]
-pub struct SpoolConfig {
-    /// The spool directory (one gateway process per directory).
-    pub directory: PathBuf,
-    /// When batches are spooled.
-    pub mode: SpoolMode,
-    /// Above this many bytes on disk, appends are refused (503).
-    pub max_bytes: u64,
-    /// With the oldest undelivered record older than this, appends are refused (503).
-    pub max_age: Option<Duration>,
-    /// Segment files are sealed past this size.
-    pub segment_bytes: u64,
-    /// The largest share of upstream requests replay takes while live traffic flows.
-    pub replay_share: f64,
-    /// The longest wait between replay attempts.
-    pub retry_max_backoff: Duration,
-}
 
 /// Why a batch could not be spooled, or the spool stopped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -27,40 +27,11 @@ use landlock::{
 use seccompiler::sock_filter;
 
 use crate::config::Config;
+mod netns;
+
+pub use self::netns::{Netns, enter_empty_netns};
+pub use crate::config::SandboxMode;
 use crate::telemetry;
-
-/// `sandbox = …` in the config.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SandboxMode {
-    /// Every layer, or no start (the default).
-    #[default]
-    Required,
-    /// What the kernel supports; what it does not is logged, audited and exported.
-    BestEffort,
-    /// None (the state is still reported, as `off`).
-    Off,
-}
-
-impl SandboxMode {
-    /// From the config's spelling.
-    pub fn parse(s: &str) -> Option<SandboxMode> {
-        match s {
-            "required" => Some(SandboxMode::Required),
-            "best-effort" => Some(SandboxMode::BestEffort),
-            "off" => Some(SandboxMode::Off),
-            _ => None,
-        }
-    }
-
-    /// The config's spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SandboxMode::Required => "required",
-            SandboxMode::BestEffort => "best-effort",
-            SandboxMode::Off => "off",
-        }
-    }
-}
 
 /// Why the sandbox could not be entered as required.
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +184,7 @@ pub struct Report {
     pub probes: Vec<Probe>,
     /// The split edge's network namespace.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub netns: Option<crate::split::Netns>,
+    pub netns: Option<Netns>,
 }
 
 impl Report {
