@@ -5,7 +5,8 @@
 //! - [`config`]: TOML into validated types, every problem reported with its key path;
 //! - [`tls`]: rustls with required client certificates, CRLs, no resumption;
 //! - [`auth`]: tokens bound to client-certificate identities; [`audit`]: security events;
-//! - [`server`]: listeners, accept loop, the request path, the admin listener;
+//! - [`app`]: bind, serve, shutdown; the request path's stages below it (listener, http,
+//!   request, body, ingest, forward, passthrough, admin), each in a file named for it;
 //! - [`edge`]: PROXY header, per-address and per-identity caps, connection phase deadlines;
 //! - [`framing`]: every request's body framing, followed as hyper reads it (smuggling);
 //! - [`upstream`]: the only outbound connections, to configured literal addresses;
@@ -19,23 +20,32 @@
 //! - [`agent`]: `oneway agent`, mTLS for an unmodified DataKit; [`push`]: `oneway push`, a
 //!   DataKit-compatible load and test client.
 
+pub(crate) mod admin;
 pub mod agent;
+pub mod app;
 pub mod audit;
 pub mod auth;
+pub(crate) mod body;
 pub mod certs;
 pub mod client;
 pub mod config;
+pub(crate) mod conn;
 pub mod edge;
+pub(crate) mod forward;
 pub mod framing;
 pub mod headers;
+pub(crate) mod http;
+pub(crate) mod ingest;
 pub mod limit;
+pub(crate) mod listener;
+pub(crate) mod passthrough;
 pub mod push;
+pub mod query;
 pub mod quickstart;
 pub mod reload;
-pub mod request;
+pub(crate) mod request;
 pub mod response;
 pub mod sandbox;
-pub mod server;
 pub mod split;
 pub mod spool;
 pub(crate) mod state;

@@ -282,9 +282,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("oneway: {e:#}");
-            if e.downcast_ref::<oneway_gateway::server::BindError>()
-                .is_some()
-            {
+            let bind = e.downcast_ref::<oneway_gateway::app::BindError>().is_some()
+                || matches!(
+                    e.downcast_ref::<oneway_gateway::app::StartError>(),
+                    Some(oneway_gateway::app::StartError::Bind(_))
+                );
+            if bind {
                 ExitCode::from(EXIT_BIND)
             } else {
                 ExitCode::from(1)
@@ -688,8 +691,8 @@ fn serve(
     probes: &[std::net::SocketAddr],
     role: Role,
 ) -> anyhow::Result<ExitCode> {
+    use oneway_gateway::app::Gateway;
     use oneway_gateway::sandbox;
-    use oneway_gateway::server::Gateway;
     if role == Role::Edge {
         // The forwarder's death stops the edge (a drain, not a kill).
         nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
@@ -777,13 +780,13 @@ fn serve(
             }
         });
         Ok(match gateway.serve(shutdown_signal()).await {
-            oneway_gateway::server::Exit::Clean => ExitCode::SUCCESS,
-            oneway_gateway::server::Exit::GraceExpired => ExitCode::from(1),
-            oneway_gateway::server::Exit::SpoolFailed(why) => {
+            oneway_gateway::app::Exit::Clean => ExitCode::SUCCESS,
+            oneway_gateway::app::Exit::GraceExpired => ExitCode::from(1),
+            oneway_gateway::app::Exit::SpoolFailed(why) => {
                 eprintln!("oneway: the spool failed ({why}); the next start recovers from it");
                 ExitCode::from(EXIT_IO_ERROR)
             }
-            oneway_gateway::server::Exit::ListenerFailed(why) => {
+            oneway_gateway::app::Exit::ListenerFailed(why) => {
                 eprintln!("oneway: {why}");
                 ExitCode::from(1)
             }
@@ -802,7 +805,7 @@ fn forwarder(
     fail_closed: &dyn Fn(oneway_gateway::sandbox::SandboxError) -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {
     use oneway_gateway::sandbox;
-    let listeners = oneway_gateway::server::Gateway::bind_listeners(config)?;
+    let listeners = oneway_gateway::app::Gateway::bind_listeners(config)?;
     let admin_port = listeners.1.local_addr()?.port();
     let args: Vec<String> = probes
         .iter()

@@ -18,9 +18,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
+use crate::app::Gateway;
 use crate::certs::{ClientSpec, PkiSpec, generate};
 use crate::config::Config;
-use crate::server::Gateway;
 
 /// The agent token the quickstart config binds to `agent-1`.
 pub const AGENT_TOKEN: &str = "tkn_quickstartagent00000000000000000";

@@ -1,149 +1,122 @@
-//! A request's query, read as Guance reads it, and rebuilt for the upstream.
-//!
-//! Guance's services are Go: they read a query with `url.ParseQuery`, which percent-decodes
-//! keys as well as values (`%74oken=` is `token=`, `+` is a space), skips empty pairs
-//! (DataKit sends `kv=true&&version=3`), and skips, with an error, a pair holding `;` or a bad
-//! escape. oneway parses with exactly those rules, refuses what Go would skip or read twice
-//! (a `;`, a bad escape, a second `token` or `precision`) with 400, and builds the upstream
-//! query from the parsed values (Go's `Values.Encode`: keys sorted, every key and value
-//! escaped), so the bytes Guance parses are the values oneway checked: the token it mapped, the
-//! precision it validated with.
+//! What a request says before its body is read: the token it presents (and the one forwarded
+//! in its place), its query as Guance reads it, its body headers, and the caller it is
+//! authorized as — the token, the identity it matched, and that identity's place under the
+//! per-identity connection cap.
 
-use std::fmt::Write as _;
+use std::sync::Arc;
 
-/// Why a query is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum QueryError {
-    /// A pair holds `;` (Go skips it, with an error).
-    #[error("the query holds a ';' (use '&' between parameters)")]
-    Semicolon,
-    /// A `%` not followed by two hex digits (Go skips the pair, with an error).
-    #[error("the query holds an invalid percent-escape")]
-    BadEscape,
-    /// A parameter that must appear once appears twice.
-    #[error("the query gives {0} more than once")]
-    Duplicate(&'static str),
+use http::{HeaderMap, Request, header};
+use hyper::body::Incoming;
+
+use crate::config::{TokenConfig, TokenSecret};
+use crate::conn::Conn;
+use crate::limit::Throttled;
+use crate::query::Query;
+use crate::response::RequestError;
+use crate::state::State;
+use crate::telemetry;
+
+/// A request whose token was found and is bound to the connection's certificate.
+pub(crate) struct Caller {
+    /// Its query, parsed as Guance parses it.
+    pub(crate) query: Query,
+    /// The token as presented (what `forwarded_token` maps).
+    pub(crate) presented: Option<String>,
+    /// The token's policy.
+    pub(crate) token: Arc<TokenConfig>,
+    /// The certificate identity the token matched.
+    pub(crate) identity: String,
 }
 
-/// Parameters that must appear at most once: oneway acts on them.
-const SINGLE: [&str; 2] = ["token", "precision"];
-
-/// A parsed query: decoded `(key, value)` pairs in request order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Query {
-    pairs: Vec<(String, String)>,
+/// Authorizes `req` on `conn`: its token, bound to the certificate, and a place for the
+/// matched identity under `listener.max_connections_per_identity`. `matched` is set as soon
+/// as the identity is known (the audit trail names it even when a later check refuses).
+pub(crate) fn authorize(
+    state: &State,
+    conn: &Conn,
+    req: &Request<Incoming>,
+    matched: &mut Option<String>,
+) -> Result<Caller, RequestError> {
+    let live = state.live();
+    let query = parsed_query(req)?;
+    let presented = presented_token(req, &query);
+    let authorized = live.tokens.authorize(presented.as_deref(), &conn.peer)?;
+    let identity = authorized.identity.to_string();
+    *matched = Some(identity.clone());
+    conn.hold(
+        state,
+        &identity,
+        live.config.listener.max_connections_per_identity,
+    )?;
+    Ok(Caller {
+        query,
+        presented,
+        token: authorized.token,
+        identity,
+    })
 }
 
-impl Query {
-    /// Parses a raw query (without `?`) as Go's `url.ParseQuery` does, refusing what it would
-    /// skip.
-    pub fn parse(raw: &str) -> Result<Query, QueryError> {
-        let mut pairs = Vec::new();
-        for segment in raw.split('&') {
-            if segment.is_empty() {
-                continue;
-            }
-            if segment.contains(';') {
-                return Err(QueryError::Semicolon);
-            }
-            let (key, value) = segment.split_once('=').unwrap_or((segment, ""));
-            let key = unescape(key)?;
-            let value = unescape(value)?;
-            pairs.push((key, value));
-        }
-        for name in SINGLE {
-            if pairs.iter().filter(|(k, _)| k == name).count() > 1 {
-                return Err(QueryError::Duplicate(name));
-            }
-        }
-        Ok(Query { pairs })
-    }
+/// The token forwarded upstream: the mapped workspace token when there is one.
+pub(crate) fn forwarded_token<'a>(token: &'a TokenConfig, presented: &'a str) -> &'a str {
+    token.upstream_token.as_deref().unwrap_or(presented)
+}
 
-    /// The first value of `key`.
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-    }
+/// The request's query, parsed as Guance parses it.
+pub(crate) fn parsed_query(req: &Request<Incoming>) -> Result<Query, RequestError> {
+    Ok(Query::parse(req.uri().query().unwrap_or(""))?)
+}
 
-    /// The query for the upstream: this one with `token` set to `token` and `precision` (if
-    /// given) to its canonical spelling, encoded as Go's `Values.Encode` encodes it.
-    pub fn upstream(&self, token: &str, precision: Option<&str>) -> String {
-        let mut pairs: Vec<(&str, &str)> = self
-            .pairs
-            .iter()
-            .filter(|(k, _)| !SINGLE.contains(&k.as_str()))
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        pairs.push(("token", token));
-        if let Some(p) = precision {
-            pairs.push(("precision", p));
+/// Refuses a second `Content-Type` or `Content-Encoding`: one of them would decide how oneway
+/// reads the body, maybe the other how Guance does.
+pub(crate) fn single_body_headers(headers: &HeaderMap) -> Result<(), RequestError> {
+    for (name, label) in [
+        (header::CONTENT_TYPE, "Content-Type"),
+        (header::CONTENT_ENCODING, "Content-Encoding"),
+    ] {
+        if headers.get_all(name).iter().count() > 1 {
+            return Err(RequestError::DuplicateHeader(label));
         }
-        // A stable sort by key keeps the values of one key in request order, as Go does.
-        pairs.sort_by(|a, b| a.0.cmp(b.0));
-        let mut out = String::new();
-        for (k, v) in pairs {
-            if !out.is_empty() {
-                out.push('&');
-            }
-            escape_into(&mut out, k);
-            out.push('=');
-            escape_into(&mut out, v);
-        }
-        out
+    }
+    Ok(())
+}
+
+/// The token: `?token=`, then `X-Token`, then (for `/v1/check/token/<token>`) the path.
+pub(crate) fn presented_token(req: &Request<Incoming>, query: &Query) -> Option<String> {
+    if let Some(t) = query.get("token") {
+        return Some(t.to_string());
+    }
+    if let Some(t) = req.headers().get("x-token").and_then(|v| v.to_str().ok()) {
+        return Some(t.to_string());
+    }
+    req.uri()
+        .path()
+        .strip_prefix("/v1/check/token/")
+        .map(str::to_string)
+}
+
+/// The token's SHA-256 (what the rate limiter keys on).
+pub(crate) fn digest(token: &TokenConfig) -> &[u8; 32] {
+    let TokenSecret::Sha256(d) = &token.secret;
+    d
+}
+
+/// A refusal for being over one of `token`'s limits, counted by limit.
+pub(crate) fn throttled(token: &TokenConfig, t: Throttled) -> RequestError {
+    metrics::counter!(telemetry::THROTTLED, "kind" => t.kind.as_str()).increment(1);
+    RequestError::Throttled {
+        kind: t.kind,
+        retry_after_seconds: t.retry_after_seconds(),
+        status: token.over_limit_status,
     }
 }
 
-/// Go's `url.QueryUnescape`: `%XX` and `+` (a space). Bytes that are not UTF-8 once decoded
-/// are replaced (Go keeps them; a parameter oneway reads is ASCII anyway).
-fn unescape(s: &str) -> Result<String, QueryError> {
-    if !s.contains(['%', '+']) {
-        return Ok(s.to_string());
-    }
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = |c: u8| char::from(c).to_digit(16);
-                let (Some(hi), Some(lo)) = (
-                    b.get(i + 1).and_then(|&c| hex(c)),
-                    b.get(i + 2).and_then(|&c| hex(c)),
-                ) else {
-                    return Err(QueryError::BadEscape);
-                };
-                out.push((hi * 16 + lo) as u8);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// Go's `url.QueryEscape`: every byte but `A-Z a-z 0-9 - _ . ~` as `%XX`, a space as `+`.
-fn escape_into(out: &mut String, s: &str) {
-    for &c in s.as_bytes() {
-        match c {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(char::from(c));
-            }
-            b' ' => out.push('+'),
-            _ => {
-                let _ = write!(out, "%{c:02X}");
-            }
-        }
-    }
+/// A header's value as a number; 0 when absent or not one (only estimates are read so).
+pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> u64 {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -151,50 +124,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_and_values_are_percent_decoded_as_go_decodes_them() {
-        let q =
-            Query::parse("%70recision=s&%74oken=tkn%5Fa0000000000000000000000000000000&x=a+b%2Bc")
-                .unwrap();
-        assert_eq!(q.get("precision"), Some("s"));
-        assert_eq!(q.get("token"), Some("tkn_a0000000000000000000000000000000"));
-        assert_eq!(q.get("x"), Some("a b+c"));
-    }
-
-    #[test]
-    fn empty_pairs_skipped_and_bare_keys_kept() {
-        // DataKit's KV pull: `kv=true&&version=3`.
-        let q = Query::parse("token=t&kv=true&&version=3&flag").unwrap();
-        assert_eq!(q.get("version"), Some("3"));
-        assert_eq!(q.get("flag"), Some(""));
-        assert_eq!(Query::parse("").unwrap(), Query::default());
-    }
-
-    #[test]
-    fn what_go_would_skip_or_read_twice_is_refused() {
+    fn forwarded_token_is_the_mapped_one() {
+        let token = TokenConfig {
+            upstream_token: Some("tkn_real0000000000000000000000000000".into()),
+            ..TokenConfig::for_tests()
+        };
         assert_eq!(
-            Query::parse("token=a;precision=s"),
-            Err(QueryError::Semicolon)
+            forwarded_token(&token, "tkn_agent000000000000000000000000000"),
+            "tkn_real0000000000000000000000000000"
         );
-        assert_eq!(Query::parse("token=a&x=%zz"), Err(QueryError::BadEscape));
-        assert_eq!(Query::parse("token=a&x=%4"), Err(QueryError::BadEscape));
+        let plain = TokenConfig {
+            upstream_token: None,
+            ..token
+        };
         assert_eq!(
-            Query::parse("token=a&%74oken=b"),
-            Err(QueryError::Duplicate("token"))
+            forwarded_token(&plain, "tkn_agent000000000000000000000000000"),
+            "tkn_agent000000000000000000000000000"
         );
-        assert_eq!(
-            Query::parse("precision=s&precision=ms&token=a"),
-            Err(QueryError::Duplicate("precision"))
-        );
-    }
-
-    #[test]
-    fn upstream_query_is_rebuilt_sorted_and_escaped() {
-        let q = Query::parse("token=agent&z=1&a=x+y&a=%26&filters=true").unwrap();
-        assert_eq!(
-            q.upstream("tkn_workspace00000000000000000000000", None),
-            "a=x+y&a=%26&filters=true&token=tkn_workspace00000000000000000000000&z=1"
-        );
-        let q = Query::parse("precision=ms&%74oken=agent").unwrap();
-        assert_eq!(q.upstream("w", Some("ms")), "precision=ms&token=w");
     }
 }

@@ -12,6 +12,7 @@ use http_body_util::Full;
 use oneway_protocol::{DecodeError, DecodeErrorClass, Rejection, UnsupportedContentType};
 
 use crate::auth::AuthError;
+use crate::telemetry;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +58,7 @@ pub enum RequestError {
     BadPrecision,
     /// A query Guance would read otherwise than oneway (see `request.rs`).
     #[error(transparent)]
-    BadQuery(#[from] crate::request::QueryError),
+    BadQuery(#[from] crate::query::QueryError),
     /// A header that decides how the body is read, given twice.
     #[error("the request has more than one {0} header")]
     DuplicateHeader(&'static str),
@@ -241,6 +242,12 @@ fn json_response(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+/// Refused for overload (`reason` is the budget that ran out), counted by reason.
+pub(crate) fn overloaded(reason: &'static str) -> RequestError {
+    metrics::counter!(telemetry::OVERLOAD_REFUSED, "reason" => reason).increment(1);
+    RequestError::Overloaded { reason }
 }
 
 #[cfg(test)]

@@ -489,7 +489,7 @@ identities = ["dns:agent-2"]
         let path = pki.path("oneway.toml");
         std::fs::write(&path, config).expect("write config");
         let config = oneway_gateway::config::Config::load(&path).expect("valid test config");
-        let gateway = oneway_gateway::server::Gateway::bind(config).expect("bind");
+        let gateway = oneway_gateway::app::Gateway::bind(config).expect("bind");
         let (public, admin) = (gateway.public_addr(), gateway.admin_addr());
         let reloader = gateway.reloader();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -519,7 +519,7 @@ pub struct TestGateway {
     /// The admin address.
     pub admin: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<oneway_gateway::server::Exit>,
+    task: tokio::task::JoinHandle<oneway_gateway::app::Exit>,
     /// Its PKI.
     pub pki: TestPki,
     reloader: oneway_gateway::reload::Reloader,
@@ -695,7 +695,7 @@ impl TestGateway {
         }
         (&mut self.task)
             .await
-            .is_ok_and(|e| e == oneway_gateway::server::Exit::Clean)
+            .is_ok_and(|e| e == oneway_gateway::app::Exit::Clean)
     }
 
     /// Stops it (as [`Self::stop`]) and hands back its PKI, to start another gateway with the
@@ -717,7 +717,7 @@ impl TestGateway {
     pub async fn join(self) -> bool {
         self.task
             .await
-            .is_ok_and(|e| e == oneway_gateway::server::Exit::Clean)
+            .is_ok_and(|e| e == oneway_gateway::app::Exit::Clean)
     }
 }
 

@@ -298,7 +298,7 @@ async fn a_second_gateway_on_the_same_spool_refuses_to_start() {
     let mut config =
         oneway_gateway::config::Config::load(&gw.pki.path("oneway.toml")).expect("the same config");
     config.listener.address = "127.0.0.1:0".parse().expect("addr");
-    let err = oneway_gateway::server::Gateway::bind(config).expect_err("locked");
+    let err = oneway_gateway::app::Gateway::bind(config).expect_err("locked");
     let text = err.to_string();
     assert!(text.contains("in use by another process"), "{text}");
     assert!(text.contains(&dir.path().display().to_string()), "{text}");

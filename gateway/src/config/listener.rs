@@ -240,16 +240,11 @@ impl RawListener {
 
 impl RawProxyProtocol {
     fn check(&self, p: &mut Problems) -> ProxyProtocolConfig {
-        let trusted: Vec<Cidr> = self
-            .trusted_cidrs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                Cidr::parse(c)
-                    .map_err(|m| p.add(format!("listener.proxy_protocol.trusted_cidrs[{i}]"), m))
-                    .ok()
-            })
-            .collect();
+        let trusted = p.each(
+            "listener.proxy_protocol.trusted_cidrs",
+            &self.trusted_cidrs,
+            Cidr::parse,
+        );
         let header_timeout = duration(
             p,
             "listener.proxy_protocol.header_timeout_ms",

@@ -188,6 +188,24 @@ impl Problems {
             message: message.into(),
         });
     }
+
+    /// Parses each of `list` (the values at `path[i]`), keeping those that parse and
+    /// reporting the others.
+    fn each<T>(
+        &mut self,
+        path: &str,
+        list: &[String],
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Vec<T> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                parse(s)
+                    .map_err(|m| self.add(format!("{path}[{i}]"), m))
+                    .ok()
+            })
+            .collect()
+    }
 }
 
 fn positive(p: &mut Problems, path: &str, n: usize) -> usize {

@@ -317,16 +317,11 @@ impl RawToken {
                 "a token must be bound to at least one certificate identity",
             );
         }
-        let identities = t
-            .identities
-            .iter()
-            .enumerate()
-            .filter_map(|(j, s)| {
-                Identity::parse(s)
-                    .map_err(|m| p.add(format!("{path}.identities[{j}]"), m))
-                    .ok()
-            })
-            .collect();
+        let identities = p.each(
+            &format!("{path}.identities"),
+            &t.identities,
+            Identity::parse,
+        );
         if let Some(up) = &t.upstream_token
             && !token_is_well_formed(up)
         {

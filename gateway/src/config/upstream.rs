@@ -112,16 +112,7 @@ impl RawUpstream {
                 "at least one upstream address is needed",
             );
         }
-        let cidrs: Vec<Cidr> = u
-            .allowed_cidrs
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                Cidr::parse(c)
-                    .map_err(|m| p.add(format!("upstream.allowed_cidrs[{i}]"), m))
-                    .ok()
-            })
-            .collect();
+        let cidrs = p.each("upstream.allowed_cidrs", &u.allowed_cidrs, Cidr::parse);
         let mut addresses = Vec::new();
         for (i, a) in u.addresses.iter().enumerate() {
             addresses.extend(address(

@@ -1,0 +1,286 @@
+//! A request's body: read within its caps, its deadline and its minimum rate, under the global
+//! in-flight and memory budgets and the identity's share of them ([`Held`], released when
+//! dropped).
+//!
+//! Cancel safety: everything reserved is owned by the [`Held`] the read returns (or drops on
+//! the way out), so a request dropped mid-body releases its slot and memory at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, header};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use oneway_protocol::Encoding;
+
+use crate::edge::Counted;
+use crate::response::{RequestError, overloaded};
+use crate::state::State;
+use crate::telemetry;
+
+/// Bytes in KiB permits, rounded up.
+pub(crate) fn kib(bytes: usize) -> usize {
+    bytes.div_ceil(1024)
+}
+
+/// What a request holds of the global budgets and of its identity's share; released when
+/// dropped. An identity never holds more than `overload.max_in_flight_per_identity` slots and
+/// `overload.max_memory_per_identity_bytes` of the memory budget, so one agent, however many
+/// slow bodies it opens, leaves the rest to the others.
+pub(crate) struct Held {
+    state: Arc<State>,
+    identity: String,
+    in_flight: Option<(tokio::sync::OwnedSemaphorePermit, Counted<String>)>,
+    memory: Vec<(tokio::sync::OwnedSemaphorePermit, Counted<String>)>,
+    /// Bytes asked for so far, and the KiB permits that cover them.
+    bytes: usize,
+    kib: usize,
+    /// Released before the request ended (its body refused and drained).
+    released: bool,
+}
+
+impl Held {
+    pub(crate) fn new(state: &Arc<State>, identity: &str) -> Held {
+        Held {
+            state: Arc::clone(state),
+            identity: identity.to_string(),
+            in_flight: None,
+            memory: Vec::new(),
+            bytes: 0,
+            kib: 0,
+            released: false,
+        }
+    }
+
+    /// Takes an in-flight slot of the identity's share and of the global cap, or refuses.
+    pub(crate) fn take_slot(&mut self) -> Result<(), RequestError> {
+        if self.in_flight.is_some() || self.released {
+            return Ok(());
+        }
+        let cap = self.state.live().config.overload.max_in_flight_per_identity;
+        let global = Arc::clone(&self.state.in_flight)
+            .try_acquire_owned()
+            .map_err(|_| overloaded("in_flight"))?;
+        let mine = self
+            .state
+            .identity_in_flight
+            .try_acquire(self.identity.clone(), cap)
+            .ok_or_else(|| overloaded("identity_in_flight"))?;
+        self.in_flight = Some((global, mine));
+        Ok(())
+    }
+
+    /// Reserves `bytes` more of the memory budget, within the identity's share, or refuses.
+    pub(crate) fn reserve(&mut self, bytes: usize) -> Result<(), RequestError> {
+        self.grow_to(self.bytes.saturating_add(bytes))
+    }
+
+    /// Makes what is reserved cover `total` bytes, within the identity's share, or refuses.
+    pub(crate) fn grow_to(&mut self, total: usize) -> Result<(), RequestError> {
+        let want = kib(total);
+        if want <= self.kib {
+            self.bytes = self.bytes.max(total);
+            return Ok(());
+        }
+        let more = want - self.kib;
+        let share = kib(self
+            .state
+            .live()
+            .config
+            .overload
+            .max_memory_per_identity_bytes);
+        let permits = u32::try_from(more).map_err(|_| overloaded("memory"))?;
+        let global = Arc::clone(&self.state.memory)
+            .try_acquire_many_owned(permits)
+            .map_err(|_| overloaded("memory"))?;
+        let mine = self
+            .state
+            .identity_memory
+            .try_acquire_n(self.identity.clone(), more, share)
+            .ok_or_else(|| overloaded("identity_memory"))?;
+        self.memory.push((global, mine));
+        self.kib = want;
+        self.bytes = total;
+        self.report();
+        Ok(())
+    }
+
+    /// Gives back everything held; nothing more is taken (a refused body is only drained).
+    pub(crate) fn release(&mut self) {
+        self.released = true;
+        self.memory.clear();
+        self.in_flight = None;
+        self.report();
+    }
+
+    /// Whether [`Held::release`] was called.
+    pub(crate) fn is_released(&self) -> bool {
+        self.released
+    }
+
+    fn report(&self) {
+        let total = kib(self.state.live().config.overload.memory_budget_bytes);
+        let used = total.saturating_sub(self.state.memory.available_permits());
+        metrics::gauge!(telemetry::MEMORY_USED).set((used * 1024) as f64);
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// The body's first reservation, and the least it grows by: a body holds of the memory
+/// budget what has arrived (rounded up to this), not what it declared.
+const BODY_STEP: usize = 64 << 10;
+
+/// Reads the body up to `limit` bytes within the body deadline, under the global budgets and
+/// `identity`'s share of them: memory is reserved as the body arrives (in [`BODY_STEP`]s; the
+/// buffer spans the declared length, but only the pages the body fills are memory), so a body
+/// that declares megabytes and drips holds only what it sent; the in-flight slot is taken when the first
+/// body byte arrives (as VictoriaMetrics does), so idle or slow connections hold no slot.
+/// A body whose budget is refused is drained (within `limit` and the body deadline, holding
+/// nothing) before the refusal is answered.
+pub(crate) async fn read_body(
+    state: &Arc<State>,
+    req: Request<Incoming>,
+    limit: usize,
+    identity: &str,
+) -> Result<(http::request::Parts, Bytes, Held), RequestError> {
+    let (parts, mut body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(RequestError::BodyTooLarge { limit });
+    }
+    let expected = declared.map_or(limit, |len| len as usize);
+    let mut held = Held::new(state, identity);
+    // A budget refused once the client may be sending: the rest of the body is read and
+    // thrown away, holding nothing, so that the client reads the 503 rather than a reset.
+    // (One that waits for `100 Continue` has sent nothing, and is answered at once.)
+    let mut refused: Option<RequestError> = None;
+    if let Err(e) = held.grow_to(expected.min(BODY_STEP)) {
+        if waits_for_continue(&parts.headers) {
+            return Err(e);
+        }
+        refused = Some(e);
+        held.release();
+    }
+    let started = Instant::now();
+    let live = state.live();
+    let min_rate = live.config.listener.body_min_rate_bytes_per_second;
+    let grace = live.config.listener.body_min_rate_grace;
+    let read = async {
+        // Address space for the declared length; its pages become memory only as the body
+        // fills them, and that is what is reserved.
+        let mut data = if held.is_released() {
+            bytes::BytesMut::new()
+        } else {
+            bytes::BytesMut::with_capacity(expected.min(limit))
+        };
+        let mut seen = 0usize;
+        let mut refuse = |e: RequestError, held: &mut Held, data: &mut bytes::BytesMut| {
+            refused.get_or_insert(e);
+            held.release();
+            *data = bytes::BytesMut::new();
+        };
+        loop {
+            // After the grace period the body must keep up an average of `min_rate`: the next
+            // bytes are due by the time the bytes so far would have taken at that rate.
+            let frame = if min_rate == 0 {
+                body.frame().await
+            } else {
+                let due = started + grace + Duration::from_secs_f64(seen as f64 / min_rate as f64);
+                tokio::time::timeout_at(due.into(), body.frame())
+                    .await
+                    .map_err(|_| RequestError::BodyTooSlow)?
+            };
+            if let Err(e) = held.take_slot() {
+                refuse(e, &mut held, &mut data);
+            }
+            let chunk = match frame {
+                None => return Ok(data.freeze()),
+                Some(Err(_)) => return Err(RequestError::BodyRead),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(chunk) => chunk,
+                    Err(_) => continue,
+                },
+            };
+            seen += chunk.len();
+            if seen > limit {
+                return Err(RequestError::BodyTooLarge { limit });
+            }
+            if held.is_released() {
+                continue;
+            }
+            if seen > held.bytes
+                && let Err(e) =
+                    held.grow_to(seen.next_multiple_of(BODY_STEP).min(expected.max(seen)))
+            {
+                refuse(e, &mut held, &mut data);
+                continue;
+            }
+            data.extend_from_slice(&chunk);
+        }
+    };
+    let read = tokio::time::timeout(live.config.listener.body_timeout, read).await;
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    let body = read.map_err(|_| RequestError::BodyTimeout)??;
+    Ok((parts, body, held))
+}
+
+/// Whether the client sends its body only after `100 Continue` (and so has sent none yet).
+fn waits_for_continue(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// What a compressed body is expected to decode to. gzip says it in its last four bytes
+/// (ISIZE, the last member's length mod 2³²: exact for DataKit's one-member bodies); the
+/// claim only sizes the reservation, since the decoder stops at this estimate and a body that
+/// lied is decoded again within `max_decoded_bytes`. Otherwise 32× the compressed size
+/// (DataKit's batches compress 5–20×). At least 64 KiB, at most `max_decoded`.
+pub(crate) fn decode_estimate(encoding: Encoding, body: &[u8], max_decoded: usize) -> usize {
+    const FLOOR: usize = 64 << 10;
+    let guess = match encoding {
+        Encoding::Identity => return 0,
+        Encoding::Gzip if body.len() >= 18 => body[body.len() - 4..]
+            .try_into()
+            .map(|b| u32::from_le_bytes(b) as usize)
+            .unwrap_or(usize::MAX),
+        _ => body.len().saturating_mul(32),
+    };
+    max_decoded.min(guess.max(FLOOR))
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_decode_reservation_follows_gzips_own_length_within_bounds() {
+        let gzip = |n: usize| {
+            use std::io::Write as _;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(&vec![b'a'; n]).expect("gzip");
+            e.finish().expect("gzip")
+        };
+        let max = 64 << 20;
+        assert_eq!(
+            decode_estimate(Encoding::Gzip, &gzip(3 << 20), max),
+            3 << 20
+        );
+        assert_eq!(decode_estimate(Encoding::Gzip, &gzip(10), max), 64 << 10);
+        assert_eq!(decode_estimate(Encoding::Gzip, &gzip(100 << 20), max), max);
+        assert_eq!(decode_estimate(Encoding::Gzip, b"short", max), 64 << 10);
+        assert_eq!(decode_estimate(Encoding::Zstd, &[0; 4096], max), 128 << 10);
+        assert_eq!(decode_estimate(Encoding::Identity, &[0; 4096], max), 0);
+    }
+}
