@@ -36,8 +36,6 @@ pub(crate) struct Held {
     /// Bytes asked for so far, and the KiB permits that cover them.
     bytes: usize,
     kib: usize,
-    /// Released before the request ended (its body refused and drained).
-    released: bool,
 }
 
 impl Held {
@@ -49,13 +47,12 @@ impl Held {
             memory: Vec::new(),
             bytes: 0,
             kib: 0,
-            released: false,
         }
     }
 
     /// Takes an in-flight slot of the identity's share and of the global cap, or refuses.
     pub(crate) fn take_slot(&mut self) -> Result<(), RequestError> {
-        if self.in_flight.is_some() || self.released {
+        if self.in_flight.is_some() {
             return Ok(());
         }
         let cap = self.state.live().config.overload.max_in_flight_per_identity;
@@ -106,19 +103,6 @@ impl Held {
         Ok(())
     }
 
-    /// Gives back everything held; nothing more is taken (a refused body is only drained).
-    pub(crate) fn release(&mut self) {
-        self.released = true;
-        self.memory.clear();
-        self.in_flight = None;
-        self.report();
-    }
-
-    /// Whether [`Held::release`] was called.
-    pub(crate) fn is_released(&self) -> bool {
-        self.released
-    }
-
     fn report(&self) {
         let total = kib(self.state.live().config.overload.memory_budget_bytes);
         let used = total.saturating_sub(self.state.memory.available_permits());
@@ -128,7 +112,9 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.release();
+        self.memory.clear();
+        self.in_flight = None;
+        self.report();
     }
 }
 
@@ -141,8 +127,6 @@ const BODY_STEP: usize = 64 << 10;
 /// buffer spans the declared length, but only the pages the body fills are memory), so a body
 /// that declares megabytes and drips holds only what it sent; the in-flight slot is taken when the first
 /// body byte arrives (as VictoriaMetrics does), so idle or slow connections hold no slot.
-/// A body whose budget is refused is drained (within `limit` and the body deadline, holding
-/// nothing) before the refusal is answered.
 pub(crate) async fn read_body(
     state: &Arc<State>,
     req: Request<Incoming>,
@@ -160,17 +144,8 @@ pub(crate) async fn read_body(
     }
     let expected = declared.map_or(limit, |len| len as usize);
     let mut held = Held::new(state, identity);
-    // A budget refused once the client may be sending: the rest of the body is read and
-    // thrown away, holding nothing, so that the client reads the 503 rather than a reset.
-    // (One that waits for `100 Continue` has sent nothing, and is answered at once.)
-    let mut refused: Option<RequestError> = None;
-    if let Err(e) = held.grow_to(expected.min(BODY_STEP)) {
-        if waits_for_continue(&parts.headers) {
-            return Err(e);
-        }
-        refused = Some(e);
-        held.release();
-    }
+    let first_step = expected.min(BODY_STEP);
+    held.grow_to(first_step)?;
     let started = Instant::now();
     let live = state.live();
     let min_rate = live.config.listener.body_min_rate_bytes_per_second;
@@ -178,69 +153,44 @@ pub(crate) async fn read_body(
     let read = async {
         // Address space for the declared length; its pages become memory only as the body
         // fills them, and that is what is reserved.
-        let mut data = if held.is_released() {
-            bytes::BytesMut::new()
-        } else {
-            bytes::BytesMut::with_capacity(expected.min(limit))
-        };
-        let mut seen = 0usize;
-        let mut refuse = |e: RequestError, held: &mut Held, data: &mut bytes::BytesMut| {
-            refused.get_or_insert(e);
-            held.release();
-            *data = bytes::BytesMut::new();
-        };
+        let mut data = bytes::BytesMut::with_capacity(expected.min(limit));
         loop {
             // After the grace period the body must keep up an average of `min_rate`: the next
             // bytes are due by the time the bytes so far would have taken at that rate.
             let frame = if min_rate == 0 {
                 body.frame().await
             } else {
-                let due = started + grace + Duration::from_secs_f64(seen as f64 / min_rate as f64);
+                let due =
+                    started + grace + Duration::from_secs_f64(data.len() as f64 / min_rate as f64);
                 tokio::time::timeout_at(due.into(), body.frame())
                     .await
                     .map_err(|_| RequestError::BodyTooSlow)?
             };
-            if let Err(e) = held.take_slot() {
-                refuse(e, &mut held, &mut data);
-            }
-            let chunk = match frame {
+            held.take_slot()?;
+            match frame {
                 None => return Ok(data.freeze()),
                 Some(Err(_)) => return Err(RequestError::BodyRead),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(chunk) => chunk,
-                    Err(_) => continue,
-                },
-            };
-            seen += chunk.len();
-            if seen > limit {
-                return Err(RequestError::BodyTooLarge { limit });
+                Some(Ok(frame)) => {
+                    if let Ok(chunk) = frame.into_data() {
+                        let needed = data.len() + chunk.len();
+                        if needed > limit {
+                            return Err(RequestError::BodyTooLarge { limit });
+                        }
+                        if needed > held.bytes {
+                            held.grow_to(
+                                needed.next_multiple_of(BODY_STEP).min(expected.max(needed)),
+                            )?;
+                        }
+                        data.extend_from_slice(&chunk);
+                    }
+                }
             }
-            if held.is_released() {
-                continue;
-            }
-            if seen > held.bytes
-                && let Err(e) =
-                    held.grow_to(seen.next_multiple_of(BODY_STEP).min(expected.max(seen)))
-            {
-                refuse(e, &mut held, &mut data);
-                continue;
-            }
-            data.extend_from_slice(&chunk);
         }
     };
-    let read = tokio::time::timeout(live.config.listener.body_timeout, read).await;
-    if let Some(e) = refused {
-        return Err(e);
-    }
-    let body = read.map_err(|_| RequestError::BodyTimeout)??;
+    let body = tokio::time::timeout(live.config.listener.body_timeout, read)
+        .await
+        .map_err(|_| RequestError::BodyTimeout)??;
     Ok((parts, body, held))
-}
-
-/// Whether the client sends its body only after `100 Continue` (and so has sent none yet).
-fn waits_for_continue(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// What a compressed body is expected to decode to. gzip says it in its last four bytes

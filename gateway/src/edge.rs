@@ -8,6 +8,7 @@
 //! is *idle* until the first byte of a request arrives, then *reading a head* until the
 //! service is called, then *busy* until the response is handed back.
 
+use std::future::Future;
 use std::hash::Hash;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -263,7 +264,26 @@ pub struct Tracked<S> {
     inner: S,
     phase: Arc<Phase>,
     scanner: Scanner,
+    /// Set once the write side is shut: the lingering close's deadlines.
+    linger: Option<Linger>,
 }
+
+/// A lingering close's deadlines (nginx's `lingering_close`): after the last response and the
+/// end of the write side, what the peer still sends is read and thrown away until it stops
+/// (nothing for [`LINGER_QUIET`]), closes, or [`LINGER_MAX`] passes. Closing a socket with
+/// unread bytes makes the kernel answer with a reset, and the reset can reach the client
+/// before it has read the response: a client refused in the middle of its body (a budget
+/// ran out) would see a broken connection instead of the 503 telling it to retry.
+#[derive(Debug)]
+struct Linger {
+    until: Pin<Box<tokio::time::Sleep>>,
+    quiet: Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The longest a closing connection lingers.
+pub const LINGER_MAX: Duration = Duration::from_secs(2);
+/// A closing connection stops lingering once the peer sent nothing for this long.
+pub const LINGER_QUIET: Duration = Duration::from_millis(250);
 
 impl<S> Tracked<S> {
     /// Wraps `inner`; heads are followed up to `max_head` bytes (hyper refuses longer ones).
@@ -272,6 +292,7 @@ impl<S> Tracked<S> {
             inner,
             phase,
             scanner: Scanner::new(max_head),
+            linger: None,
         }
     }
 }
@@ -295,7 +316,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -306,8 +327,45 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
+    /// Shuts the write side (TLS `close_notify`, then TCP FIN), then lingers ([`Linger`]).
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.linger.is_none() {
+            std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            let now = tokio::time::Instant::now();
+            this.linger = Some(Linger {
+                until: Box::pin(tokio::time::sleep_until(now + LINGER_MAX)),
+                quiet: Box::pin(tokio::time::sleep_until(now + LINGER_QUIET)),
+            });
+        }
+        let Some(linger) = this.linger.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut scrap = [0u8; 8192];
+        loop {
+            let mut buf = ReadBuf::new(&mut scrap);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut buf) {
+                Poll::Ready(Ok(())) if !buf.filled().is_empty() => {
+                    let now = tokio::time::Instant::now();
+                    linger.quiet.as_mut().reset(now + LINGER_QUIET);
+                    if linger.until.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Ok(()));
+                    }
+                }
+                // The peer closed, or the connection broke: nothing more to wait for.
+                Poll::Ready(_) => return Poll::Ready(Ok(())),
+                Poll::Pending => {
+                    // Polled after every reset, so that both deadlines wake this task.
+                    let over = linger.until.as_mut().poll(cx).is_ready()
+                        || linger.quiet.as_mut().poll(cx).is_ready();
+                    return if over {
+                        Poll::Ready(Ok(()))
+                    } else {
+                        Poll::Pending
+                    };
+                }
+            }
+        }
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,

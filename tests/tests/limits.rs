@@ -430,3 +430,52 @@ async fn slow_large_uploads_of_one_agent_never_turn_another_agents_push_into_a_5
     );
     assert!(gw.stop().await);
 }
+
+/// A request answered before its body is read (here an unknown token; a budget that runs out
+/// is the same) gets its answer although the client is still sending: the gateway reads and
+/// throws away what follows the response for a moment (a lingering close) instead of closing
+/// with unread bytes, which resets the connection under the client (a broken pipe, and the
+/// answer unread: curl saw `100` and `Send failure`).
+#[tokio::test]
+async fn a_client_still_sending_its_body_reads_the_refusal_instead_of_a_reset() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    for round in 0..3 {
+        let body = vec![b'x'; 8 << 20];
+        let head = format!(
+            "POST /v1/write/metric?token=tkn_unknown0000000000000000000000000 HTTP/1.1\r\n\
+             Host: x\r\nContent-Type: application/line-protocol\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        let tls = gw.connect_tls(Some("agent-1"), b"", None).await.unwrap();
+        let (mut rd, mut wr) = tokio::io::split(tls);
+        let writer = tokio::spawn(async move {
+            wr.write_all(head.as_bytes()).await?;
+            wr.write_all(&body).await?;
+            wr.flush().await
+        });
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            rd.read_to_end(&mut answer),
+        )
+        .await;
+        let sent = tokio::time::timeout(std::time::Duration::from_secs(10), writer)
+            .await
+            .expect("the writer ends")
+            .expect("the writer runs");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with("HTTP/1.1 401"),
+            "round {round}: {text} ({read:?})"
+        );
+        assert!(
+            sent.is_ok(),
+            "round {round}: the body is sent to its end, not reset: {sent:?}"
+        );
+    }
+    assert!(up.received().is_empty(), "nothing was forwarded");
+    assert!(gw.stop().await);
+}
