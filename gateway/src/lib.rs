@@ -12,22 +12,18 @@
 //! - [`upstream`]: the only outbound connections, to configured literal addresses;
 //! - [`spool`]: the durable spool (group-committed, replayed in order, crash-safe);
 //! - [`response`]: one mapping from errors to statuses and Guance-style JSON bodies;
-//! - [`telemetry`]: metric names; [`certs`]: a dev/test PKI; [`client`]: an mTLS client;
+//! - [`telemetry`]: metric names;
 //! - [`reload`]: SIGHUP and file-watch reloads of certificates, CRLs, tokens and limits;
 //! - [`sandbox`]: Landlock and seccomp, entered once bound, and the self-test;
 //! - [`split`]: `--split`, the edge in an empty network namespace and its forwarder;
-//! - [`quickstart`]: the whole path on one machine with no setup;
-//! - [`agent`]: `oneway agent`, mTLS for an unmodified DataKit; [`push`]: `oneway push`, a
-//!   DataKit-compatible load and test client.
+//! - [`tools`]: the subcommands that are not the server (quickstart, push, agent, certs,
+//!   spool, validate, check-config), each with its arguments.
 
 pub(crate) mod admin;
-pub mod agent;
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub(crate) mod body;
-pub mod certs;
-pub mod client;
 pub mod config;
 pub(crate) mod conn;
 pub mod edge;
@@ -39,16 +35,16 @@ pub(crate) mod ingest;
 pub mod limit;
 pub(crate) mod listener;
 pub(crate) mod passthrough;
-pub mod push;
 pub mod query;
-pub mod quickstart;
 pub mod reload;
 pub(crate) mod request;
 pub mod response;
+pub mod run;
 pub mod sandbox;
 pub mod split;
 pub mod spool;
 pub(crate) mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod tools;
 pub mod upstream;

@@ -78,7 +78,7 @@ async fn wait_delivered<'a>(
 }
 
 fn connector(dir: &std::path::Path) -> tokio_rustls::TlsConnector {
-    oneway_gateway::client::connector(
+    oneway_gateway::tools::client::connector(
         &dir.join("ca.pem"),
         Some((&dir.join("agent-1.pem"), &dir.join("agent-1.key"))),
     )
@@ -105,7 +105,7 @@ async fn push_one(
     }
     let request = http::Request::post(format!(
         "/v1/write/metric?token={}",
-        oneway_gateway::quickstart::AGENT_TOKEN
+        oneway_gateway::tools::quickstart::AGENT_TOKEN
     ))
     .header("host", "localhost")
     .header("content-type", "application/line-protocol")
@@ -113,7 +113,7 @@ async fn push_one(
     .unwrap();
     let sent = tokio::time::timeout(
         Duration::from_secs(5),
-        oneway_gateway::client::send(connector, addr, "localhost", request),
+        oneway_gateway::tools::client::send(connector, addr, "localhost", request),
     )
     .await;
     match sent {

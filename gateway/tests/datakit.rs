@@ -20,8 +20,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{Log, Running, free_addr, launch, launch_agent, prepare};
-use oneway_gateway::agent::CONNECT_HINT;
-use oneway_gateway::quickstart::{AGENT_TOKEN, WORKSPACE_TOKEN};
+use oneway_gateway::tools::agent::CONNECT_HINT;
+use oneway_gateway::tools::quickstart::{AGENT_TOKEN, WORKSPACE_TOKEN};
 use oneway_oracle::datakit::{Exchange, Recorded, Recorder, SCENARIOS, Tee, run};
 use oneway_oracle::{Case, GuancePoint};
 

@@ -124,7 +124,7 @@ fn row23_24_the_sandboxed_gateway_refuses_escapes_and_still_serves_and_reloads()
 
     // A reload still reads the certificate directory: revoke agent-1 and the file watch
     // picks up the new CRL; agent-1 can no longer connect.
-    oneway_gateway::certs::revoke(dir.path(), &["agent-1"], 2).unwrap();
+    oneway_gateway::tools::certs::revoke(dir.path(), &["agent-1"], 2).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !audit(dir.path())
         .iter()
@@ -385,7 +385,7 @@ fn datakit_push(agent: std::net::SocketAddr, line: &str) -> String {
         ])
         .arg(format!(
             "http://{agent}/v1/write/metric?token={}",
-            oneway_gateway::quickstart::AGENT_TOKEN
+            oneway_gateway::tools::quickstart::AGENT_TOKEN
         ))
         .output()
         .unwrap();
@@ -491,7 +491,7 @@ fn reloads_in_the_sandbox_with_a_named_upstream_revoke_and_refuse_restart_only_c
     let (child, public, admin) = launch_with(dir.path(), &[]);
     let start = start_event(dir.path());
     assert_eq!(start["sandbox"]["state"], "enforced", "{start}");
-    let first = oneway_gateway::quickstart::AGENT_TOKEN;
+    let first = oneway_gateway::tools::quickstart::AGENT_TOKEN;
 
     let mut open = tls_connect(dir.path(), public).unwrap();
     assert_eq!(tls_push(&mut open, second, "cpu v=1i 1").unwrap(), 200);
@@ -528,7 +528,7 @@ fn reloads_in_the_sandbox_with_a_named_upstream_revoke_and_refuse_restart_only_c
 
     // A CRL revoking agent-1: its open keep-alive connection is closed at the reload, and
     // a new handshake fails.
-    oneway_gateway::certs::revoke(dir.path(), &["agent-1"], 2).unwrap();
+    oneway_gateway::tools::certs::revoke(dir.path(), &["agent-1"], 2).unwrap();
     // (The file still names another upstream: still reported, the CRL applied.)
     let reload = next_reload(dir.path(), 1);
     assert_eq!(reload["outcome"], "restart_needed", "{reload}");

@@ -20,7 +20,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use oneway_gateway::certs::{ClientEku, ClientSpec, PkiSpec, generate};
+use oneway_gateway::tools::certs::{ClientEku, ClientSpec, PkiSpec, generate};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpListener;

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use oneway_gateway::agent::{Agent, AgentConfig, AgentError};
+use oneway_gateway::tools::agent::{Agent, AgentConfig, AgentError};
 use oneway_tests::{Answer, FakeUpstream, TOKEN_1, TestGateway, TestPki, gzip};
 
 fn config(pki: &TestPki, gateways: Vec<SocketAddr>) -> AgentConfig {

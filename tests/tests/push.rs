@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use oneway_gateway::push::{Compression, Format, PushConfig, run};
+use oneway_gateway::tools::push::{Compression, Format, PushConfig, run};
 use oneway_tests::{FakeUpstream, TOKEN_1, TestGateway};
 
 fn config(gw: &TestGateway) -> PushConfig {
@@ -112,7 +112,7 @@ async fn a_handshake_per_request_and_idle_connections() {
     .await
     .expect("push");
     assert_eq!(summary.statuses.get(&200), Some(&6), "{summary}");
-    let idle = oneway_gateway::push::open_idle(&config(&gw), 20)
+    let idle = oneway_gateway::tools::push::open_idle(&config(&gw), 20)
         .await
         .expect("idle");
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -130,7 +130,7 @@ async fn a_saved_body_is_what_push_sends() {
     let gw = TestGateway::builder().upstream(&up).start().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("body.gz");
-    let saved = oneway_gateway::push::save_body(&config(&gw), &path).expect("save");
+    let saved = oneway_gateway::tools::push::save_body(&config(&gw), &path).expect("save");
     let bytes = std::fs::read(&path).expect("read");
     assert_eq!(saved.bytes, bytes.len() as u64);
     assert_eq!(saved.points, 100);
@@ -145,7 +145,7 @@ async fn a_saved_body_is_what_push_sends() {
             1 << 20,
         )
         .expect("gunzip");
-    assert_eq!(decoded, oneway_gateway::push::line_protocol(100, 0));
+    assert_eq!(decoded, oneway_gateway::tools::push::line_protocol(100, 0));
     assert_eq!(saved.decoded, decoded.len() as u64);
 
     // The first body push sends is the saved one, byte for byte.
@@ -160,7 +160,7 @@ async fn a_saved_body_is_what_push_sends() {
     let delivered = up.wait_delivered(1, Duration::from_secs(10)).await;
     assert_eq!(delivered[0].body, bytes);
 
-    let saved = oneway_gateway::push::save_body(
+    let saved = oneway_gateway::tools::push::save_body(
         &PushConfig {
             format: Format::Protobuf,
             compression: Compression::Zstd,

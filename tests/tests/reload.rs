@@ -70,7 +70,8 @@ async fn a_rotated_server_certificate_is_served_to_new_handshakes_and_open_conne
         .expect("open before");
 
     let (cert, key) =
-        oneway_gateway::certs::reissue_server(&dir, &["localhost", "127.0.0.1"]).expect("issue");
+        oneway_gateway::tools::certs::reissue_server(&dir, &["localhost", "127.0.0.1"])
+            .expect("issue");
     std::fs::write(dir.join("server.key.new"), key).expect("write");
     std::fs::write(dir.join("server.pem.new"), cert).expect("write");
     std::fs::rename(dir.join("server.key.new"), dir.join("server.key")).expect("swap");
@@ -120,7 +121,8 @@ async fn a_symlink_swap_of_the_certificate_directory_is_picked_up_by_the_watcher
     assert_eq!(served_certificate(&gw).await, old);
 
     let (cert, key) =
-        oneway_gateway::certs::reissue_server(&dir, &["localhost", "127.0.0.1"]).expect("issue");
+        oneway_gateway::tools::certs::reissue_server(&dir, &["localhost", "127.0.0.1"])
+            .expect("issue");
     std::fs::create_dir(dir.join("v2")).expect("mkdir");
     std::fs::write(dir.join("v2/server.pem"), &cert).expect("write");
     std::fs::write(dir.join("v2/server.key"), key).expect("write");
@@ -199,7 +201,7 @@ async fn a_revoked_certificate_loses_its_open_connection_at_the_reload_and_canno
         )
         .await;
     // Revoke agent-1 (and keep `revoked` revoked) with a new CRL.
-    oneway_gateway::certs::revoke(&dir, &["revoked", "agent-1"], 2).expect("new CRL");
+    oneway_gateway::tools::certs::revoke(&dir, &["revoked", "agent-1"], 2).expect("new CRL");
     gw.reload().await.expect("reload");
     assert!(
         closed_within(&mut open, Duration::from_secs(5)).await,

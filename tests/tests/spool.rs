@@ -276,7 +276,7 @@ async fn upstream_4xx_dead_letters_the_batch_once_and_the_rest_continue() {
     let config = oneway_gateway::config::Config::load(&gw.pki.path("oneway.toml")).expect("config");
     let upstream = oneway_gateway::upstream::Upstream::new(&config.upstream).expect("upstream");
     let dead_file = dead_files[0].as_ref().expect("entry").path();
-    let report = oneway_gateway::spool::tool::replay(&dead_file, &upstream)
+    let report = oneway_gateway::tools::spool::replay(&dead_file, &upstream)
         .await
         .expect("replay");
     assert_eq!(report.delivered, 1, "{report:?}");

@@ -33,6 +33,9 @@ pub use self::netns::{Netns, enter_empty_netns};
 pub use crate::config::SandboxMode;
 use crate::telemetry;
 
+/// The exit status when the sandbox the config requires could not be entered (`EX_OSERR`).
+pub const EXIT_SANDBOX: u8 = 71;
+
 /// Why the sandbox could not be entered as required.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {

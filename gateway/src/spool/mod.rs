@@ -24,7 +24,6 @@
 pub mod log;
 pub use oneway_protocol::spool_record as record;
 pub mod storage;
-pub mod tool;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

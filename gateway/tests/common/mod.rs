@@ -227,7 +227,7 @@ pub(crate) fn curl_push_to(
         .arg(format!(
             "https://localhost:{}/v1/write/metric?token={}",
             addr.port(),
-            oneway_gateway::quickstart::AGENT_TOKEN
+            oneway_gateway::tools::quickstart::AGENT_TOKEN
         ))
         .output()
         .unwrap();

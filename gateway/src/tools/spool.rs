@@ -7,10 +7,90 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-use super::log::{DEAD_DIR, DELIVERED, QUARANTINE_DIR, parse_segment_name};
-use super::record::{self, Record};
-use super::{ReplayOutcome, send_record};
+use crate::spool::log::{DEAD_DIR, DELIVERED, QUARANTINE_DIR, parse_segment_name};
+use crate::spool::record::{self, Record};
+use crate::spool::{ReplayOutcome, send_record};
 use crate::upstream::Upstream;
+
+/// `oneway spool`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Summarise a spool directory, or list the records of one segment file (tokens redacted).
+    Inspect {
+        /// A spool directory, or a segment file (`*.seg`, also in `dead/` or `quarantine/`).
+        path: PathBuf,
+    },
+    /// Write each valid record of a segment file as `<seq>.body` and `<seq>.json`.
+    Export {
+        /// The segment file.
+        file: PathBuf,
+        /// The output directory.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Send each valid record of a segment file to the config's upstream, in order
+    /// (exit 0 only if every record was accepted).
+    Replay {
+        /// The segment file (a dead-letter or quarantined segment).
+        file: PathBuf,
+        /// The gateway's config (its `[upstream]` is used).
+        #[arg(long)]
+        config: PathBuf,
+    },
+}
+
+/// Runs the action.
+pub fn main(args: Args) -> super::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    fn at(p: &Path) -> impl Fn(std::io::Error) -> String + '_ {
+        move |e| format!("{}: {e}", p.display())
+    }
+    match args.action {
+        Action::Inspect { path } => {
+            print!("{}", inspect(&path).map_err(at(&path))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Export { file, out } => {
+            let n = export(&file, &out).map_err(at(&file))?;
+            println!("exported {n} records to {}", out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Action::Replay { file, config } => {
+            let config = match crate::config::Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("oneway: {e}");
+                    return Ok(ExitCode::from(super::EXIT_USAGE));
+                }
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = runtime.block_on(async {
+                let upstream = Upstream::new(&config.upstream)?;
+                Ok::<_, super::Error>(replay(&file, &upstream).await?)
+            })?;
+            println!(
+                "replayed {}: {} delivered, {} refused by the upstream, {} failed",
+                file.display(),
+                report.delivered,
+                report.refused,
+                report.failed
+            );
+            Ok(if report.refused + report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+    }
+}
 
 /// `token=…` in a path and query, with the value replaced.
 pub fn redact(path: &str) -> String {
@@ -107,7 +187,7 @@ pub fn inspect(path: &Path) -> std::io::Result<String> {
     if path.is_dir() {
         let delivered = std::fs::read(path.join(DELIVERED))
             .ok()
-            .and_then(|b| super::log::decode_delivered(&b));
+            .and_then(|b| crate::spool::log::decode_delivered(&b));
         let _ = writeln!(out, "spool {}", path.display());
         let _ = writeln!(
             out,
@@ -240,10 +320,10 @@ pub async fn replay(file: &Path, upstream: &Upstream) -> std::io::Result<ReplayR
 
 #[cfg(test)]
 mod tests {
-    use super::super::log::{Log, segment_name};
-    use super::super::record::Payload;
-    use super::super::storage::FsStorage;
     use super::*;
+    use crate::spool::log::{Log, segment_name};
+    use crate::spool::record::Payload;
+    use crate::spool::storage::FsStorage;
 
     #[test]
     fn redact_hides_only_the_token() {

@@ -15,6 +15,80 @@ use rcgen::{
 };
 use time::{Duration, OffsetDateTime};
 
+/// `oneway certs`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Directory to write into (created if missing).
+    #[arg(long, default_value = "certs/out")]
+    out: std::path::PathBuf,
+    /// A DNS name or IP address for the server certificate (repeatable).
+    #[arg(long = "server-name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+    server_names: Vec<String>,
+    /// A client certificate (repeatable): `NAME` (SAN DNS name NAME) or
+    /// `NAME=dns:<name>,uri:<uri>,…` for explicit identities.
+    #[arg(long = "client", default_values_t = ["agent-1".to_string()])]
+    clients: Vec<String>,
+    /// Put this client's certificate on the CRL (repeatable).
+    #[arg(long = "revoke")]
+    revoked: Vec<String>,
+    /// Validity of the certificates, in days.
+    #[arg(long, default_value_t = 30)]
+    valid_days: i64,
+}
+
+/// Writes the PKI `args` describe; exit 64 for a bad `--client` or `--revoke`.
+pub fn main(args: Args) -> super::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    let mut specs = Vec::new();
+    for c in &args.clients {
+        let (name, identities) = c.split_once('=').unwrap_or((c.as_str(), ""));
+        let mut spec = ClientSpec {
+            name: name.to_string(),
+            dns: vec![],
+            uris: vec![],
+            revoked: args.revoked.iter().any(|r| r == name),
+            expired: false,
+            ..ClientSpec::default()
+        };
+        if identities.is_empty() {
+            spec.dns.push(name.to_string());
+        }
+        for id in identities.split(',').filter(|s| !s.is_empty()) {
+            if let Some(d) = id.strip_prefix("dns:") {
+                spec.dns.push(d.to_string());
+            } else if let Some(u) = id.strip_prefix("uri:") {
+                spec.uris.push(u.to_string());
+            } else {
+                eprintln!("oneway: --client {c}: identities are dns:<name> or uri:<uri>");
+                return Ok(ExitCode::from(super::EXIT_USAGE));
+            }
+        }
+        specs.push(spec);
+    }
+    for r in &args.revoked {
+        if !specs.iter().any(|s| &s.name == r) {
+            eprintln!("oneway: --revoke {r}: no such --client");
+            return Ok(ExitCode::from(super::EXIT_USAGE));
+        }
+    }
+    let names: Vec<String> = specs
+        .iter()
+        .map(|s| format!("{}.pem/.key", s.name))
+        .collect();
+    let spec = PkiSpec {
+        server_names: args.server_names,
+        clients: specs,
+        valid_days: args.valid_days,
+    };
+    generate(&spec)?.write(&args.out)?;
+    println!(
+        "wrote a dev PKI to {}: ca.pem, server.pem/.key, ca.crl, {}",
+        args.out.display(),
+        names.join(", ")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What to make.
 #[derive(Debug, Clone)]
 pub struct PkiSpec {
@@ -74,12 +148,12 @@ pub struct Pki {
     pub crl_pem: String,
 }
 
-fn err(e: rcgen::Error) -> anyhow::Error {
-    anyhow::anyhow!("certificate generation failed: {e}")
+fn err(e: rcgen::Error) -> super::Error {
+    super::Error::from(format!("certificate generation failed: {e}"))
 }
 
 /// Generates the PKI.
-pub fn generate(spec: &PkiSpec) -> anyhow::Result<Pki> {
+pub fn generate(spec: &PkiSpec) -> super::Result<Pki> {
     let now = OffsetDateTime::now_utc();
     let not_before = now - Duration::hours(1);
     let not_after = now + Duration::days(spec.valid_days);
@@ -180,7 +254,7 @@ pub fn generate(spec: &PkiSpec) -> anyhow::Result<Pki> {
     })
 }
 
-fn write_file(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
+fn write_file(path: &Path, contents: &str, secret: bool) -> super::Result<()> {
     use std::io::Write;
     #[cfg(unix)]
     use std::os::unix::fs::OpenOptionsExt;
@@ -190,7 +264,7 @@ fn write_file(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
     options.mode(if secret { 0o600 } else { 0o644 });
     let mut f = options
         .open(path)
-        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        .map_err(|e| super::Error::from(format!("cannot write {}: {e}", path.display())))?;
     f.write_all(contents.as_bytes())?;
     Ok(())
 }
@@ -198,7 +272,7 @@ fn write_file(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
 impl Pki {
     /// Writes `ca.pem`, `ca.key`, `server.pem`, `server.key`, `<client>.pem`, `<client>.key`, `ca.crl`
     /// into `dir` (created if missing).
-    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+    pub fn write(&self, dir: &Path) -> super::Result<()> {
         std::fs::create_dir_all(dir)?;
         write_file(&dir.join("ca.pem"), &self.ca_pem, false)?;
         write_file(&dir.join("ca.key"), &self.ca_key_pem, true)?;
@@ -214,14 +288,14 @@ impl Pki {
 }
 
 /// Writes `contents` to `path` atomically (a temp file renamed over it), as a rotation does.
-fn replace_file(path: &Path, contents: &str, secret: bool) -> anyhow::Result<()> {
+fn replace_file(path: &Path, contents: &str, secret: bool) -> super::Result<()> {
     let tmp = path.with_extension("tmp-rotate");
     write_file(&tmp, contents, secret)?;
     std::fs::rename(&tmp, path)
-        .map_err(|e| anyhow::anyhow!("cannot replace {}: {e}", path.display()))
+        .map_err(|e| super::Error::from(format!("cannot replace {}: {e}", path.display())))
 }
 
-fn issuer_in(dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
+fn issuer_in(dir: &Path) -> super::Result<Issuer<'static, KeyPair>> {
     let ca_pem = std::fs::read_to_string(dir.join("ca.pem"))?;
     let key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key"))?).map_err(err)?;
     Issuer::from_ca_cert_pem(&ca_pem, key).map_err(err)
@@ -229,16 +303,16 @@ fn issuer_in(dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
 
 /// Replaces `dir/ca.crl` with a CRL (number `crl_number`, which must grow) revoking the
 /// client certificates `dir/<name>.pem` for each of `names`, signed by `dir/ca.pem`/`ca.key`.
-pub fn revoke(dir: &Path, names: &[&str], crl_number: u64) -> anyhow::Result<()> {
+pub fn revoke(dir: &Path, names: &[&str], crl_number: u64) -> super::Result<()> {
     let now = OffsetDateTime::now_utc();
     let mut revoked = Vec::new();
     for name in names {
         let pem = std::fs::read(dir.join(format!("{name}.pem")))?;
         let der = rustls_pki_types::pem::PemObject::from_pem_slice(&pem)
             .map(|d: rustls_pki_types::CertificateDer<'_>| d.to_vec())
-            .map_err(|e| anyhow::anyhow!("{name}.pem: {e}"))?;
+            .map_err(|e| super::Error::from(format!("{name}.pem: {e}")))?;
         let (_, cert) = x509_parser::parse_x509_certificate(&der)
-            .map_err(|e| anyhow::anyhow!("{name}.pem: {e}"))?;
+            .map_err(|e| super::Error::from(format!("{name}.pem: {e}")))?;
         revoked.push(RevokedCertParams {
             serial_number: SerialNumber::from_slice(cert.raw_serial()),
             revocation_time: now - Duration::minutes(1),
@@ -261,7 +335,7 @@ pub fn revoke(dir: &Path, names: &[&str], crl_number: u64) -> anyhow::Result<()>
 
 /// Issues a new server certificate and key for `names`, signed by `dir/ca.pem`/`ca.key`, and
 /// returns them as PEM (certificate, key) without writing anything.
-pub fn reissue_server(dir: &Path, names: &[&str]) -> anyhow::Result<(String, String)> {
+pub fn reissue_server(dir: &Path, names: &[&str]) -> super::Result<(String, String)> {
     let now = OffsetDateTime::now_utc();
     let key = KeyPair::generate().map_err(err)?;
     let mut server = CertificateParams::new(Vec::<String>::new()).map_err(err)?;

@@ -14,6 +14,20 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 
 use crate::tls::{TlsError, load_certs};
 
+/// `--ca`, `--cert`, `--key`: how a tool's client proves who it is and checks the gateway.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TlsArgs {
+    /// The CA of the gateway's certificate (PEM).
+    #[arg(long)]
+    pub ca: std::path::PathBuf,
+    /// The client certificate (PEM chain).
+    #[arg(long)]
+    pub cert: std::path::PathBuf,
+    /// Its private key (PEM).
+    #[arg(long)]
+    pub key: std::path::PathBuf,
+}
+
 /// A TLS connector trusting `ca` and presenting `cert`/`key` (or no certificate).
 pub fn connector(
     ca: &Path,
@@ -60,7 +74,7 @@ pub async fn send(
     addr: SocketAddr,
     server_name: &str,
     request: Request<Full<Bytes>>,
-) -> anyhow::Result<Response<Bytes>> {
+) -> super::Result<Response<Bytes>> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let name = ServerName::try_from(server_name.to_string())?;

@@ -19,8 +19,30 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::app::Gateway;
-use crate::certs::{ClientSpec, PkiSpec, generate};
 use crate::config::Config;
+use crate::tools::certs::{ClientSpec, PkiSpec, generate};
+
+/// `oneway quickstart`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Directory for the dev PKI and config (created if missing).
+    #[arg(long, default_value = "oneway-quickstart")]
+    dir: std::path::PathBuf,
+    /// Keep serving after the push (until Ctrl-C).
+    #[arg(long)]
+    serve: bool,
+}
+
+/// Runs [`run`]; exit 0 if the push went through.
+pub fn main(args: Args) -> super::Result<std::process::ExitCode> {
+    std::fs::create_dir_all(&args.dir)?;
+    let ok = super::runtime(None)?.block_on(run(&args.dir, args.serve))?;
+    Ok(if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}
 
 /// The agent token the quickstart config binds to `agent-1`.
 pub const AGENT_TOKEN: &str = "tkn_quickstartagent00000000000000000";
@@ -30,7 +52,7 @@ pub const WORKSPACE_TOKEN: &str = "tkn_quickstartworkspace0000000000000";
 type Log = Arc<Mutex<Vec<(String, http::HeaderMap, Bytes)>>>;
 
 /// A local upstream recording every request; answers 200 `{}`.
-async fn recording_upstream() -> anyhow::Result<(SocketAddr, Log)> {
+async fn recording_upstream() -> super::Result<(SocketAddr, Log)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let log: Log = Arc::default();
@@ -111,7 +133,7 @@ pub fn datakit_batch(points: u64) -> Vec<u8> {
     batch
 }
 
-fn write_config(dir: &Path, upstream: SocketAddr) -> anyhow::Result<()> {
+fn write_config(dir: &Path, upstream: SocketAddr) -> super::Result<()> {
     let config = format!(
         r#"# Written by `oneway quickstart`: a gateway on loopback in front of a local recording
 # upstream. See docs/configuration.md for every key.
@@ -142,7 +164,7 @@ upstream_token = "{WORKSPACE_TOKEN}"
 }
 
 /// Runs the quickstart in `dir`. Returns whether the push arrived intact.
-pub async fn run(dir: &Path, serve: bool) -> anyhow::Result<bool> {
+pub async fn run(dir: &Path, serve: bool) -> super::Result<bool> {
     let mut out = std::io::stdout().lock();
     generate(&PkiSpec {
         server_names: vec!["localhost".into(), "127.0.0.1".into()],
@@ -195,7 +217,7 @@ pub async fn run(dir: &Path, serve: bool) -> anyhow::Result<bool> {
         .header("referer", "DataKit")
         .header("x-points", "100")
         .body(Full::new(body.clone()))?;
-    let connector = crate::client::connector(
+    let connector = crate::tools::client::connector(
         &dir.join("ca.pem"),
         Some((&dir.join("agent-1.pem"), &dir.join("agent-1.key"))),
     )?;
@@ -204,7 +226,7 @@ pub async fn run(dir: &Path, serve: bool) -> anyhow::Result<bool> {
         "push: POST /v1/write/metric, 100 points, gzip'd protobuf ({} bytes), client certificate agent-1",
         body.len()
     )?;
-    let response = crate::client::send(&connector, public, "localhost", request).await?;
+    let response = crate::tools::client::send(&connector, public, "localhost", request).await?;
     writeln!(
         out,
         "  gateway answered {} {}",

@@ -123,7 +123,8 @@ impl Agent {
         if config.gateways.is_empty() {
             return Err(AgentError::NoGateway);
         }
-        let tls = crate::client::client_config(&config.ca, Some((&config.cert, &config.key)))?;
+        let tls =
+            crate::tools::client::client_config(&config.ca, Some((&config.cert, &config.key)))?;
         let name = rustls_pki_types::ServerName::try_from(config.server_name.clone())
             .map_err(|e| TlsError::Rustls(format!("--server-name: {e}")))?;
         let mut http = HttpConnector::new();
@@ -350,4 +351,97 @@ async fn relay(shared: &Shared, request: Request<Incoming>) -> Response<AgentBod
         "gateway_unreachable",
         "no gateway address could be reached; retry later",
     )
+}
+
+/// `oneway agent`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Where DataKit connects (its DataWay URL, or its `http_proxy`).
+    #[arg(long, default_value = "127.0.0.1:9529")]
+    listen: SocketAddr,
+    /// Accept a --listen address that is not loopback.
+    #[arg(long)]
+    allow_non_loopback: bool,
+    /// A gateway address, IP:port (repeatable; used in turn). The only destinations.
+    #[arg(long = "gateway", required = true)]
+    gateways: Vec<SocketAddr>,
+    /// The name in the gateway's certificate.
+    #[arg(long)]
+    server_name: String,
+    #[command(flatten)]
+    tls: super::client::TlsArgs,
+    /// TCP connect deadline per gateway address, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    connect_timeout_ms: u64,
+    /// Whole-request deadline, in milliseconds.
+    #[arg(long, default_value_t = 30000)]
+    request_timeout_ms: u64,
+    /// Largest request body relayed, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_body_bytes: usize,
+    /// The kernel sandbox once bound: TCP connect only to the gateway ports, no files, no
+    /// other sockets, no execve. required (the default), best-effort or off.
+    #[arg(long, default_value = "required", value_parser = ["required", "best-effort", "off"])]
+    sandbox: String,
+    /// After entering the sandbox, try a TCP connect to ADDR; with --sandbox required, the
+    /// agent does not start unless the kernel refuses it (repeatable; a check for operators).
+    #[arg(long, value_name = "ADDR")]
+    probe_connect: Vec<SocketAddr>,
+}
+
+/// `oneway agent`: binds and loads its certificates, enters the sandbox (the agent faces the
+/// Guance side's answers from inside the customer's network: compromised, it must still reach
+/// nothing but the gateway), then serves until SIGTERM or SIGINT.
+pub fn main(args: Args) -> super::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+
+    use crate::sandbox;
+    super::init_logging();
+    let mode = sandbox::SandboxMode::parse(&args.sandbox).unwrap_or_default();
+    let config = AgentConfig {
+        listen: args.listen,
+        allow_non_loopback: args.allow_non_loopback,
+        gateways: args.gateways,
+        server_name: args.server_name,
+        ca: args.tls.ca,
+        cert: args.tls.cert,
+        key: args.tls.key,
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        request_timeout: Duration::from_millis(args.request_timeout_ms),
+        max_body_bytes: args.max_body_bytes,
+    };
+    let plan = sandbox::Plan {
+        connect_ports: config.gateways.iter().map(|a| a.port()).collect(),
+        ..sandbox::Plan::default()
+    };
+    let agent = match Agent::bind(config) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("oneway agent: {e}");
+            return Ok(ExitCode::from(super::EXIT_USAGE));
+        }
+    };
+    let listen = agent.local_addr()?;
+    let workers = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let report = sandbox::enter(mode, &plan).and_then(|mut report| {
+        sandbox::self_test(&mut report, listen.port(), &args.probe_connect)?;
+        Ok(report)
+    });
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, kind = e.kind(), "sandbox: not starting");
+            eprintln!(
+                "oneway agent: {e} (for the agent: --sandbox best-effort runs with what this kernel has)"
+            );
+            return Ok(ExitCode::from(sandbox::EXIT_SANDBOX));
+        }
+    };
+    // One line for operators and scripts: what the kernel enforces.
+    eprintln!("oneway agent: sandbox {}", serde_json::to_string(&report)?);
+    super::runtime(Some(workers))?.block_on(async {
+        tracing::info!(listen = %listen, sandbox = report.state, "agent listening");
+        agent.serve(super::shutdown_signal()).await;
+    });
+    Ok(ExitCode::SUCCESS)
 }

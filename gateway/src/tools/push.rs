@@ -180,11 +180,11 @@ fn compress(compression: Compression, data: &[u8]) -> std::io::Result<Vec<u8>> {
     }
 }
 
-fn bodies(config: &PushConfig) -> anyhow::Result<(Vec<Body>, &'static str)> {
+fn bodies(config: &PushConfig) -> super::Result<(Vec<Body>, &'static str)> {
     let raw: Vec<(Vec<u8>, u64)> = match &config.file {
         Some(path) => {
             let data = std::fs::read(path)
-                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                .map_err(|e| super::Error::from(format!("reading {}: {e}", path.display())))?;
             let points = data
                 .split(|&b| b == b'\n')
                 .filter(|l| !l.is_empty() && !l.starts_with(b"#"))
@@ -194,7 +194,7 @@ fn bodies(config: &PushConfig) -> anyhow::Result<(Vec<Body>, &'static str)> {
         None => (0..8)
             .map(|seed| match config.format {
                 Format::Protobuf => (
-                    crate::quickstart::datakit_batch(config.points_per_batch),
+                    crate::tools::quickstart::datakit_batch(config.points_per_batch),
                     config.points_per_batch,
                 ),
                 Format::LineProtocol => (
@@ -247,13 +247,13 @@ fn content_encoding(compression: Compression) -> Option<&'static str> {
 /// Writes the first body `push` would send to `path`, without connecting anywhere: another load
 /// tool (or `curl --data-binary @path`) can then send exactly what `push` sends, with the headers
 /// in the returned description.
-pub fn save_body(config: &PushConfig, path: &std::path::Path) -> anyhow::Result<SavedBody> {
+pub fn save_body(config: &PushConfig, path: &std::path::Path) -> super::Result<SavedBody> {
     let (bodies, content_type) = bodies(config)?;
     let first = bodies
         .first()
-        .ok_or_else(|| anyhow::anyhow!("no body to save"))?;
+        .ok_or_else(|| super::Error::from("no body to save"))?;
     std::fs::write(path, &first.bytes)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+        .map_err(|e| super::Error::from(format!("writing {}: {e}", path.display())))?;
     Ok(SavedBody {
         bytes: first.bytes.len() as u64,
         decoded: first.decoded,
@@ -274,12 +274,14 @@ struct Tally {
 }
 
 /// Runs the push to the end and returns the summary.
-pub async fn run(config: PushConfig) -> anyhow::Result<Summary> {
+pub async fn run(config: PushConfig) -> super::Result<Summary> {
     if config.duration.is_none() && config.count.is_none() {
-        anyhow::bail!("give --duration or --count");
+        return Err(super::Error::from("give --duration or --count"));
     }
-    let connector =
-        crate::client::connector(&config.ca, Some((&config.identity.0, &config.identity.1)))?;
+    let connector = crate::tools::client::connector(
+        &config.ca,
+        Some((&config.identity.0, &config.identity.1)),
+    )?;
     let (bodies, content_type) = bodies(&config)?;
     let bodies = Arc::new(bodies);
     let encoding = content_encoding(config.compression);
@@ -459,7 +461,7 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 async fn connect(
     connector: &tokio_rustls::TlsConnector,
     config: &PushConfig,
-) -> anyhow::Result<Sender> {
+) -> super::Result<Sender> {
     let tcp = tokio::net::TcpStream::connect(config.gateway).await?;
     tcp.set_nodelay(true)?;
     if config.plain {
@@ -489,9 +491,11 @@ impl Idle {
 
 /// Opens `n` connections (TLS handshake and one request each, as a DataKit connection starts)
 /// and returns those that opened, idle.
-pub async fn open_idle(config: &PushConfig, n: usize) -> anyhow::Result<Idle> {
-    let connector =
-        crate::client::connector(&config.ca, Some((&config.identity.0, &config.identity.1)))?;
+pub async fn open_idle(config: &PushConfig, n: usize) -> super::Result<Idle> {
+    let connector = crate::tools::client::connector(
+        &config.ca,
+        Some((&config.identity.0, &config.identity.1)),
+    )?;
     let uri = config
         .path
         .clone()
@@ -541,4 +545,159 @@ async fn futures_open(
         }
     }
     out
+}
+
+/// `oneway push`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The gateway's address (IP:port).
+    #[arg(long)]
+    gateway: SocketAddr,
+    /// The name in the gateway's certificate.
+    #[arg(long, default_value = "localhost")]
+    server_name: String,
+    #[command(flatten)]
+    tls: super::client::TlsArgs,
+    /// The agent token.
+    #[arg(long)]
+    token: String,
+    /// The category: metric, logging, object, …
+    #[arg(long, default_value = "metric")]
+    category: String,
+    /// Body format: pb (protobuf, DataKit's default) or lp (line protocol).
+    #[arg(long, default_value = "pb", value_parser = ["pb", "lp"])]
+    format: String,
+    /// Body encoding: gzip, zstd or identity.
+    #[arg(long, default_value = "gzip", value_parser = ["gzip", "zstd", "identity"])]
+    encoding: String,
+    /// Points per generated batch.
+    #[arg(long, default_value_t = 1000)]
+    points: u64,
+    /// Send this line-protocol file as every request's body instead of generated points.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Target requests per second (all connections together); default: as fast as possible.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// How long to push (`30s`, `500ms`, `2m`).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// How many requests to send.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Plain HTTP without TLS (for benchmarking a peer that does not speak mTLS).
+    #[arg(long)]
+    plain: bool,
+    /// Send to this path and query instead of /v1/write/<category>?token=<token>.
+    #[arg(long)]
+    path: Option<String>,
+    /// A new connection and TLS handshake for every request.
+    #[arg(long)]
+    reconnect: bool,
+    /// Instead of pushing: open this many connections (one request each), hold them idle
+    /// for --duration, and say how many stayed open.
+    #[arg(long)]
+    idle: Option<usize>,
+    /// Instead of pushing: write the first body push would send to this file, print what it
+    /// is (size, decoded size, points, headers) as JSON, and exit without connecting.
+    #[arg(long, conflicts_with = "idle")]
+    save_body: Option<PathBuf>,
+}
+
+/// `30s`, `500ms`, `2m`, `1h`, or plain seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, "s"), |i| s.split_at(i));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("{s:?}: the unit is ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{s:?}: {e}"))
+}
+
+/// Pushes (or saves a body, or holds idle connections) as `args` say; exit 0 only if every
+/// request got a 2xx (or every idle connection stayed open).
+pub fn main(args: Args) -> super::Result<std::process::ExitCode> {
+    use std::process::ExitCode;
+    let config = PushConfig {
+        gateway: args.gateway,
+        server_name: args.server_name,
+        ca: args.tls.ca,
+        identity: (args.tls.cert, args.tls.key),
+        token: args.token,
+        category: args.category,
+        format: if args.format == "lp" {
+            Format::LineProtocol
+        } else {
+            Format::Protobuf
+        },
+        compression: match args.encoding.as_str() {
+            "zstd" => Compression::Zstd,
+            "identity" => Compression::Identity,
+            _ => Compression::Gzip,
+        },
+        points_per_batch: args.points,
+        file: args.file,
+        connections: args.connections,
+        rate: args.rate,
+        duration: args.duration,
+        count: args.count,
+        progress: !args.json,
+        plain: args.plain,
+        path: args.path,
+        reconnect: args.reconnect,
+    };
+    if let Some(path) = args.save_body {
+        let saved = save_body(&config, &path)?;
+        println!("{}", serde_json::to_string(&saved)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(n) = args.idle {
+        let hold = config.duration.unwrap_or(Duration::from_secs(10));
+        let open = super::runtime(None)?.block_on(async {
+            let idle = open_idle(&config, n).await?;
+            // Scripts wait for this line before measuring the server.
+            eprintln!(
+                "{} connections open; holding them for {hold:?}",
+                idle.alive()
+            );
+            tokio::time::sleep(hold).await;
+            Ok::<_, super::Error>(idle.alive())
+        })?;
+        println!("{open} of {n} connections open after {hold:?} idle");
+        return Ok(if open == n {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    if config.duration.is_none() && config.count.is_none() {
+        eprintln!("oneway push: give --duration or --count");
+        return Ok(ExitCode::from(super::EXIT_USAGE));
+    }
+    let summary = super::runtime(None)?.block_on(run(config))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!("{summary}");
+    }
+    let ok = summary.errors == 0 && summary.statuses.keys().all(|s| (200..300).contains(s));
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

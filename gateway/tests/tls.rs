@@ -1,0 +1,89 @@
+//! The server's TLS material as `oneway run` loads it: a dev PKI's certificate, key, client CA
+//! and CRL give a server config without resumption or 0-RTT; a mismatched key, a missing file
+//! or a broken CRL is refused.
+
+use std::path::Path;
+use std::time::Duration;
+
+use oneway_gateway::config::ListenerConfig;
+use oneway_gateway::tls::{TlsError, expiry_seconds, server_config};
+use oneway_gateway::tools::certs::{ClientSpec, PkiSpec, generate};
+
+fn listener(dir: &Path) -> ListenerConfig {
+    ListenerConfig {
+        address: "127.0.0.1:0".parse().expect("an address"),
+        backlog: 16,
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        client_ca: dir.join("ca.pem"),
+        crls: vec![dir.join("ca.crl")],
+        handshake_timeout: Duration::from_secs(1),
+        header_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(1),
+        max_connections: 10,
+        shutdown_grace: Duration::from_secs(1),
+        keepalive_timeout: Duration::from_secs(1),
+        max_connection_age: Duration::from_secs(60),
+        body_min_rate_bytes_per_second: 0,
+        body_min_rate_grace: Duration::from_secs(1),
+        max_connections_per_ip: 10,
+        ipv6_prefix_len: 64,
+        max_connections_per_identity: 10,
+        max_header_bytes: 16 << 10,
+        max_headers: 64,
+        proxy_protocol: None,
+    }
+}
+
+fn pki(dir: &Path) {
+    generate(&PkiSpec {
+        server_names: vec!["localhost".into()],
+        clients: vec![ClientSpec {
+            name: "a".into(),
+            dns: vec!["a".into()],
+            uris: vec![],
+            revoked: false,
+            expired: false,
+            ..ClientSpec::default()
+        }],
+        valid_days: 10,
+    })
+    .expect("a PKI")
+    .write(dir)
+    .expect("written");
+}
+
+#[test]
+fn server_config_loads_and_disables_resumption() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let c = server_config(&listener(dir.path())).unwrap();
+    assert_eq!(c.send_tls13_tickets, 0);
+    assert_eq!(c.max_early_data_size, 0, "no 0-RTT");
+    assert_eq!(c.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    let days = expiry_seconds(&dir.path().join("server.pem")).unwrap() / 86_400.0;
+    assert!((9.0..=10.1).contains(&days), "{days}");
+}
+
+#[test]
+fn mismatched_key_and_missing_files_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    std::fs::copy(dir.path().join("a.key"), dir.path().join("server.key")).unwrap();
+    assert!(matches!(
+        server_config(&listener(dir.path())),
+        Err(TlsError::Rustls(_))
+    ));
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        server_config(&listener(empty.path())),
+        Err(TlsError::File { .. })
+    ));
+    pki(dir.path());
+    std::fs::write(
+        dir.path().join("ca.crl"),
+        "-----BEGIN X509 CRL-----\nnope\n-----END X509 CRL-----\n",
+    )
+    .unwrap();
+    assert!(server_config(&listener(dir.path())).is_err());
+}
