@@ -57,29 +57,119 @@ impl Verdict {
     }
 }
 
-/// Why the upstream did not answer usefully. Blame is always on the upstream side and a
-/// retry may help.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum UpstreamError {
-    /// No connection could be made.
-    #[error("upstream unreachable")]
+/// Who an upstream failure is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blame {
+    /// The upstream: it answered 5xx, or not within the deadline.
+    Upstream,
+    /// The way there: no connection could be made, or it broke mid-exchange.
+    Network,
+    /// oneway: a request it cannot send as it built it (retrying cannot help).
+    Gateway,
+}
+
+/// What went wrong, as a class (its [`UpstreamError::kind`] label is stable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No connection could be made, or it broke before a full answer.
     Unreachable,
-    /// No response head within the deadline.
-    #[error("upstream timed out")]
+    /// No response head (or body) within the deadline.
     Timeout,
     /// The upstream answered 5xx.
-    #[error("upstream failed with a server error")]
     ServerError,
+    /// The request could not be sent as built (a path that is no URI).
+    BadRequest,
+}
+
+/// Why the upstream did not answer usefully: what failed, who is to blame, whether a retry may
+/// help, and the underlying cause when there is one (as [`std::error::Error::source`]).
+#[derive(Debug, Clone)]
+pub struct UpstreamError {
+    failure: Failure,
+    /// The 5xx status, for [`Failure::ServerError`].
+    status: Option<http::StatusCode>,
+    cause: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl UpstreamError {
-    /// A stable label for metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            UpstreamError::Unreachable => "unreachable",
-            UpstreamError::Timeout => "timeout",
-            UpstreamError::ServerError => "5xx",
+    /// A failure of class `failure`.
+    pub fn new(failure: Failure) -> UpstreamError {
+        UpstreamError {
+            failure,
+            status: None,
+            cause: None,
         }
+    }
+
+    /// The same, caused by `cause`.
+    pub fn caused_by(
+        failure: Failure,
+        cause: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> UpstreamError {
+        UpstreamError {
+            cause: Some(Arc::from(cause.into())),
+            ..UpstreamError::new(failure)
+        }
+    }
+
+    /// The upstream answered `status` (a 5xx).
+    pub fn server_error(status: http::StatusCode) -> UpstreamError {
+        UpstreamError {
+            status: Some(status),
+            ..UpstreamError::new(Failure::ServerError)
+        }
+    }
+
+    /// What failed.
+    pub fn failure(&self) -> Failure {
+        self.failure
+    }
+
+    /// A stable label for metrics, logs and the split forwarder's error header.
+    pub fn kind(&self) -> &'static str {
+        match self.failure {
+            Failure::Unreachable => "unreachable",
+            Failure::Timeout => "timeout",
+            Failure::ServerError => "5xx",
+            Failure::BadRequest => "bad_request",
+        }
+    }
+
+    /// Who is to blame.
+    pub fn blame(&self) -> Blame {
+        match self.failure {
+            Failure::Unreachable => Blame::Network,
+            Failure::Timeout | Failure::ServerError => Blame::Upstream,
+            Failure::BadRequest => Blame::Gateway,
+        }
+    }
+
+    /// Whether sending the same request again may succeed (everything but oneway's own
+    /// mistake: a batch it cannot send now it will never send).
+    pub fn retryable(&self) -> bool {
+        self.blame() != Blame::Gateway
+    }
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (self.failure, self.status) {
+            (Failure::Unreachable, _) => f.write_str("upstream unreachable"),
+            (Failure::Timeout, _) => f.write_str("upstream timed out"),
+            (Failure::ServerError, Some(s)) => {
+                write!(f, "upstream failed with a server error ({})", s.as_u16())
+            }
+            (Failure::ServerError, None) => f.write_str("upstream failed with a server error"),
+            (Failure::BadRequest, _) => f.write_str("the upstream request could not be built"),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.cause
+            .as_deref()
+            .map(|c| c as &(dyn std::error::Error + 'static))
     }
 }
 
@@ -233,51 +323,63 @@ impl Upstream {
         })
     }
 
-    /// Sends over the transport; an error is a connection failure.
+    /// Sends over the transport.
     async fn request(
         &self,
         target: &Target,
         request: Request<Full<Bytes>>,
-    ) -> Result<Response<hyper::body::Incoming>, ()> {
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
+        let unreachable = |e: Box<dyn std::error::Error + Send + Sync>| {
+            UpstreamError::caused_by(Failure::Unreachable, e)
+        };
+        let bad_request =
+            |e: http::uri::InvalidUri| UpstreamError::caused_by(Failure::BadRequest, e);
         let (mut parts, body) = request.into_parts();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         match &self.transport {
             Transport::Pool { client, scheme } => {
                 parts.uri = format!("{scheme}://{}{path}", target.address)
                     .parse()
-                    .map_err(drop)?;
+                    .map_err(bad_request)?;
                 client
                     .request(Request::from_parts(parts, body))
                     .await
-                    .map_err(drop)
+                    .map_err(|e| unreachable(e.into()))
             }
             Transport::Forwarder { stream, sender } => {
-                parts.uri = format!("http://forwarder{path}").parse().map_err(drop)?;
+                parts.uri = format!("http://forwarder{path}")
+                    .parse()
+                    .map_err(bad_request)?;
                 let sender = sender
                     .get_or_try_init(|| async {
-                        let std = stream.lock().ok().and_then(|mut s| s.take()).ok_or(())?;
-                        std.set_nonblocking(true).map_err(drop)?;
-                        let io = tokio::net::UnixStream::from_std(std).map_err(drop)?;
+                        let std = stream
+                            .lock()
+                            .ok()
+                            .and_then(|mut s| s.take())
+                            .ok_or_else(|| unreachable("the forwarder's channel is gone".into()))?;
+                        std.set_nonblocking(true).map_err(|e| unreachable(e.into()))?;
+                        let io =
+                            tokio::net::UnixStream::from_std(std).map_err(|e| unreachable(e.into()))?;
                         let (sender, connection) = hyper::client::conn::http2::handshake(
                             TokioExecutor::new(),
                             hyper_util::rt::TokioIo::new(io),
                         )
                         .await
-                        .map_err(drop)?;
+                        .map_err(|e| unreachable(e.into()))?;
                         tokio::spawn(async move {
                             if let Err(e) = connection.await {
                                 tracing::error!(error = %e, "the connection to the forwarder failed");
                             }
                         });
-                        Ok::<_, ()>(sender)
+                        Ok::<_, UpstreamError>(sender)
                     })
                     .await?;
                 let mut sender = sender.clone();
-                sender.ready().await.map_err(drop)?;
+                sender.ready().await.map_err(|e| unreachable(e.into()))?;
                 sender
                     .send_request(Request::from_parts(parts, body))
                     .await
-                    .map_err(drop)
+                    .map_err(|e| unreachable(e.into()))
             }
         }
     }
@@ -314,17 +416,20 @@ impl Upstream {
             tokio::time::timeout(self.response_timeout, self.request(target, request)).await;
         metrics::histogram!(telemetry::UPSTREAM_DURATION).record(started.elapsed().as_secs_f64());
         let outcome = match result {
-            Err(_) => Err(UpstreamError::Timeout),
-            Ok(Err(())) => Err(UpstreamError::Unreachable),
+            Err(_) => Err(UpstreamError::new(Failure::Timeout)),
+            Ok(Err(e)) => Err(e),
             // A forwarder says what happened to the upstream.
             Ok(Ok(ref resp)) if let Some(kind) = resp.headers().get(FORWARDER_ERROR) => {
-                Err(match kind.as_bytes() {
-                    b"timeout" => UpstreamError::Timeout,
-                    b"unreachable" => UpstreamError::Unreachable,
-                    _ => UpstreamError::ServerError,
-                })
+                Err(UpstreamError::new(match kind.as_bytes() {
+                    b"timeout" => Failure::Timeout,
+                    b"unreachable" => Failure::Unreachable,
+                    b"bad_request" => Failure::BadRequest,
+                    _ => Failure::ServerError,
+                }))
             }
-            Ok(Ok(resp)) if resp.status().is_server_error() => Err(UpstreamError::ServerError),
+            Ok(Ok(resp)) if resp.status().is_server_error() => {
+                Err(UpstreamError::server_error(resp.status()))
+            }
             Ok(Ok(resp)) => read_answer(resp, self.response_timeout, self.max_answer).await,
         };
         let label = match &outcome {
@@ -336,7 +441,9 @@ impl Upstream {
         metrics::counter!(telemetry::UPSTREAM_REQUESTS, "outcome" => label).increment(1);
         match outcome {
             Err(e) => {
-                if e != UpstreamError::ServerError {
+                // A connection that cannot be made or an answer that does not come: skip the
+                // address for a while. A 5xx is an answer; oneway's own mistake is not its.
+                if matches!(e.failure(), Failure::Unreachable | Failure::Timeout) {
                     target.down_until_ms.store(
                         self.now_ms() + PENALTY.as_millis() as u64,
                         Ordering::Relaxed,
@@ -366,7 +473,7 @@ async fn read_answer(
     let read = async {
         let mut data = bytes::BytesMut::new();
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| UpstreamError::Unreachable)?;
+            let frame = frame.map_err(|e| UpstreamError::caused_by(Failure::Unreachable, e))?;
             if let Ok(chunk) = frame.into_data() {
                 if data.len() + chunk.len() > cap {
                     data.extend_from_slice(&chunk[..cap - data.len()]);
@@ -379,11 +486,72 @@ async fn read_answer(
     };
     let (body, complete) = tokio::time::timeout(deadline, read)
         .await
-        .map_err(|_| UpstreamError::Timeout)??;
+        .map_err(|_| UpstreamError::new(Failure::Timeout))??;
     Ok(Answer {
         status,
         content_type,
         body,
         complete: complete && !truncated,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(address: SocketAddr) -> UpstreamConfig {
+        UpstreamConfig {
+            addresses: vec![address],
+            configured: vec![address.to_string()],
+            allowed_cidrs: Vec::new(),
+            max_answer_bytes: 1 << 20,
+            tls: None,
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+            max_idle_connections: 4,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_the_networks_fault_worth_a_retry_and_keeps_its_cause() {
+        // A port nothing listens on: bound, then closed.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port");
+        let upstream = Upstream::new(&config(closed)).expect("a client");
+        let mut request = Request::new(Full::new(Bytes::from_static(b"x")));
+        *request.uri_mut() = http::Uri::from_static("/v1/write/metric");
+        let e = upstream.send(request).await.expect_err("nothing listens");
+        assert_eq!(e.failure(), Failure::Unreachable);
+        assert_eq!(e.kind(), "unreachable");
+        assert_eq!(e.blame(), Blame::Network);
+        assert!(e.retryable());
+        let cause = std::error::Error::source(&e).expect("the connect error is kept");
+        assert!(!cause.to_string().is_empty());
+        assert!(!upstream.healthy(), "the address is skipped for a while");
+    }
+
+    #[test]
+    fn blame_and_retry_follow_the_failure() {
+        let server = UpstreamError::server_error(http::StatusCode::BAD_GATEWAY);
+        assert_eq!(
+            (server.blame(), server.retryable(), server.kind()),
+            (Blame::Upstream, true, "5xx")
+        );
+        assert_eq!(
+            server.to_string(),
+            "upstream failed with a server error (502)"
+        );
+        let timeout = UpstreamError::new(Failure::Timeout);
+        assert_eq!(
+            (timeout.blame(), timeout.retryable()),
+            (Blame::Upstream, true)
+        );
+        let ours = UpstreamError::caused_by(Failure::BadRequest, "no URI");
+        assert_eq!((ours.blame(), ours.retryable()), (Blame::Gateway, false));
+        assert_eq!(
+            std::error::Error::source(&ours).map(ToString::to_string),
+            Some("no URI".to_string())
+        );
+    }
 }
