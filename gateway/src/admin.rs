@@ -1,6 +1,9 @@
 //! The admin listener (internal address only): `/metrics` (Prometheus), `/live`, and `/ready`
 //! (accepting writes now: not draining, the spool has room or an upstream is healthy, and the
 //! gateway knows who may push).
+//!
+//! Cancel safety: the task is aborted at shutdown; each admin connection is its own task, and
+//! nothing it serves changes state.
 
 use std::convert::Infallible;
 use std::sync::Arc;

@@ -3,9 +3,12 @@
 //! reload watch, audit flush, limiter sweep, spool), and a bounded shutdown (drain within
 //! `listener.shutdown_grace`, persist the spool's progress, say how it ended).
 //!
-//! The request path, stage by stage, is in [`listener`](crate::listener) →
-//! [`http`](crate::http) → [`ingest`](crate::ingest) / [`passthrough`](crate::passthrough) →
-//! [`forward`](crate::forward).
+//! The request path, stage by stage, is in `listener` → `http` → `ingest` / `passthrough` →
+//! `forward` (the crate's own documentation draws it).
+//!
+//! Cancel safety: [`Gateway::serve`] is meant to run to its end (dropping it skips the drain
+//! and the spool's last "delivered" record; the next start re-sends those records: duplicates,
+//! never loss). Its accept loop is dropped at shutdown, which only stops accepting.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -409,7 +412,7 @@ impl Background {
 }
 
 /// Writes the aggregated audit events, and pushes the audit lines to the audit workspace
-/// when one is configured, by the rule every batch follows ([`crate::forward`]): to the
+/// when one is configured, by the rule every batch follows (`forward`): to the
 /// upstream, or into the spool when it cannot take them now.
 async fn flush_audit(state: &State) {
     state.audit.flush();

@@ -7,6 +7,9 @@
 //! arriving one byte a second" (10 s is plenty). [`Tracked`] watches the bytes: a connection
 //! is *idle* until the first byte of a request arrives, then *reading a head* until the
 //! service is called, then *busy* until the response is handed back.
+//!
+//! Cancel safety: [`read_proxy_header`] reads byte runs that never pass the header's end, so
+//! dropping it at its deadline loses only an incomplete header, and the connection with it.
 
 use std::future::Future;
 use std::hash::Hash;

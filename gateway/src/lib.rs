@@ -1,23 +1,22 @@
 //! `oneway-gateway`: the mTLS front door in front of the Guance cluster.
 //!
 //! Built on `oneway-protocol` (every byte a push carries is decoded and validated there).
+//! A write travels these stages, each in a module named for it:
 //!
-//! - [`config`]: TOML into validated types, every problem reported with its key path;
-//! - [`tls`]: rustls with required client certificates, CRLs, no resumption;
-//! - [`auth`]: tokens bound to client-certificate identities; [`audit`]: security events;
-//! - [`app`]: bind, serve, shutdown; the request path's stages below it (listener, http,
-//!   request, body, ingest, forward, passthrough, admin), each in a file named for it;
-//! - [`edge`]: PROXY header, per-address and per-identity caps, connection phase deadlines;
-//! - [`framing`]: every request's body framing, followed as hyper reads it (smuggling);
-//! - [`upstream`]: the only outbound connections, to configured literal addresses;
-//! - [`spool`]: the durable spool (group-committed, replayed in order, crash-safe);
-//! - [`response`]: one mapping from errors to statuses and Guance-style JSON bodies;
-//! - [`telemetry`]: metric names;
-//! - [`reload`]: SIGHUP and file-watch reloads of certificates, CRLs, tokens and limits;
-//! - [`sandbox`]: Landlock and seccomp, entered once bound, and the self-test;
-//! - [`split`]: `--split`, the edge in an empty network namespace and its forwarder;
-//! - [`tools`]: the subcommands that are not the server (quickstart, push, agent, certs,
-//!   spool, validate, check-config), each with its arguments.
+//! ```text
+//! app (bind, serve, shutdown)
+//!   → listener (accept, PROXY, per-IP cap, TLS, identity → conn)
+//!   → http::server (hyper, deadlines, drain) → http::service (route, dispatch)
+//!   → request (token bound to the certificate, query) → limit (rate, step one)
+//!   → body (caps, deadline, budgets) → ingest (decode + validate, settle)
+//!   → forward (original bytes to the upstream or the spool) → response (error → status)
+//! ```
+//!
+//! Non-write APIs take `passthrough` instead of ingest. Beside the path:
+//! [`config`] (TOML into validated types), [`tls`], [`auth`], [`audit`], [`edge`] (PROXY,
+//! caps, phases), [`framing`] (smuggling), [`upstream`], [`spool`], [`reload`], [`sandbox`],
+//! [`split`] (`--split`), [`telemetry`] (metric names), [`run`] (`oneway run`'s process) and
+//! [`tools`] (the subcommands that are not the server).
 
 pub(crate) mod admin;
 pub mod app;

@@ -21,6 +21,9 @@
 //! and audits the keys): the listener and admin addresses, the backlog and connection cap,
 //! the upstreams, the spool, the overload budgets, the audit output, the watch interval and
 //! the sandbox.
+//!
+//! Cancel safety: a reload swaps the live state in one step after every file was read and
+//! checked; dropping it earlier changes nothing.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -21,6 +21,10 @@
 //! The forwarder never parses a push: it reads HTTP/2 frames from the edge and relays each
 //! request, byte for byte, to the configured upstream addresses, in its own sandbox (TCP
 //! connect only to the upstream ports, no filesystem at all).
+//!
+//! Cancel safety: the forwarder's relay of one request may be dropped when the edge resets that
+//! stream; the upstream request is then dropped too, and the edge sees no answer (it spools or
+//! answers 503, as for any upstream failure).
 
 use std::convert::Infallible;
 use std::io;

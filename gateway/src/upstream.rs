@@ -6,6 +6,10 @@
 //! against that CA and `upstream.tls_server_name`, and plain HTTP is refused. Several upstreams are used in turn; one that
 //! fails is skipped for a few seconds (health-aware selection), and `/ready` reflects whether
 //! any is healthy.
+//!
+//! Cancel safety: dropping [`Upstream::send`] drops the request and its connection (a pooled one
+//! is not reused); whether the upstream took the batch is then unknown, so a caller that drops
+//! it has acknowledged nothing, and a retry may duplicate (at least once).
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -70,17 +70,10 @@ pub(crate) fn validate<S: Sink>(
             p.point()
                 .map_err(|f| rejection(body, Some(points), start, f))?;
             points += 1;
-            p.ws();
-            match p.peek() {
-                Some(b',') => {
-                    p.i += 1;
-                    p.ws();
-                }
-                Some(b']') => {
-                    p.i += 1;
-                    break;
-                }
-                _ => return Err(rejection(body, Some(points), p.i, (Rule::JsonSyntax, p.i))),
+            match p.after_element() {
+                Some(true) => {}
+                Some(false) => break,
+                None => return Err(rejection(body, Some(points), p.i, (Rule::JsonSyntax, p.i))),
             }
         }
     }
@@ -180,6 +173,24 @@ impl<S: Sink> Parser<'_, '_, S> {
         while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
             self.i += 1;
         }
+    }
+
+    /// After an array element: `,` (another follows: `Some(true)`, the space after it
+    /// skipped) or `]` (the end: `Some(false)`), the space before either skipped; `None` for
+    /// anything else.
+    #[inline]
+    fn after_element(&mut self) -> Option<bool> {
+        self.ws();
+        let more = match self.peek() {
+            Some(b',') => true,
+            Some(b']') => false,
+            _ => return None,
+        };
+        self.i += 1;
+        if more {
+            self.ws();
+        }
+        Some(more)
     }
 
     #[inline]
@@ -477,17 +488,10 @@ impl<S: Sink> Parser<'_, '_, S> {
                     Some(k) if k == kind => {}
                     Some(_) => return Err((Rule::BadArray, elem)),
                 }
-                self.ws();
-                match self.peek() {
-                    Some(b',') => {
-                        self.i += 1;
-                        self.ws();
-                    }
-                    Some(b']') => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return Err((Rule::JsonSyntax, self.i)),
+                match self.after_element() {
+                    Some(true) => {}
+                    Some(false) => break,
+                    None => return Err((Rule::JsonSyntax, self.i)),
                 }
             }
             first

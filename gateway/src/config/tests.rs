@@ -1,3 +1,6 @@
+//! The config tests: defaults and resolved paths, every problem with its key path, each
+//! section's checks, the documented example, name resolution at start and not on reload.
+
 use super::*;
 
 const MINIMAL: &str = r#"

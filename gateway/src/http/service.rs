@@ -5,6 +5,9 @@
 //!
 //! A request whose body framing hyper tolerates but a proxy must not (request smuggling) is
 //! refused before anything else, and its connection closed.
+//!
+//! Cancel safety: as its stages' (ingest, passthrough): a request dropped at any await has
+//! acknowledged nothing.
 
 use std::sync::Arc;
 

@@ -6,6 +6,9 @@
 //! request in flight (DataKit's fail-cache keeps what must be retried), relays every answer
 //! unchanged (a 5xx stays a 5xx, so DataKit retries), and only ever connects to the gateway
 //! addresses it was given: a proxy request naming any other host is refused, `CONNECT` too.
+//!
+//! Cancel safety: each relayed request is its own task; dropping it (DataKit gone, the deadline)
+//! drops the gateway request too, and DataKit, which saw no answer, sends the batch again.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

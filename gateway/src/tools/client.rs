@@ -1,5 +1,7 @@
 //! An mTLS HTTP/1.1 client: what the quickstart (and later the push and agent tools) use to
 //! talk to a gateway. It connects only to the address it is given.
+//!
+//! Cancel safety: [`send`] owns its connection; dropping it closes the connection.
 
 use std::net::SocketAddr;
 use std::path::Path;

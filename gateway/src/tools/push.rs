@@ -5,6 +5,9 @@
 //! at a target rate or as fast as the gateway answers, for a duration or a count of requests,
 //! and summarises: requests/s, points/s, MB/s compressed and decoded, latency percentiles and
 //! the count of each status.
+//!
+//! Cancel safety: the push ends when its duration or count is reached; a request dropped then
+//! is not counted.
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};

@@ -4,6 +4,8 @@
 //! it receives, starts the gateway, pushes a DataKit-shaped batch (gzip'd protobuf `PBPoints`
 //! with DataKit's headers) through mutual TLS, shows what arrived upstream, prints the curl
 //! command that does the same by hand, and exits 0; with `--serve` it keeps serving.
+//!
+//! Cancel safety: runs to its end (or until Ctrl-C with `--serve`, which drains the gateway).
 
 use std::convert::Infallible;
 use std::io::Write;

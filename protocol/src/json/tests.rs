@@ -1,3 +1,5 @@
+//! The JSON validator's tests: what Guance accepts and what it refuses, case by case.
+
 use super::*;
 use crate::reading::Points;
 use crate::verdict::{Action, Category, Limits, RuleActions};

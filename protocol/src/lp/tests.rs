@@ -1,3 +1,5 @@
+//! The line-protocol parser's tests: what Guance's parser accepts and refuses, case by case.
+
 use super::*;
 use crate::reading::Points;
 use crate::verdict::{Action, Category, Limits, RuleActions};

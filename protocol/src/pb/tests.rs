@@ -1,3 +1,5 @@
+//! The protobuf validator's tests: what Guance's decoder accepts and refuses, case by case.
+
 use super::*;
 use crate::reading::Points;
 use crate::verdict::{Action, Category, Limits, RuleActions};
