@@ -28,6 +28,9 @@ def sel(extra=""):
 
 WRITE = sel('route="write"')
 QUANTILES = sel('quantile=~"0.5|0.9|0.99"')
+DECODED = sel('stage="decoded"')
+AGENT = sel('agent!=""')
+FAILING = sel('agent!="",status=~"4xx|5xx"')
 
 ROWS = [
     ("Traffic", [
@@ -41,6 +44,18 @@ ROWS = [
          [(f"sum by (status) (rate(oneway_http_requests_total{SEL}[5m]))", "{{status}}")]),
         ("Batches forwarded or spooled", "timeseries", "short",
          [(f"sum by (outcome) (rate(oneway_ingest_batches_total{SEL}[5m]))", "{{outcome}}")]),
+    ]),
+    ("Agents (the agent label is the token's configured name)", [
+        ("Top agents by points/s", "timeseries", "short",
+         [(f"topk(10, sum by (agent) (rate(oneway_ingest_points_total{SEL}[5m])))", "{{agent}}")]),
+        ("Top agents by decoded bytes/s", "timeseries", "Bps",
+         [(f"topk(10, sum by (agent) (rate(oneway_ingest_bytes_total{DECODED}[5m])))", "{{agent}}")]),
+        ("Agents throttled", "timeseries", "short",
+         [(f"sum by (agent) (rate(oneway_limit_throttled_total{AGENT}[5m])) > 0", "{{agent}}")]),
+        ("Agents failing (4xx and 5xx answers)", "timeseries", "reqps",
+         [(f"sum by (agent) (rate(oneway_http_requests_total{FAILING}[5m])) > 0", "{{agent}}")]),
+        ("Minutes since each agent last pushed", "timeseries", "short",
+         [(f"(time() - max by (agent) (oneway_agent_last_push_timestamp_seconds{SEL})) / 60 and on (agent) max by (agent) (oneway_agent_configured{SEL}) == 1", "{{agent}}")]),
     ]),
     ("Rejections and authentication", [
         ("Validation failures by rule", "timeseries", "short",

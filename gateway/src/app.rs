@@ -175,6 +175,7 @@ impl Gateway {
             Some(l) => l,
             None => Gateway::bind_listeners(&config)?,
         };
+        telemetry::configured_agents(config.tokens.iter().map(|t| &t.name));
         let live = Live {
             tokens: TokenTable::new(&config.tokens),
             acceptor: TlsAcceptor::from(tls),
@@ -437,6 +438,7 @@ async fn flush_audit(state: &State) {
         uri: format!("/v1/write/logging?token={token}"),
         headers,
         body: Bytes::from(crate::audit::as_logging_points(&lines, nanos)),
+        agent: None,
     };
     if let Err(e) = crate::forward::deliver(state, out).await {
         warn!(error = %e, lines = lines.len(), "audit lines not delivered to the audit workspace");

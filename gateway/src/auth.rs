@@ -141,6 +141,20 @@ impl TokenTable {
         TokenTable { by_digest }
     }
 
+    /// The names of the tokens.
+    pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.by_digest.values().map(|t| &t.name)
+    }
+
+    /// The name of the token `presented` is, if it is one (for counting a refusal that comes
+    /// after the token is known: not bound to the certificate, or from the wrong endpoint).
+    pub fn name_of(&self, presented: &str) -> Option<Arc<str>> {
+        let digest = sha256(presented.as_bytes());
+        let token = self.by_digest.get(&digest)?;
+        let TokenSecret::Sha256(stored) = &token.secret;
+        bool::from(stored.ct_eq(&digest)).then(|| Arc::clone(&token.name))
+    }
+
     /// Finds the token and checks that `peer` carries one of its identities.
     pub fn authorize(
         &self,

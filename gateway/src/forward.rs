@@ -11,6 +11,8 @@
 //! Cancel safety: dropping the future before it returns acknowledges nothing; a batch already
 //! appended stays in the spool and is replayed (at least once).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::Full;
@@ -30,6 +32,8 @@ pub(crate) struct Outbound {
     pub(crate) headers: HeaderMap,
     /// The body, byte for byte as the agent sent it.
     pub(crate) body: Bytes,
+    /// The token's name, for counting a refusal (none for oneway's own audit lines).
+    pub(crate) agent: Option<Arc<str>>,
 }
 
 /// Who has the batch now.
@@ -74,7 +78,7 @@ pub(crate) async fn deliver(state: &State, out: Outbound) -> Result<Delivered, R
             if Verdict::of(answer.status) == Verdict::Delivered {
                 Ok(Delivered::Forwarded)
             } else {
-                Err(refused(&answer))
+                Err(refused(&answer, out.agent.as_deref()))
             }
         }
         // Down, slow, 5xx, 408, 429 or anything else not final: the batch goes to the spool
@@ -102,8 +106,11 @@ async fn spool_it(state: &State, out: &Outbound) -> Result<Delivered, RequestErr
 }
 
 /// A permanent refusal of a write, counted by status.
-fn refused(answer: &Answer) -> RequestError {
-    metrics::counter!(telemetry::UPSTREAM_REFUSED, "status" => status_label(answer.status))
+fn refused(answer: &Answer, agent: Option<&str>) -> RequestError {
+    let agent = agent.map_or(metrics::SharedString::const_str(""), |a| {
+        metrics::SharedString::from(a.to_string())
+    });
+    metrics::counter!(telemetry::UPSTREAM_REFUSED, "status" => status_label(answer.status), "agent" => agent)
         .increment(1);
     RequestError::UpstreamRefused {
         status: answer.status,

@@ -20,7 +20,7 @@ use crate::config::TokenConfig;
 use crate::conn::Conn;
 use crate::forward::{Delivered, Outbound};
 use crate::request::{
-    Caller, authorize, digest, forwarded_token, header_u64, single_body_headers, throttled,
+    Caller, Matched, authorize, digest, forwarded_token, header_u64, single_body_headers, throttled,
 };
 use crate::response::RequestError;
 use crate::state::{Live, Scratch, State};
@@ -52,7 +52,7 @@ pub(crate) async fn write(
     conn: &Conn,
     category: Category,
     req: Request<Incoming>,
-    matched: &mut Option<String>,
+    matched: &mut Option<Matched>,
 ) -> Result<Response<Full<Bytes>>, RequestError> {
     let live = state.live();
     let caller = authorize(state, conn, &req, matched)?;
@@ -103,9 +103,16 @@ pub(crate) async fn write(
         ),
         headers: forwarded_headers(&live, &caller, &parts.headers, reading, &checked),
         body: body.clone(),
+        agent: Some(Arc::clone(&token.name)),
     };
     let delivered = crate::forward::deliver(state, out).await?;
-    count_accepted(delivered, reading.category, &checked, body.len());
+    count_accepted(
+        delivered,
+        &token.name,
+        reading.category,
+        &checked,
+        body.len(),
+    );
     Ok(match delivered {
         Delivered::Forwarded => crate::response::forwarded_response(checked.verdict.points),
         Delivered::Spooled => crate::response::spooled_response(),
@@ -269,17 +276,27 @@ fn forwarded_headers(
     headers
 }
 
-/// Counts an accepted batch: how it was delivered, its points and bytes, and the points rules
-/// only counted.
-fn count_accepted(delivered: Delivered, category: Category, checked: &Checked, sent: usize) {
-    metrics::counter!(telemetry::ACCEPTED, "outcome" => delivered.as_str()).increment(1);
+/// Counts an accepted batch of `agent`: how it was delivered, its points and bytes, the points
+/// rules only counted, and when the agent last pushed.
+fn count_accepted(
+    delivered: Delivered,
+    agent: &Arc<str>,
+    category: Category,
+    checked: &Checked,
+    sent: usize,
+) {
+    let a = || metrics::SharedString::from(Arc::clone(agent));
+    metrics::counter!(telemetry::ACCEPTED, "outcome" => delivered.as_str(), "agent" => a())
+        .increment(1);
     for (rule, points) in checked.verdict.counted.iter() {
-        metrics::counter!(telemetry::VALIDATION_COUNTED, "rule" => rule.as_str()).increment(points);
+        metrics::counter!(telemetry::VALIDATION_COUNTED, "rule" => rule.as_str(), "agent" => a())
+            .increment(points);
     }
-    metrics::counter!(telemetry::POINTS, "category" => category.as_str())
+    metrics::counter!(telemetry::POINTS, "category" => category.as_str(), "agent" => a())
         .increment(checked.verdict.points);
-    metrics::counter!(telemetry::BYTES, "category" => category.as_str(), "stage" => "compressed")
+    metrics::counter!(telemetry::BYTES, "category" => category.as_str(), "stage" => "compressed", "agent" => a())
         .increment(sent as u64);
-    metrics::counter!(telemetry::BYTES, "category" => category.as_str(), "stage" => "decoded")
+    metrics::counter!(telemetry::BYTES, "category" => category.as_str(), "stage" => "decoded", "agent" => a())
         .increment(checked.decoded_len as u64);
+    metrics::gauge!(telemetry::AGENT_LAST_PUSH, "agent" => a()).set(telemetry::unix_seconds());
 }

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use crate::auth::AuthError;
 use crate::body::read_body;
 use crate::conn::Conn;
-use crate::request::{authorize, digest, forwarded_token, single_body_headers, throttled};
+use crate::request::{Matched, authorize, digest, forwarded_token, single_body_headers, throttled};
 use crate::response::RequestError;
 use crate::state::State;
 use crate::telemetry;
@@ -29,7 +29,7 @@ pub(crate) async fn passthrough(
     conn: &Conn,
     api: &'static str,
     req: Request<Incoming>,
-    matched: &mut Option<String>,
+    matched: &mut Option<Matched>,
 ) -> Result<Response<Full<Bytes>>, RequestError> {
     let live = state.live();
     let caller = authorize(state, conn, &req, matched)?;

@@ -112,6 +112,7 @@ impl Reloader {
         } = next;
         let sha = live.config.sha256.clone();
         let closed = live.fail_closed.clone();
+        telemetry::configured_agents(live.tokens.names());
         self.state.set_live(live);
         for key in &restart_needed {
             metrics::counter!(telemetry::RELOAD_RESTART_NEEDED, "key" => *key).increment(1);

@@ -16,6 +16,15 @@ use crate::response::RequestError;
 use crate::state::State;
 use crate::telemetry;
 
+/// Who a request turned out to be, as far as authorization got: the token's name once the
+/// token is known, and the identity it matched once it is bound to the certificate.
+pub(crate) struct Matched {
+    /// The token's name (the `agent` of metrics and audit events).
+    pub(crate) agent: Arc<str>,
+    /// The certificate identity the token matched.
+    pub(crate) identity: Option<String>,
+}
+
 /// A request whose token was found and is bound to the connection's certificate.
 pub(crate) struct Caller {
     /// Its query, parsed as Guance parses it.
@@ -30,19 +39,34 @@ pub(crate) struct Caller {
 
 /// Authorizes `req` on `conn`: its token, bound to the certificate, and a place for the
 /// matched identity under `listener.max_connections_per_identity`. `matched` is set as soon
-/// as the identity is known (the audit trail names it even when a later check refuses).
+/// as the token is known (metrics and the audit trail name the agent even when a later check
+/// refuses).
 pub(crate) fn authorize(
     state: &State,
     conn: &Conn,
     req: &Request<Incoming>,
-    matched: &mut Option<String>,
+    matched: &mut Option<Matched>,
 ) -> Result<Caller, RequestError> {
     let live = state.live();
     let query = parsed_query(req)?;
     let presented = presented_token(req, &query);
-    let authorized = live.tokens.authorize(presented.as_deref(), &conn.peer)?;
+    let authorized = match live.tokens.authorize(presented.as_deref(), &conn.peer) {
+        Ok(a) => a,
+        Err(e) => {
+            if let Some(agent) = presented.as_deref().and_then(|p| live.tokens.name_of(p)) {
+                *matched = Some(Matched {
+                    agent,
+                    identity: None,
+                });
+            }
+            return Err(e.into());
+        }
+    };
     let identity = authorized.identity.to_string();
-    *matched = Some(identity.clone());
+    *matched = Some(Matched {
+        agent: Arc::clone(&authorized.token.name),
+        identity: Some(identity.clone()),
+    });
     conn.hold(
         state,
         &identity,
@@ -102,7 +126,8 @@ pub(crate) fn digest(token: &TokenConfig) -> &[u8; 32] {
 
 /// A refusal for being over one of `token`'s limits, counted by limit.
 pub(crate) fn throttled(token: &TokenConfig, t: Throttled) -> RequestError {
-    metrics::counter!(telemetry::THROTTLED, "kind" => t.kind.as_str()).increment(1);
+    metrics::counter!(telemetry::THROTTLED, "kind" => t.kind.as_str(), "agent" => Arc::clone(&token.name))
+        .increment(1);
     RequestError::Throttled {
         kind: t.kind,
         retry_after_seconds: t.retry_after_seconds(),

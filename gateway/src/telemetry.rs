@@ -1,6 +1,7 @@
 //! Metric names, defined and described once (DESIGN §5): `oneway_<subsystem>_<name>_<unit>`.
-//! Labels are bounded: route, category, status class, error kind; never a token, an address or
-//! a certificate name.
+//! Labels are bounded: route, category, status class, error kind, and `agent`, the token's
+//! configured name (bounded by the config; empty while no token is known); never a token, an
+//! address or a certificate name.
 //!
 //! The Prometheus recorder is process-wide; [`handle`] installs it on first use so several
 //! in-process gateways (tests, quickstart) share one.
@@ -82,11 +83,16 @@ pub const SPOOL_QUARANTINED: &str = "oneway_spool_quarantined_segments_total";
 pub const SPOOL_REFUSED: &str = "oneway_spool_refused_total";
 /// 1 once the spool stopped after a write or sync error (the process then exits).
 pub const SPOOL_FAILED: &str = "oneway_spool_failed";
-/// Batches accepted by `outcome` (`forwarded`, `spooled`).
+/// Batches accepted by `outcome` (`forwarded`, `spooled`) and `agent`.
 pub const ACCEPTED: &str = "oneway_ingest_batches_total";
+/// When each configured agent last had a batch accepted (Unix seconds; the start, or the reload
+/// that added it, until it pushes): an agent that stopped sending is an incident too.
+pub const AGENT_LAST_PUSH: &str = "oneway_agent_last_push_timestamp_seconds";
+/// 1 for each agent (token name) the config holds, 0 for one a reload removed.
+pub const AGENT_CONFIGURED: &str = "oneway_agent_configured";
 
 /// Writes the upstream refused for good, by `status` (400, 401, 403, 404, 406, 413, 415,
-/// 422).
+/// 422) and `agent`.
 pub const UPSTREAM_REFUSED: &str = "oneway_upstream_refused_total";
 /// Non-write API answers by `api` and `outcome` (`relayed`; `too_large`, `content_type`:
 /// not relayed; `retry`: the upstream failed).
@@ -110,6 +116,40 @@ pub const RELOAD_RESTART_PENDING: &str = "oneway_reload_restart_pending";
 pub const RELOAD_LAST_SUCCESS: &str = "oneway_reload_last_success_timestamp_seconds";
 /// 1 per sandbox layer in force (`landlock`, `seccomp`, `no_new_privs`, `self_test`), else 0.
 pub const SANDBOX: &str = "oneway_sandbox_enforced";
+
+/// Exports [`AGENT_CONFIGURED`] for `configured` (1) and for the agents configured before but
+/// no more (0), and starts [`AGENT_LAST_PUSH`] at now for an agent seen for the first time (so
+/// that an agent that never pushes is as silent as one that stopped).
+pub fn configured_agents<'a>(configured: impl IntoIterator<Item = &'a std::sync::Arc<str>>) {
+    static KNOWN: std::sync::Mutex<std::collections::BTreeMap<std::sync::Arc<str>, bool>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let Ok(mut known) = KNOWN.lock() else {
+        return;
+    };
+    for on in known.values_mut() {
+        *on = false;
+    }
+    for agent in configured {
+        if known.insert(std::sync::Arc::clone(agent), true).is_none() {
+            metrics::gauge!(AGENT_LAST_PUSH, "agent" => std::sync::Arc::clone(agent))
+                .set(unix_seconds());
+        }
+    }
+    for (agent, on) in known.iter() {
+        metrics::gauge!(AGENT_CONFIGURED, "agent" => std::sync::Arc::clone(agent)).set(if *on {
+            1.0
+        } else {
+            0.0
+        });
+    }
+}
+
+/// Now, in Unix seconds.
+pub fn unix_seconds() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
 
 /// The process-wide Prometheus handle.
 pub fn handle() -> PrometheusHandle {
@@ -196,7 +236,13 @@ fn prime() {
     ];
     for (name, label, values) in counters {
         for value in *values {
-            metrics::counter!(*name, *label => *value).increment(0);
+            if [AUTH_FAILURES, THROTTLED].contains(name) {
+                // These carry the agent when the token is known: the unknown one is "" (which
+                // Prometheus reads as no label), so that both are one series.
+                metrics::counter!(*name, *label => *value, "agent" => "").increment(0);
+            } else {
+                metrics::counter!(*name, *label => *value).increment(0);
+            }
         }
     }
     for name in [SPOOL_DEAD_LETTERS, SPOOL_QUARANTINED] {
@@ -283,7 +329,16 @@ fn describe() {
     describe_gauge!(SPOOL_FAILED, "1 once the spool stopped after an I/O error");
     describe_counter!(
         ACCEPTED,
-        "Batches accepted, by outcome (forwarded, spooled)"
+        "Batches accepted, by outcome (forwarded, spooled) and agent"
+    );
+    describe_gauge!(
+        AGENT_LAST_PUSH,
+        Unit::Seconds,
+        "When each agent last had a batch accepted (Unix time; the start until it pushes)"
+    );
+    describe_gauge!(
+        AGENT_CONFIGURED,
+        "1 for each agent (token name) configured, 0 for one a reload removed"
     );
     describe_counter!(RELOADS, "Config reloads, by outcome");
     describe_counter!(

@@ -33,6 +33,7 @@ handshake_timeout_ms = 0
 addresses = ["upstream.example:80"]
 
 [[tokens]]
+name = "agent-1"
 token = "tkn_x0000000000000000000000000000000"
 identities = []
 "#,

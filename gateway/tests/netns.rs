@@ -669,7 +669,9 @@ fn no_name_is_resolved_after_start() {
     prepare(
         d,
         "upstream.oneway.test:9528",
-        &format!("[[tokens]]\ntoken = \"{second}\"\nidentities = [\"dns:agent-1\"]\n"),
+        &format!(
+            "[[tokens]]\nname = \"second\"\ntoken = \"{second}\"\nidentities = [\"dns:agent-1\"]\n"
+        ),
     );
     let path = d.join("oneway.toml");
     let config = format!(

@@ -478,7 +478,7 @@ fn reloads_in_the_sandbox_with_a_named_upstream_revoke_and_refuse_restart_only_c
         dir.path(),
         &format!("localhost:{port}"),
         &format!(
-            "[reload]\nwatch_interval_ms = 200\n\n[[tokens]]\ntoken = \"{second}\"\nidentities = [\"dns:agent-1\"]\n"
+            "[reload]\nwatch_interval_ms = 200\n\n[[tokens]]\nname = \"second\"\ntoken = \"{second}\"\nidentities = [\"dns:agent-1\"]\n"
         ),
     );
     let path = dir.path().join("oneway.toml");

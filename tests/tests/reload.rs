@@ -390,7 +390,7 @@ async fn a_broken_setting_still_removes_a_token_and_an_identity_and_adds_nothing
     let end = config[at..].find("\n\n").map_or(config.len(), |e| at + e);
     let added = "tkn_addedbyabrokenfile00000000000000";
     let broken = format!(
-        "sandbox = \"sometimes\"\n{}{}\n[[tokens]]\ntoken = \"{added}\"\nidentities = [\"dns:agent-2\"]\n",
+        "sandbox = \"sometimes\"\n{}{}\n[[tokens]]\nname = \"added\"\ntoken = \"{added}\"\nidentities = [\"dns:agent-2\"]\n",
         &config[..at],
         &config[end..]
     )

@@ -255,7 +255,7 @@ async fn a_routing_policy_that_cannot_be_read_refuses_the_config() {
             format!(
                 "[listener]\naddress = \"127.0.0.1:0\"\nserver_cert = \"s.pem\"\nserver_key = \
                  \"s.key\"\nclient_ca = \"ca.pem\"\n[upstream]\naddresses = \
-                 [\"127.0.0.1:9528\"]\n[[tokens]]\ntoken = \"{TOKEN_1}\"\nidentities = \
+                 [\"127.0.0.1:9528\"]\n[[tokens]]\nname = \"agent-1\"\ntoken = \"{TOKEN_1}\"\nidentities = \
                  [\"dns:agent-1\"]\n{bad}\n"
             ),
         )

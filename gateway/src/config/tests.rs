@@ -14,6 +14,7 @@ client_ca = "ca.pem"
 addresses = ["127.0.0.1:9528"]
 
 [[tokens]]
+name = "agent-1.example"
 token = "tkn_0123456789abcdef0123456789abcdef"
 identities = ["dns:agent-1.example"]
 "#;
@@ -101,6 +102,7 @@ fn every_problem_is_reported_with_its_path() {
         .replace("[listener]\n", "[listener]\nipv6_prefix_len = 129\n")
         + r#"
 [[tokens]]
+name = "agent-2"
 token_sha256 = "zz"
 identities = []
 upstream_token = "bad token"
@@ -354,7 +356,7 @@ fn upstream_tls_needs_ca_and_name_together() {
 #[test]
 fn rate_limits_default_per_token_override_and_replica_share() {
     let text = format!(
-        "{MINIMAL}\nrate = {{ requests_per_second = 10, over_limit_status = 429 }}\n\n[[tokens]]\ntoken = \"tkn_b0000000000000000000000000000000\"\nidentities = [\"dns:b\"]\n\n[rate_limits]\nreplicas = 2\n[rate_limits.default]\npoints_per_second = 1000\npoints_burst = 4000\n"
+        "{MINIMAL}\nrate = {{ requests_per_second = 10, over_limit_status = 429 }}\n\n[[tokens]]\nname = \"b\"\ntoken = \"tkn_b0000000000000000000000000000000\"\nidentities = [\"dns:b\"]\n\n[rate_limits]\nreplicas = 2\n[rate_limits.default]\npoints_per_second = 1000\npoints_burst = 4000\n"
     );
     let c = load(&text).unwrap();
     let a = &c.tokens[0];
@@ -383,7 +385,7 @@ fn unknown_keys_are_refused() {
 #[test]
 fn duplicate_tokens_refused() {
     let text = format!(
-        "{MINIMAL}\n[[tokens]]\ntoken = \"tkn_0123456789abcdef0123456789abcdef\"\nidentities = [\"dns:b\"]\n"
+        "{MINIMAL}\n[[tokens]]\nname = \"b\"\ntoken = \"tkn_0123456789abcdef0123456789abcdef\"\nidentities = [\"dns:b\"]\n"
     );
     assert!(matches!(load(&text), Err(ConfigError::Invalid(_))));
 }
@@ -402,4 +404,42 @@ fn identity_parse_forms() {
     assert_eq!(Identity::parse(&pin), Ok(Identity::SpkiSha256([0xab; 32])));
     assert!(Identity::parse("spki-sha256:ab").is_err());
     assert!(Identity::parse("cn:agent").is_err());
+}
+
+#[test]
+fn every_token_has_a_unique_name_that_is_a_label_and_never_a_secret() {
+    let c = load(MINIMAL).unwrap();
+    assert_eq!(&*c.tokens[0].name, "agent-1.example");
+    let second = |name: &str| {
+        format!(
+            "{MINIMAL}\n[[tokens]]\n{name}\ntoken = \"tkn_b0000000000000000000000000000000\"\nidentities = [\"dns:b\"]\n"
+        )
+    };
+    let problem = |text: String| match load(&text) {
+        Err(ConfigError::Invalid(p)) => p
+            .into_iter()
+            .find(|p| p.path == "tokens[1].name")
+            .map(|p| p.message),
+        other => panic!("must be invalid: {other:?}"),
+    };
+    assert!(load(&second("name = \"b\"")).is_ok());
+    for (name, why) in [
+        ("", "needs a name"),
+        ("name = \"agent-1.example\"", "names another token too"),
+        ("name = \"\"", "1-64 letters"),
+        ("name = \"agent one\"", "1-64 letters"),
+        ("name = \"a\\\"b\"", "1-64 letters"),
+        (&format!("name = \"{}\"", "a".repeat(65)), "1-64 letters"),
+        (
+            "name = \"tkn_b0000000000000000000000000000000\"",
+            "must not be (or look like) a token",
+        ),
+        (
+            "name = \"tkn_c0000000000000000000000000000000\"",
+            "must not be (or look like) a token",
+        ),
+    ] {
+        let message = problem(second(name)).unwrap_or_else(|| panic!("{name:?} is refused"));
+        assert!(message.contains(why), "{name:?}: {message}");
+    }
 }

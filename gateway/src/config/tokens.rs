@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -21,6 +22,7 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawToken {
+    name: Option<String>,
     token: Option<String>,
     token_sha256: Option<String>,
     identities: Vec<String>,
@@ -116,6 +118,8 @@ impl Identity {
 /// One agent token.
 #[derive(Debug, Clone)]
 pub struct TokenConfig {
+    /// The agent's name (`agent` in metrics and audit events; never the secret).
+    pub name: Arc<str>,
     /// How the token is matched.
     pub secret: TokenSecret,
     /// Certificate identities the token is bound to (at least one).
@@ -142,6 +146,7 @@ impl TokenConfig {
     /// A token with every policy at its default, bound to nothing.
     pub(crate) fn for_tests() -> TokenConfig {
         TokenConfig {
+            name: Arc::from("test"),
             secret: TokenSecret::Sha256([0; 32]),
             identities: Vec::new(),
             upstream_token: None,
@@ -153,6 +158,13 @@ impl TokenConfig {
             storage_indexes: BTreeSet::new(),
         }
     }
+}
+
+/// A token name: what a Prometheus label value and an audit field can hold unescaped.
+fn name_is_well_formed(n: &str) -> bool {
+    (1..=64).contains(&n.len())
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 pub(super) fn token_is_well_formed(t: &str) -> bool {
@@ -242,6 +254,7 @@ pub(super) fn check(
     let default_rate = rate_limits.default_rate(p, replicas);
     let mut tokens = Vec::new();
     let mut seen = BTreeSet::new();
+    let mut names = BTreeSet::new();
     let mut warnings = Vec::new();
     for (i, t) in raw.iter().enumerate() {
         let path = format!("tokens[{i}]");
@@ -251,12 +264,41 @@ pub(super) fn check(
         {
             p.add(path.clone(), "the same token is configured twice");
         }
-        tokens.extend(t.policy(p, &path, replicas, default_rate, secret));
+        let name = t.name(p, &path, &mut names);
+        tokens.extend(t.policy(p, &path, replicas, default_rate, (name, secret)));
     }
     (tokens, warnings)
 }
 
 impl RawToken {
+    /// `name`: required, unique, a bounded label, and never a secret.
+    fn name(&self, p: &mut Problems, path: &str, names: &mut BTreeSet<String>) -> Option<Arc<str>> {
+        let at = format!("{path}.name");
+        let Some(name) = &self.name else {
+            p.add(
+                at,
+                "every token needs a name: the agent's label in metrics and the audit trail",
+            );
+            return None;
+        };
+        if !name_is_well_formed(name) {
+            p.add(at, "a name is 1-64 letters, digits, '_', '-' or '.'");
+            return None;
+        }
+        if self.token.as_deref() == Some(name.as_str()) || datakit_accepts_token(name).is_ok() {
+            p.add(
+                at,
+                "a name is shown in metrics and logs: it must not be (or look like) a token",
+            );
+            return None;
+        }
+        if !names.insert(name.clone()) {
+            p.add(at, format!("{name:?} names another token too"));
+            return None;
+        }
+        Some(Arc::from(name.as_str()))
+    }
+
     /// `token` or `token_sha256` (exactly one).
     fn secret(
         &self,
@@ -300,15 +342,15 @@ impl RawToken {
         }
     }
 
-    /// The token's policy, checked whether or not its secret is readable; the token itself
-    /// only with one.
+    /// The token's policy, checked whether or not its name and secret are good; the token
+    /// itself only with both.
     fn policy(
         &self,
         p: &mut Problems,
         path: &str,
         replicas: u32,
         default_rate: (TokenLimits, http::StatusCode),
-        secret: Option<TokenSecret>,
+        (name, secret): (Option<Arc<str>>, Option<TokenSecret>),
     ) -> Option<TokenConfig> {
         let t = self;
         if t.identities.is_empty() {
@@ -358,6 +400,7 @@ impl RawToken {
             None => default_rate,
         };
         Some(TokenConfig {
+            name: name?,
             secret: secret?,
             identities,
             upstream_token: t.upstream_token.clone(),

@@ -24,6 +24,7 @@ use crate::conn::Conn;
 use crate::framing::Framing;
 use crate::ingest::write;
 use crate::passthrough::passthrough;
+use crate::request::Matched;
 use crate::response::{RequestError, error_response};
 use crate::state::State;
 use crate::telemetry;
@@ -61,47 +62,63 @@ pub(crate) async fn handle(
     // Framing hyper tolerates but a proxy must not (request smuggling): a body length given
     // twice over (seen in the raw head by `edge::Tracked`). Refused before anything else,
     // and the connection is closed.
-    // The identity the token matched, once it has; before that, the certificate's name.
+    // The token's name and the identity it matched, as far as authorization got.
     let mut matched = None;
     let (route_label, category_label, result) = if framing != Framing::Clean {
         ("unknown", "none", Err(RequestError::BadFraming(framing)))
     } else {
         process(state, conn, req, &mut matched).await
     };
-    let who = matched.unwrap_or_else(|| conn.peer.name());
+    // The identity the token matched, once it has; before that, the certificate's name. The
+    // agent: the token's name once the token is known, else none (an empty label).
+    let (who, agent) = match matched {
+        Some(Matched {
+            agent,
+            identity: Some(identity),
+        }) => (identity, Some(agent)),
+        Some(Matched { agent, .. }) => (conn.peer.name(), Some(agent)),
+        None => (conn.peer.name(), None),
+    };
+    let agent_label = || -> metrics::SharedString {
+        agent
+            .as_ref()
+            .map_or(metrics::SharedString::const_str(""), |a| {
+                metrics::SharedString::from(Arc::clone(a))
+            })
+    };
     metrics::gauge!(telemetry::IN_FLIGHT).decrement(1.0);
     let response = match result {
         Ok(r) => r,
         Err(e) => {
             match &e {
                 RequestError::Auth(a) => {
-                    metrics::counter!(telemetry::AUTH_FAILURES, "kind" => a.kind()).increment(1);
+                    metrics::counter!(telemetry::AUTH_FAILURES, "kind" => a.kind(), "agent" => agent_label())
+                        .increment(1);
                     let event = if matches!(a, AuthError::ApiNotAllowed) {
                         "api_refused"
                     } else {
                         "auth_failure"
                     };
-                    state.audit.count(
-                        event,
-                        &[
-                            ("kind", a.kind()),
-                            ("identity", &who),
-                            ("route", route_label),
-                        ],
-                    );
+                    let mut fields = vec![
+                        ("kind", a.kind()),
+                        ("identity", who.as_str()),
+                        ("route", route_label),
+                    ];
+                    fields.extend(agent.as_deref().map(|a| ("agent", a)));
+                    state.audit.count(event, &fields);
                 }
                 RequestError::Throttled { kind, .. } => {
-                    state.audit.count(
-                        "rate_limited",
-                        &[("kind", kind.as_str()), ("identity", &who)],
-                    );
+                    let mut fields = vec![("kind", kind.as_str()), ("identity", who.as_str())];
+                    fields.extend(agent.as_deref().map(|a| ("agent", a)));
+                    state.audit.count("rate_limited", &fields);
                 }
                 RequestError::Invalid(r) => {
-                    metrics::counter!(telemetry::VALIDATION_FAILURES, "rule" => r.rule.as_str())
+                    metrics::counter!(telemetry::VALIDATION_FAILURES, "rule" => r.rule.as_str(), "agent" => agent_label())
                         .increment(1);
                 }
                 RequestError::Decode(d) => {
-                    metrics::counter!(telemetry::DECODE_FAILURES, "kind" => d.kind()).increment(1);
+                    metrics::counter!(telemetry::DECODE_FAILURES, "kind" => d.kind(), "agent" => agent_label())
+                        .increment(1);
                 }
                 _ => {}
             }
@@ -127,7 +144,7 @@ pub(crate) async fn handle(
         500..=599 => "5xx",
         _ => "other",
     };
-    metrics::counter!(telemetry::REQUESTS, "route" => route_label, "category" => category_label, "status" => class)
+    metrics::counter!(telemetry::REQUESTS, "route" => route_label, "category" => category_label, "status" => class, "agent" => agent_label())
         .increment(1);
     response
 }
@@ -136,7 +153,7 @@ async fn process(
     state: &Arc<State>,
     conn: &Conn,
     req: Request<Incoming>,
-    matched: &mut Option<String>,
+    matched: &mut Option<Matched>,
 ) -> (
     &'static str,
     &'static str,

@@ -156,6 +156,7 @@ output = "audit.jsonl"   # security events as JSON lines (the quickstart prints 
 addresses = ["{upstream}"]
 
 [[tokens]]
+name = "agent-1"
 token = "{AGENT_TOKEN}"
 identities = ["dns:agent-1"]
 upstream_token = "{WORKSPACE_TOKEN}"
