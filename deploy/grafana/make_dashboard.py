@@ -98,6 +98,16 @@ ROWS = [
           (f"sum(increase(oneway_spool_dead_letters_total{SEL}[1h]))", "dead letters / h"),
           (f"sum(increase(oneway_spool_quarantined_segments_total{SEL}[1h]))", "quarantined / h")]),
     ]),
+    ("Process", [
+        ("CPU used (cores)", "timeseries", "short",
+         [(f"rate(process_cpu_seconds_total{SEL}[5m])", "{{instance}}")]),
+        ("Resident memory", "timeseries", "bytes",
+         [(f"process_resident_memory_bytes{SEL}", "{{instance}}")]),
+        ("Open file descriptors, of the limit", "timeseries", "percentunit",
+         [(f"process_open_fds{SEL} / process_max_fds{SEL}", "{{instance}}")]),
+        ("Build", "stat", "short",
+         [(f"max by (version, commit, sandbox) (oneway_build_info{SEL})", "{{version}} {{commit}} sandbox={{sandbox}}")]),
+    ]),
     ("Security posture", [
         ("Certificate expiry", "stat", "d",
          [(f"min by (cert) (oneway_tls_certificate_expiry_seconds{SEL}) / 86400", "{{cert}}")]),
@@ -170,6 +180,7 @@ GUANCE_UNITS = {
     "reqps": ["custom", "req/s"],
     "short": [],
     "Bps": ["custom", "B/s"],
+    "bytes": ["digital", "B"],
     "s": ["time", "s"],
     "d": ["time", "d"],
     "percentunit": ["custom", "ratio"],
@@ -179,7 +190,7 @@ GUANCE_TYPES = {"timeseries": "sequence", "stat": "singlestat", "gauge": "single
 
 def guance_promql(expr):
     """A Prometheus query as Guance runs it over DataKit-scraped metrics."""
-    expr = re.sub(r"\boneway_([a-z0-9_]+)", r"oneway:\1", expr)
+    expr = re.sub(r"\b(oneway|process)_([a-z0-9_]+)", r"\1:\2", expr)
     return expr.replace("$instance", "#{instance}")
 
 

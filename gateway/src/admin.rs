@@ -44,7 +44,7 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<State>, ready: Arc<A
         tokio::spawn(async move {
             let service = service_fn(move |req: Request<Incoming>| {
                 let (status, body) = match req.uri().path() {
-                    "/metrics" => (StatusCode::OK, handle.render()),
+                    "/metrics" => (StatusCode::OK, telemetry::render(&handle)),
                     "/live" => (StatusCode::OK, "live\n".to_string()),
                     "/ready"
                         if ready.load(Ordering::Relaxed)

@@ -259,10 +259,12 @@ impl Gateway {
             (Err(e), _) | (_, Err(e)) => return Exit::ListenerFailed(e.to_string()),
         };
         let start = state.live().config.clone();
+        telemetry::build_info(start.sandbox.as_str());
         state.audit.emit(
             "start",
             serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
+                "commit": telemetry::COMMIT,
                 "config_sha256": start.sha256,
                 "listener": start.listener.address.to_string(),
                 "sandbox": sandbox,

@@ -187,7 +187,7 @@ struct Target {
 enum Transport {
     /// Pooled connections to the configured addresses.
     Pool {
-        client: Box<Client<HttpsConnector<HttpConnector>, Full<Bytes>>>,
+        client: Box<Client<Counting<HttpsConnector<HttpConnector>>, Full<Bytes>>>,
         scheme: &'static str,
     },
     /// One HTTP/2 connection over a Unix stream to the forwarder of a split gateway (which
@@ -283,7 +283,10 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .pool_max_idle_per_host(config.max_idle_connections)
-            .build(connector);
+            .build(Counting {
+                inner: connector,
+                tls: if scheme == "https" { "true" } else { "false" },
+            });
         Ok(Arc::new(Upstream {
             transport: Transport::Pool {
                 client: Box::new(client),
@@ -345,6 +348,7 @@ impl Upstream {
                 parts.uri = format!("{scheme}://{}{path}", target.address)
                     .parse()
                     .map_err(bad_request)?;
+                telemetry::upstream_request_pooled();
                 client
                     .request(Request::from_parts(parts, body))
                     .await
@@ -463,6 +467,119 @@ impl Upstream {
     }
 }
 
+/// The upstream connector, counting what the pool does: connections opened, open now, connect
+/// errors, and the time to connect (with the TLS handshake when the upstream uses TLS).
+#[derive(Clone)]
+struct Counting<C> {
+    inner: C,
+    /// The `tls` label: `true` or `false`.
+    tls: &'static str,
+}
+
+impl<C> tower_service::Service<http::Uri> for Counting<C>
+where
+    C: tower_service::Service<http::Uri> + Send + 'static,
+    C::Future: Send + 'static,
+{
+    type Response = CountedConnection<C::Response>;
+    type Error = C::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let started = Instant::now();
+        let connecting = self.inner.call(uri);
+        let tls = self.tls;
+        Box::pin(async move {
+            match connecting.await {
+                Ok(io) => {
+                    metrics::histogram!(telemetry::UPSTREAM_CONNECT_DURATION, "tls" => tls)
+                        .record(started.elapsed().as_secs_f64());
+                    metrics::counter!(telemetry::UPSTREAM_CONNECTIONS_OPENED).increment(1);
+                    telemetry::upstream_connection_opened();
+                    metrics::gauge!(telemetry::UPSTREAM_CONNECTIONS_OPEN).increment(1.0);
+                    Ok(CountedConnection(io))
+                }
+                Err(e) => {
+                    metrics::counter!(telemetry::UPSTREAM_CONNECT_ERRORS).increment(1);
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+/// A pooled upstream connection, counted open until dropped.
+struct CountedConnection<T>(T);
+
+impl<T> Drop for CountedConnection<T> {
+    fn drop(&mut self) {
+        metrics::gauge!(telemetry::UPSTREAM_CONNECTIONS_OPEN).decrement(1.0);
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for CountedConnection<T> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for CountedConnection<T> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.0.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl<T: hyper_util::client::legacy::connect::Connection>
+    hyper_util::client::legacy::connect::Connection for CountedConnection<T>
+{
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.0.connected()
+    }
+}
+
 /// Reads an answer, at most `cap` bytes of its body (the rest is not read: the connection
 /// is then not reused).
 async fn read_answer(
@@ -522,6 +639,7 @@ mod tests {
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
+        let handle = crate::telemetry::handle();
         let upstream = Upstream::new(&config(closed)).expect("a client");
         let mut request = Request::new(Full::new(Bytes::from_static(b"x")));
         *request.uri_mut() = http::Uri::from_static("/v1/write/metric");
@@ -533,6 +651,12 @@ mod tests {
         let cause = std::error::Error::source(&e).expect("the connect error is kept");
         assert!(!cause.to_string().is_empty());
         assert!(!upstream.healthy(), "the address is skipped for a while");
+        let errors: f64 = crate::telemetry::render(&handle)
+            .lines()
+            .find_map(|l| l.strip_prefix("oneway_upstream_connect_errors_total "))
+            .and_then(|v| v.parse().ok())
+            .expect("the connect errors are counted");
+        assert!(errors >= 1.0, "{errors}");
     }
 
     #[test]

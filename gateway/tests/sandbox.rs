@@ -114,6 +114,22 @@ fn row23_24_the_sandboxed_gateway_refuses_escapes_and_still_serves_and_reloads()
         let line = format!("oneway_sandbox_enforced{{layer=\"{layer}\"}} 1");
         assert!(m.contains(&line), "{line} missing");
     }
+    // The process metrics are read inside the sandbox too (through files opened before it).
+    for name in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            m.lines().any(|l| l.starts_with(&format!("{name} "))),
+            "{name} missing in the sandbox"
+        );
+    }
+    assert!(
+        m.contains("oneway_build_info{"),
+        "oneway_build_info missing"
+    );
 
     // Pushes flow to the upstream from inside the sandbox.
     assert_eq!(curl_push(dir.path(), public, "cpu,host=a v=1i 1"), "200");

@@ -446,14 +446,14 @@ identity_header = "X-Oneway-Agent"
 {forward_extra}
 
 [[tokens]]
-name = "agent-1"
+name = "alpha"
 token = "{TOKEN_1}"
 identities = ["dns:agent-1", "dns:revoked", "dns:expired"]
 upstream_token = "{WORKSPACE_TOKEN}"
 {token_extra}
 
 [[tokens]]
-name = "agent-2"
+name = "bravo"
 token_sha256 = "{hash2}"
 identities = ["dns:agent-2"]
 

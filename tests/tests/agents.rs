@@ -1,5 +1,5 @@
-//! Operators see every agent: the per-agent series (`agent`, the token's configured name) of
-//! two agents pushing at once, read from a real `/metrics` scrape, and no token's secret in
+//! Operators see every agent: the per-agent series (`agent`, the token's configured name:
+//! `alpha` for agent-1's token, `bravo` for agent-2's) of two agents pushing at once, read from a real `/metrics` scrape, and no token's secret in
 //! any metric or audit line. Its own test binary: the metrics registry is process-wide.
 
 use std::time::Duration;
@@ -61,8 +61,8 @@ async fn two_named_agents_are_told_apart_in_a_scrape_and_no_secret_is_shown() {
     assert_eq!(r.status, 401, "{}", r.body);
     up.wait_delivered(3, Duration::from_secs(10)).await;
 
-    let a1 = "agent=\"agent-1\"";
-    let a2 = "agent=\"agent-2\"";
+    let a1 = "agent=\"alpha\"";
+    let a2 = "agent=\"bravo\"";
     assert_eq!(gw.metric("oneway_ingest_points_total", &[a1]).await, 6.0);
     assert_eq!(gw.metric("oneway_ingest_points_total", &[a2]).await, 5.0);
     assert_eq!(
@@ -120,12 +120,36 @@ async fn two_named_agents_are_told_apart_in_a_scrape_and_no_secret_is_shown() {
         );
     }
 
+    // The three forwarded batches went over the upstream pool: each either opened a
+    // connection (timed, plain TCP here) or reused one.
+    let opened = gw
+        .metric("oneway_upstream_connections_opened_total", &[])
+        .await;
+    let reused = gw
+        .metric("oneway_upstream_connections_reused_total", &[])
+        .await;
+    assert!(opened >= 1.0, "{opened} opened");
+    assert_eq!(opened + reused, 3.0, "{opened} opened, {reused} reused");
+    assert!(gw.metric("oneway_upstream_connections_open", &[]).await >= 1.0);
+    assert_eq!(
+        gw.metric(
+            "oneway_upstream_connect_duration_seconds_count",
+            &["tls=\"false\""]
+        )
+        .await,
+        opened
+    );
+    assert_eq!(
+        gw.metric("oneway_upstream_connect_errors_total", &[]).await,
+        0.0
+    );
+
     // No secret anywhere an operator looks: the scrape and the audit trail.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let (_, scrape) = gw.admin("/metrics").await.expect("scrape");
     let audit = std::fs::read_to_string(gw.pki.path("audit.jsonl")).expect("audit trail");
-    assert!(audit.contains("\"agent\":\"agent-1\""), "{audit}");
-    assert!(audit.contains("\"agent\":\"agent-2\""), "{audit}");
+    assert!(audit.contains("\"agent\":\"alpha\""), "{audit}");
+    assert!(audit.contains("\"agent\":\"bravo\""), "{audit}");
     for secret in [
         TOKEN_1,
         TOKEN_2,

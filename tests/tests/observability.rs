@@ -15,12 +15,16 @@ const RULES: &str = include_str!("../../deploy/prometheus/oneway-rules.yaml");
 
 /// Metric names in a query or a file (`oneway_…`, without the summary's suffixes).
 fn metric_names(text: &str) -> BTreeSet<String> {
-    names_after(text, "oneway_", "oneway_")
+    let mut names = names_after(text, "oneway_", "oneway_");
+    names.extend(names_after(text, "process_", "process_"));
+    names
 }
 
 /// Metric names in Guance PromQL (`oneway:<field>`), as the gateway exports them.
 fn guance_metric_names(text: &str) -> BTreeSet<String> {
-    names_after(text, "oneway:", "oneway_")
+    let mut names = names_after(text, "oneway:", "oneway_");
+    names.extend(names_after(text, "process:", "process_"));
+    names
 }
 
 /// Every `prefix<name>` in `text`, as `as_prefix<name>`.
@@ -269,4 +273,62 @@ fn the_guance_dashboard_is_well_formed_and_matches_the_grafana_one() {
         .collect();
     assert_eq!(names, panels);
     assert_eq!(guance_metric_names(GUANCE), metric_names(DASHBOARD));
+}
+
+/// The process metrics every exporter has, with values that are the process's own, and the
+/// build information.
+#[tokio::test]
+async fn process_metrics_and_build_info_are_in_a_scrape() {
+    let text = scrape_after_traffic().await;
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && !l.starts_with('#'))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} is not in the scrape"))
+    };
+    assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
+    assert!(value("process_cpu_seconds_total") > 0.0);
+    let rss = value("process_resident_memory_bytes");
+    let status = std::fs::read_to_string("/proc/self/status").expect("status");
+    let vm_rss_kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS");
+    // The same process (the gateway runs in this test): within what a scrape can move it.
+    assert!(
+        (rss - vm_rss_kib * 1024.0).abs() < 64.0 * 1024.0 * 1024.0,
+        "{rss} against VmRSS {vm_rss_kib} KiB"
+    );
+    assert!(value("process_virtual_memory_bytes") >= rss);
+    let fds = value("process_open_fds");
+    let open_now = std::fs::read_dir("/proc/self/fd").expect("fds").count() as f64;
+    assert!(
+        fds > 3.0 && (fds - open_now).abs() < 64.0,
+        "{fds} against {open_now}"
+    );
+    assert!(value("process_max_fds") >= fds);
+    let started = value("process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    assert!(
+        started <= now && now - started < 3600.0,
+        "started {started}, now {now}"
+    );
+    assert!(value("process_threads") >= 1.0);
+    let info = text
+        .lines()
+        .find(|l| l.starts_with("oneway_build_info{"))
+        .expect("oneway_build_info");
+    assert!(
+        info.contains(&format!("version=\"{}\"", env!("CARGO_PKG_VERSION"))),
+        "{info}"
+    );
+    assert!(
+        info.contains("commit=\"") && info.contains("sandbox=\"required\""),
+        "{info}"
+    );
+    assert!(info.ends_with(" 1"), "{info}");
 }

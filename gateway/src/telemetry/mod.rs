@@ -8,6 +8,8 @@
 
 use std::sync::OnceLock;
 
+mod process;
+
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 /// Requests by `route` (`write`, `api`, `unknown`), `category` and `status` class (`2xx`…).
@@ -114,6 +116,18 @@ pub const RELOAD_RESTART_NEEDED: &str = "oneway_reload_restart_needed_total";
 pub const RELOAD_RESTART_PENDING: &str = "oneway_reload_restart_pending";
 /// Unix time of the last successful reload.
 pub const RELOAD_LAST_SUCCESS: &str = "oneway_reload_last_success_timestamp_seconds";
+/// Upstream connections the pool opened.
+pub const UPSTREAM_CONNECTIONS_OPENED: &str = "oneway_upstream_connections_opened_total";
+/// Upstream connections open now.
+pub const UPSTREAM_CONNECTIONS_OPEN: &str = "oneway_upstream_connections_open";
+/// Upstream requests sent over a connection the pool already had.
+pub const UPSTREAM_CONNECTIONS_REUSED: &str = "oneway_upstream_connections_reused_total";
+/// Upstream connections that could not be made (refused, unreachable, TLS failed, timed out).
+pub const UPSTREAM_CONNECT_ERRORS: &str = "oneway_upstream_connect_errors_total";
+/// Time to open an upstream connection, TLS handshake included when `tls` is `true`.
+pub const UPSTREAM_CONNECT_DURATION: &str = "oneway_upstream_connect_duration_seconds";
+/// 1, labelled with the `version`, the `commit` and the `sandbox` mode the config asks for.
+pub const BUILD_INFO: &str = "oneway_build_info";
 /// 1 per sandbox layer in force (`landlock`, `seccomp`, `no_new_privs`, `self_test`), else 0.
 pub const SANDBOX: &str = "oneway_sandbox_enforced";
 
@@ -151,6 +165,53 @@ pub fn unix_seconds() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// What `/metrics` answers: every metric of the recorder, then the process metrics.
+pub fn render(handle: &PrometheusHandle) -> String {
+    export_reused();
+    let mut text = handle.render();
+    text.push_str(&process::render());
+    text
+}
+
+/// The commit this binary was built from (`unknown` outside a git checkout).
+pub const COMMIT: &str = env!("ONEWAY_COMMIT");
+
+/// Exports [`BUILD_INFO`]: 1, with the version, the commit and the sandbox mode.
+pub fn build_info(sandbox: &str) {
+    metrics::gauge!(
+        BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => COMMIT,
+        "sandbox" => sandbox.to_string()
+    )
+    .set(1.0);
+}
+
+static POOLED_REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static POOLED_OPENED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A request handed to the upstream pool.
+pub(crate) fn upstream_request_pooled() {
+    POOLED_REQUESTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A connection the upstream pool opened.
+pub(crate) fn upstream_connection_opened() {
+    POOLED_OPENED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Sets [`UPSTREAM_CONNECTIONS_REUSED`]: requests the pool sent over a connection it already
+/// had (every connection opened carries its first request), never decreasing.
+fn export_reused() {
+    use std::sync::atomic::Ordering::Relaxed;
+    static REUSED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = POOLED_REQUESTS
+        .load(Relaxed)
+        .saturating_sub(POOLED_OPENED.load(Relaxed));
+    let reused = REUSED.fetch_max(now, Relaxed).max(now);
+    metrics::counter!(UPSTREAM_CONNECTIONS_REUSED).absolute(reused);
+}
+
 /// The process-wide Prometheus handle.
 pub fn handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -162,6 +223,7 @@ pub fn handle() -> PrometheusHandle {
             let _ = metrics::set_global_recorder(recorder);
             describe();
             prime();
+            process::open();
             handle
         })
         .clone()
@@ -245,7 +307,12 @@ fn prime() {
             }
         }
     }
-    for name in [SPOOL_DEAD_LETTERS, SPOOL_QUARANTINED] {
+    for name in [
+        SPOOL_DEAD_LETTERS,
+        SPOOL_QUARANTINED,
+        UPSTREAM_CONNECTIONS_OPENED,
+        UPSTREAM_CONNECT_ERRORS,
+    ] {
         metrics::counter!(name).increment(0);
     }
     metrics::gauge!(RELOAD_FAIL_CLOSED).set(0.0);
@@ -335,6 +402,28 @@ fn describe() {
         AGENT_LAST_PUSH,
         Unit::Seconds,
         "When each agent last had a batch accepted (Unix time; the start until it pushes)"
+    );
+    describe_counter!(
+        UPSTREAM_CONNECTIONS_OPENED,
+        "Upstream connections the pool opened"
+    );
+    describe_gauge!(UPSTREAM_CONNECTIONS_OPEN, "Upstream connections open now");
+    describe_counter!(
+        UPSTREAM_CONNECTIONS_REUSED,
+        "Upstream requests sent over a connection the pool already had"
+    );
+    describe_counter!(
+        UPSTREAM_CONNECT_ERRORS,
+        "Upstream connections that could not be made"
+    );
+    describe_histogram!(
+        UPSTREAM_CONNECT_DURATION,
+        Unit::Seconds,
+        "Time to open an upstream connection (with the TLS handshake when tls=true)"
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "1, with the version, the commit and the sandbox mode"
     );
     describe_gauge!(
         AGENT_CONFIGURED,
