@@ -9,6 +9,15 @@
 //!
 //! Events: `start`, `stop`, `reload`, `auth_failure`, `api_refused`, `rate_limited`,
 //! `spool_dead_letter`.
+//!
+//! **Tamper-evident**: every line written carries `seq` (one more than the line before) and,
+//! last, `chain`: the hex SHA-256 of the previous line's chain (32 zero bytes before the
+//! first line) followed by the line's own text up to `,"chain"` (closed with `}`). A process
+//! appending to an audit file continues the chain of the file's last line; the `start` and
+//! `stop` lines' chains are the chain heads (pushed to the audit workspace with the rest when
+//! one is configured). `oneway audit verify` ([`crate::tools::audit`]) finds the first line
+//! edited, deleted, inserted, reordered or cut, across rotated files (rotate with
+//! copytruncate, so that the chain goes on in the same file).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -20,9 +29,65 @@ pub use crate::config::{AuditConfig, AuditOutput};
 
 type Key = (String, Vec<(String, String)>);
 
+/// Where lines go, and the chain they extend.
+struct Sink {
+    out: Box<dyn Write + Send>,
+    /// The last line's `seq` (0 before the first).
+    seq: u64,
+    /// The last line's `chain` (zeros before the first).
+    head: [u8; 32],
+}
+
+/// `line` (a JSON object's text) with `seq` already in it, chained to `head`: the line to
+/// write, and the new head.
+pub fn chained(head: &[u8; 32], line: &str) -> (String, [u8; 32]) {
+    use sha2::{Digest, Sha256};
+    let next: [u8; 32] = Sha256::new()
+        .chain_update(head)
+        .chain_update(line.as_bytes())
+        .finalize()
+        .into();
+    let open = line.strip_suffix('}').unwrap_or(line);
+    (
+        format!("{open},\"chain\":\"{}\"}}", hex::encode(next)),
+        next,
+    )
+}
+
+/// A written line split into the text its chain covers and the chain: `None` when it has no
+/// chain at its end.
+pub fn unchain(line: &str) -> Option<(String, [u8; 32])> {
+    let at = line.rfind(",\"chain\":\"")?;
+    let hex_part = line[at..]
+        .strip_prefix(",\"chain\":\"")?
+        .strip_suffix("\"}")?;
+    let mut chain = [0u8; 32];
+    hex::decode_to_slice(hex_part, &mut chain).ok()?;
+    Some((format!("{}}}", &line[..at]), chain))
+}
+
+/// The `seq` and `chain` of the last complete line of the audit file at `path`, if it has one.
+fn tail(path: &std::path::Path) -> Option<(u64, [u8; 32])> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    let from = len.saturating_sub(64 << 10);
+    f.seek(SeekFrom::Start(from)).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let last = text.strip_suffix('\n')?.rsplit('\n').next()?;
+    let (covered, chain) = unchain(last)?;
+    let seq = serde_json::from_str::<Value>(&covered)
+        .ok()?
+        .get("seq")?
+        .as_u64()?;
+    Some((seq, chain))
+}
+
 /// The audit sink.
 pub struct Audit {
-    sink: Option<Mutex<Box<dyn Write + Send>>>,
+    sink: Option<Mutex<Sink>>,
     pending: Mutex<BTreeMap<Key, u64>>,
     /// Lines waiting to be pushed to the audit workspace (bounded).
     outbox: Option<Mutex<Vec<String>>>,
@@ -53,15 +118,28 @@ fn now() -> String {
 impl Audit {
     /// Opens the sink.
     pub fn open(config: &AuditConfig) -> std::io::Result<Audit> {
-        let sink: Option<Box<dyn Write + Send>> = match &config.output {
+        let sink = match &config.output {
             AuditOutput::Off => None,
-            AuditOutput::Stdout => Some(Box::new(std::io::stdout())),
-            AuditOutput::File(path) => Some(Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            )),
+            AuditOutput::Stdout => Some(Sink {
+                out: Box::new(std::io::stdout()),
+                seq: 0,
+                head: [0; 32],
+            }),
+            AuditOutput::File(path) => {
+                // Continue the chain of the file's last line (a new or unreadable tail starts
+                // a new chain, which `oneway audit verify` shows).
+                let (seq, head) = tail(path).unwrap_or((0, [0; 32]));
+                Some(Sink {
+                    out: Box::new(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(path)?,
+                    ),
+                    seq,
+                    head,
+                })
+            }
         };
         Ok(Audit {
             sink: sink.map(Mutex::new),
@@ -92,11 +170,21 @@ impl Audit {
         if let Value::Object(map) = fields {
             line.extend(map);
         }
-        let text = Value::Object(line).to_string();
-        if let Some(Ok(mut w)) = self.sink.as_ref().map(Mutex::lock) {
-            let _ = writeln!(w, "{text}");
-            let _ = w.flush();
-        }
+        // The sink's lock is held until the line is in the outbox too, so that both see the
+        // lines in `seq` order.
+        let mut sink = self.sink.as_ref().and_then(|s| s.lock().ok());
+        let text = match sink.as_mut() {
+            Some(sink) => {
+                sink.seq += 1;
+                line.insert("seq".into(), json!(sink.seq));
+                let (text, head) = chained(&sink.head, &Value::Object(line).to_string());
+                sink.head = head;
+                let _ = writeln!(sink.out, "{text}");
+                let _ = sink.out.flush();
+                text
+            }
+            None => Value::Object(line).to_string(),
+        };
         if let Some(Ok(mut o)) = self.outbox.as_ref().map(Mutex::lock) {
             if o.len() < OUTBOX_CAP {
                 o.push(text);
@@ -105,6 +193,7 @@ impl Audit {
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
         }
+        drop(sink);
     }
 
     /// Counts a high-volume event, written at the next [`Audit::flush`] with its count.
@@ -193,7 +282,11 @@ mod tests {
     fn audit() -> (Audit, Shared) {
         let out = Shared::default();
         let audit = Audit {
-            sink: Some(Mutex::new(Box::new(out.clone()))),
+            sink: Some(Mutex::new(Sink {
+                out: Box::new(out.clone()),
+                seq: 0,
+                head: [0; 32],
+            })),
             pending: Mutex::new(BTreeMap::new()),
             outbox: Some(Mutex::new(Vec::new())),
             outbox_dropped: std::sync::atomic::AtomicU64::new(0),

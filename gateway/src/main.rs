@@ -48,6 +48,8 @@ enum Command {
     Agent(tools::agent::Args),
     /// Push DataKit-shaped batches to a gateway with a client certificate, and summarise.
     Push(tools::push::Args),
+    /// Verify the audit trail's chain: the first line edited, deleted, inserted, reordered or cut.
+    Audit(tools::audit::Args),
     /// Run the gateway.
     Run(run::Args),
 }
@@ -62,6 +64,7 @@ fn main() -> ExitCode {
         Command::Spool(args) => tools::spool::main(args),
         Command::Agent(args) => tools::agent::main(args),
         Command::Push(args) => tools::push::main(args),
+        Command::Audit(args) => tools::audit::main(args),
         Command::Run(args) => run::main(args),
     };
     match result {

@@ -159,5 +159,10 @@ async fn two_named_agents_are_told_apart_in_a_scrape_and_no_secret_is_shown() {
         assert!(!scrape.contains(secret), "{secret} in the scrape");
         assert!(!audit.contains(secret), "{secret} in the audit trail");
     }
+    // The trail the gateway wrote is one unbroken chain from its first line.
+    let v = oneway_gateway::tools::audit::verify(&[gw.pki.path("audit.jsonl")], None)
+        .expect("the chain holds");
+    assert!(v.lines >= 3, "{v:?}");
+    assert_eq!(v.first_seq, 1);
     assert!(gw.stop().await);
 }

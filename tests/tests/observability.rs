@@ -164,7 +164,11 @@ fn the_dashboard_is_a_well_formed_grafana_dashboard() {
         for t in targets {
             let expr = t["expr"].as_str().expect("expr");
             assert!(t["refId"].as_str().is_some());
-            assert!(expr.contains("oneway_"), "{expr}");
+            // The gateway's own metrics, or the process metrics of its instances.
+            assert!(
+                expr.contains("oneway_") || expr.contains("process_"),
+                "{expr}"
+            );
             for var in ["$instance", "$datasource"] {
                 if expr.contains(var) {
                     assert!(variables.contains(&var[1..]), "{var} is not defined");
@@ -245,7 +249,9 @@ fn the_guance_dashboard_is_well_formed_and_matches_the_grafana_one() {
             assert_eq!(code.as_bytes()[0], b'A' + i as u8);
             let promql = q["query"]["q"].as_str().expect("q");
             assert!(
-                promql.contains("oneway:") && !promql.contains("oneway_"),
+                (promql.contains("oneway:") || promql.contains("process:"))
+                    && !promql.contains("oneway_")
+                    && !promql.contains("process_"),
                 "{promql}"
             );
             assert!(!promql.contains('$'), "Grafana variable left in {promql}");

@@ -235,7 +235,7 @@ pub(super) async fn replay_loop(
                     );
                     shared.audit.emit(
                         "spool_dead_letter",
-                        serde_json::json!({"seq": record.seq, "status": status}),
+                        serde_json::json!({"record": record.seq, "status": status}),
                     );
                     metrics::counter!(telemetry::SPOOL_DEAD_LETTERS).increment(1);
                     let _ = commands.send(Command::DeadLetter(frame.clone(), record.seq));

@@ -8,6 +8,7 @@
 //! error: `main.rs` prints it with its chain of sources).
 
 pub mod agent;
+pub mod audit;
 pub mod certs;
 pub mod check_config;
 pub mod client;
