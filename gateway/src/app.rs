@@ -181,6 +181,7 @@ impl Gateway {
             acceptor: TlsAcceptor::from(tls),
             identity: Arc::new(identity),
             verifier,
+            trust: Arc::new(crate::tls::trust_summary(&config.listener)),
             fail_closed: None,
             generation: 0,
             config: Arc::new(config.clone()),

@@ -112,6 +112,7 @@ impl Reloader {
         } = next;
         let sha = live.config.sha256.clone();
         let closed = live.fail_closed.clone();
+        let changed = changes(&old, &live);
         telemetry::configured_agents(live.tokens.names());
         self.state.set_live(live);
         for key in &restart_needed {
@@ -142,6 +143,7 @@ impl Reloader {
             "config_sha256": sha,
             "applied": applied,
             "restart_needed": restart_needed,
+            "changed": changed,
         });
         match &failure {
             None => {
@@ -209,6 +211,7 @@ fn load(old: &Live) -> Result<Next, ReloadError> {
                     acceptor: tls.acceptor,
                     identity: tls.identity,
                     verifier: tls.verifier,
+                    trust: tls.trust,
                     fail_closed: tls.closed,
                     generation: old.generation + 1,
                     config: Arc::new(next),
@@ -246,6 +249,7 @@ fn load(old: &Live) -> Result<Next, ReloadError> {
             acceptor: tls.acceptor,
             identity: tls.identity,
             verifier: tls.verifier,
+            trust: tls.trust,
             fail_closed: closed,
             generation: old.generation + 1,
             config: Arc::new(config),
@@ -284,6 +288,8 @@ struct Material {
     identity: Arc<ServerIdentity>,
     verifier: ClientVerifier,
     applied: Vec<&'static str>,
+    /// What the verifier checks with.
+    trust: Arc<crate::tls::TrustSummary>,
     /// The CA bundle or a CRL could not be read: fail closed.
     closed: Option<String>,
     failure: Option<crate::tls::TlsError>,
@@ -292,15 +298,15 @@ struct Material {
 fn tls_material(old: &Live, listener: &crate::config::ListenerConfig) -> Material {
     let mut applied = Vec::new();
     let mut failure = None;
-    let (verifier, closed) = match crate::tls::client_verifier(listener) {
+    let (verifier, trust, closed) = match crate::tls::client_verifier(listener) {
         Ok(v) => {
             applied.push("client_ca_and_crls");
-            (v, None)
+            (v, Arc::new(crate::tls::trust_summary(listener)), None)
         }
         Err(e) => {
             let why = e.to_string();
             failure = Some(e);
-            (Arc::clone(&old.verifier), Some(why))
+            (Arc::clone(&old.verifier), Arc::clone(&old.trust), Some(why))
         }
     };
     let fresh = crate::tls::server_identity(listener).and_then(|identity| {
@@ -323,6 +329,7 @@ fn tls_material(old: &Live, listener: &crate::config::ListenerConfig) -> Materia
                         acceptor: old.acceptor.clone(),
                         identity: kept,
                         verifier: Arc::clone(&old.verifier),
+                        trust: Arc::clone(&old.trust),
                         applied: Vec::new(),
                         closed,
                         failure,
@@ -335,6 +342,7 @@ fn tls_material(old: &Live, listener: &crate::config::ListenerConfig) -> Materia
         acceptor: TlsAcceptor::from(config),
         identity,
         verifier,
+        trust,
         applied,
         closed,
         failure,
@@ -391,6 +399,79 @@ fn keep_restart_only(old: &Config, next: &mut Config) -> Vec<&'static str> {
     keep!("reload.watch_interval_ms", watch_interval);
     keep!("sandbox", sandbox);
     changed
+}
+
+/// What a reload changes, for its audit event: token names added and removed, the server
+/// certificate's and the client CAs' fingerprints, the CRLs' numbers and revoked counts, and
+/// the sections of limits (and the tokens whose rate) that differ. Only what changed is there.
+fn changes(old: &Live, new: &Live) -> serde_json::Value {
+    use std::collections::BTreeSet;
+    let names =
+        |l: &Live| -> BTreeSet<String> { l.tokens.names().map(|n| n.to_string()).collect() };
+    let (before, after) = (names(old), names(new));
+    let mut c = serde_json::Map::new();
+    let added: Vec<&String> = after.difference(&before).collect();
+    let removed: Vec<&String> = before.difference(&after).collect();
+    if !added.is_empty() {
+        c.insert("tokens_added".into(), json!(added));
+    }
+    if !removed.is_empty() {
+        c.insert("tokens_removed".into(), json!(removed));
+    }
+    let (from, to) = (old.identity.fingerprint(), new.identity.fingerprint());
+    if from != to {
+        c.insert(
+            "server_certificate_sha256".into(),
+            json!({"from": from, "to": to}),
+        );
+    }
+    if old.trust.client_ca != new.trust.client_ca {
+        c.insert(
+            "client_ca_sha256".into(),
+            json!({"from": old.trust.client_ca, "to": new.trust.client_ca}),
+        );
+    }
+    if old.trust.crls != new.trust.crls {
+        c.insert(
+            "crls".into(),
+            json!({"from": old.trust.crls, "to": new.trust.crls}),
+        );
+    }
+    let (a, b) = (&old.config, &new.config);
+    let sections = [
+        (
+            "limits",
+            format!("{:?}{:?}", a.body, a.validation.limits)
+                != format!("{:?}{:?}", b.body, b.validation.limits),
+        ),
+        (
+            "rules",
+            format!("{:?}", a.validation.actions) != format!("{:?}", b.validation.actions),
+        ),
+        (
+            "overload",
+            format!("{:?}", a.overload) != format!("{:?}", b.overload),
+        ),
+    ];
+    let limits: Vec<&str> = sections.iter().filter(|s| s.1).map(|s| s.0).collect();
+    if !limits.is_empty() {
+        c.insert("limits".into(), json!(limits));
+    }
+    let rate = |config: &crate::config::Config, name: &str| {
+        config
+            .tokens
+            .iter()
+            .find(|t| &*t.name == name)
+            .map(|t| format!("{:?}{}", t.limits, t.over_limit_status))
+    };
+    let rates: Vec<&String> = before
+        .intersection(&after)
+        .filter(|n| rate(a, n) != rate(b, n))
+        .collect();
+    if !rates.is_empty() {
+        c.insert("rates".into(), json!(rates));
+    }
+    serde_json::Value::Object(c)
 }
 
 /// Exports the expiry gauges of the server certificate and the client CA.

@@ -41,6 +41,8 @@ pub(crate) struct Live {
     pub(crate) identity: Arc<crate::tls::ServerIdentity>,
     /// The client CA bundle and CRLs the acceptor checks with.
     pub(crate) verifier: crate::tls::ClientVerifier,
+    /// What those are (fingerprints, CRL numbers), for the reload audit event.
+    pub(crate) trust: Arc<crate::tls::TrustSummary>,
     /// Set when a reload could not read what says who may push (the config file, the CA
     /// bundle or a CRL): every request is refused with a retryable 503 until a reload reads
     /// them again. Why, for the log and the response.

@@ -83,6 +83,55 @@ fn load_crl(path: &Path) -> Result<Vec<CertificateRevocationListDer<'static>>, T
     }
 }
 
+/// What the client CA bundle and the CRLs in force are, for the audit trail: the CA
+/// certificates' SHA-256 fingerprints and each CRL's number and count of revoked certificates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TrustSummary {
+    /// SHA-256 of each CA certificate's DER, hex.
+    pub client_ca: Vec<String>,
+    /// Each CRL, in the order configured.
+    pub crls: Vec<CrlSummary>,
+}
+
+/// One CRL.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct CrlSummary {
+    /// Its CRL number (decimal), when it has one.
+    pub number: Option<String>,
+    /// How many certificates it revokes.
+    pub revoked: usize,
+}
+
+/// The [`TrustSummary`] of `l`'s files as they are now (what cannot be read is left out:
+/// the verifier built from them just before says whether they can).
+pub fn trust_summary(l: &ListenerConfig) -> TrustSummary {
+    let client_ca = load_certs(&l.client_ca)
+        .map(|certs| certs.iter().map(|c| fingerprint(c.as_ref())).collect())
+        .unwrap_or_default();
+    let crls = l
+        .crls
+        .iter()
+        .filter_map(|p| load_crl(p).ok())
+        .flatten()
+        .map(|der| match x509_parser::parse_x509_crl(der.as_ref()) {
+            Ok((_, crl)) => CrlSummary {
+                number: crl.crl_number().map(ToString::to_string),
+                revoked: crl.iter_revoked_certificates().count(),
+            },
+            Err(_) => CrlSummary {
+                number: None,
+                revoked: 0,
+            },
+        })
+        .collect();
+    TrustSummary { client_ca, crls }
+}
+
+/// SHA-256 of `der`, hex.
+fn fingerprint(der: &[u8]) -> String {
+    hex::encode(crate::config::sha256(der))
+}
+
 /// The server's certificate chain and key, loaded and checked to match.
 pub struct ServerIdentity {
     chain: Vec<CertificateDer<'static>>,
@@ -94,6 +143,16 @@ impl std::fmt::Debug for ServerIdentity {
         f.debug_struct("ServerIdentity")
             .field("chain", &self.chain.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl ServerIdentity {
+    /// SHA-256 of the leaf certificate's DER, hex.
+    pub fn fingerprint(&self) -> String {
+        self.chain
+            .first()
+            .map(|c| fingerprint(c.as_ref()))
+            .unwrap_or_default()
     }
 }
 

@@ -94,7 +94,22 @@ async fn a_rotated_server_certificate_is_served_to_new_handshakes_and_open_conne
         .into_iter()
         .filter(|l| l["event"] == "reload")
         .collect();
-    assert_eq!(reloads.last().expect("audited")["outcome"], "ok");
+    let last = reloads.last().expect("audited");
+    assert_eq!(last["outcome"], "ok");
+    // The event says what changed: the server certificate's fingerprint, from and to.
+    let sha = |der: &[u8]| -> String {
+        oneway_gateway::config::sha256(der)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    assert_eq!(
+        last["changed"]["server_certificate_sha256"],
+        serde_json::json!({"from": sha(&old), "to": sha(&new)}),
+        "{last}"
+    );
+    assert!(last["changed"].get("crls").is_none(), "{last}");
+    assert!(last["changed"].get("tokens_removed").is_none(), "{last}");
     assert!(gw.stop().await);
 }
 
@@ -203,6 +218,21 @@ async fn a_revoked_certificate_loses_its_open_connection_at_the_reload_and_canno
     // Revoke agent-1 (and keep `revoked` revoked) with a new CRL.
     oneway_gateway::tools::certs::revoke(&dir, &["revoked", "agent-1"], 2).expect("new CRL");
     gw.reload().await.expect("reload");
+    // The reload's audit event names the new CRL: its number and how many it revokes.
+    let last = gw
+        .audit_lines()
+        .into_iter()
+        .rfind(|l| l["event"] == "reload")
+        .expect("audited");
+    assert_eq!(
+        last["changed"]["crls"]["to"],
+        serde_json::json!([{"number": "2", "revoked": 2}]),
+        "{last}"
+    );
+    assert_ne!(
+        last["changed"]["crls"]["from"],
+        last["changed"]["crls"]["to"]
+    );
     assert!(
         closed_within(&mut open, Duration::from_secs(5)).await,
         "the revoked certificate's open keep-alive connection is closed at the reload"
@@ -522,6 +552,16 @@ async fn a_token_removed_by_reload_is_refused_before_the_body_and_the_audit_has_
     )
     .expect("write");
     gw.reload().await.expect("reload");
+    let last = gw
+        .audit_lines()
+        .into_iter()
+        .rfind(|l| l["event"] == "reload")
+        .expect("audited");
+    assert_eq!(
+        last["changed"],
+        serde_json::json!({"tokens_removed": ["bravo"]}),
+        "only the token's removal changed: {last}"
+    );
     let r = gw
         .post("agent-2", &uri(TOKEN_2), &headers(), LP.as_bytes().to_vec())
         .await
