@@ -201,7 +201,10 @@ fn forwarder(
         Ok(r) => {
             r.publish();
             // One line for operators and scripts (the edge's report is in its start event).
-            eprintln!("oneway forwarder: sandbox {}", serde_json::to_string(&r)?);
+            crate::tools::report_line(&format!(
+                "oneway forwarder: sandbox {}",
+                serde_json::to_string(&r)?
+            ));
         }
         Err(e) => {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);

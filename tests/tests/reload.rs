@@ -43,6 +43,13 @@ fn pem_der(path: &std::path::Path) -> Vec<u8> {
         .to_vec()
 }
 
+/// The last `reload` event in `gw`'s audit trail.
+fn last_reload(gw: &TestGateway) -> Option<serde_json::Value> {
+    gw.audit_lines()
+        .into_iter()
+        .rfind(|l| l["event"] == "reload")
+}
+
 /// Polls `check` every 50 ms for up to 10 s.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -219,11 +226,7 @@ async fn a_revoked_certificate_loses_its_open_connection_at_the_reload_and_canno
     oneway_gateway::tools::certs::revoke(&dir, &["revoked", "agent-1"], 2).expect("new CRL");
     gw.reload().await.expect("reload");
     // The reload's audit event names the new CRL: its number and how many it revokes.
-    let last = gw
-        .audit_lines()
-        .into_iter()
-        .rfind(|l| l["event"] == "reload")
-        .expect("audited");
+    let last = last_reload(&gw).expect("audited");
     assert_eq!(
         last["changed"]["crls"]["to"],
         serde_json::json!([{"number": "2", "revoked": 2}]),
@@ -380,11 +383,7 @@ async fn what_cannot_be_read_fails_closed_until_a_good_reload() {
             .expect("reconnect");
         ready_is(&gw, 503).await;
         assert_eq!(gw.metric("oneway_reload_fail_closed", &[]).await, 1.0);
-        let last = gw
-            .audit_lines()
-            .into_iter()
-            .rfind(|l| l["event"] == "reload")
-            .expect("audited");
+        let last = last_reload(&gw).expect("audited");
         assert_eq!(last["outcome"], "failed_closed", "{last}");
 
         std::fs::write(dir.join(what), good).expect("restore");
@@ -446,11 +445,7 @@ async fn a_broken_setting_still_removes_a_token_and_an_identity_and_adds_nothing
         401,
         "a broken file adds no token"
     );
-    let last = gw
-        .audit_lines()
-        .into_iter()
-        .rfind(|l| l["event"] == "reload")
-        .expect("audited");
+    let last = last_reload(&gw).expect("audited");
     assert_eq!(last["outcome"], "failed", "{last}");
     assert_eq!(last["kind"], "config");
     assert!(
@@ -508,11 +503,7 @@ async fn a_restart_only_change_is_refused_while_the_token_change_in_it_applies()
     assert_eq!(r.status, 200);
     assert_eq!(up.received().len(), 1, "still the running upstream");
     assert!(other.received().is_empty());
-    let last = gw
-        .audit_lines()
-        .into_iter()
-        .rfind(|l| l["event"] == "reload")
-        .expect("audited");
+    let last = last_reload(&gw).expect("audited");
     assert_eq!(last["outcome"], "restart_needed", "{last}");
     assert_eq!(
         last["restart_needed"],
@@ -552,11 +543,7 @@ async fn a_token_removed_by_reload_is_refused_before_the_body_and_the_audit_has_
     )
     .expect("write");
     gw.reload().await.expect("reload");
-    let last = gw
-        .audit_lines()
-        .into_iter()
-        .rfind(|l| l["event"] == "reload")
-        .expect("audited");
+    let last = last_reload(&gw).expect("audited");
     assert_eq!(
         last["changed"],
         serde_json::json!({"tokens_removed": ["bravo"]}),

@@ -441,7 +441,10 @@ pub fn main(args: Args) -> super::Result<std::process::ExitCode> {
         }
     };
     // One line for operators and scripts: what the kernel enforces.
-    eprintln!("oneway agent: sandbox {}", serde_json::to_string(&report)?);
+    super::report_line(&format!(
+        "oneway agent: sandbox {}",
+        serde_json::to_string(&report)?
+    ));
     super::runtime(Some(workers))?.block_on(async {
         tracing::info!(listen = %listen, sandbox = report.state, "agent listening");
         agent.serve(super::shutdown_signal()).await;

@@ -46,6 +46,14 @@ pub fn init_logging() {
         .init();
 }
 
+/// Writes `line` and its newline to standard error in one `write`, so that a process sharing
+/// the stream (the split's edge logs to the same pipe) cannot land in the middle of it
+/// (`eprintln!` writes a line in pieces; a pipe keeps one write of up to 4 KiB whole).
+pub fn report_line(line: &str) {
+    use std::io::Write as _;
+    let _ = std::io::stderr().write_all(format!("{line}\n").as_bytes());
+}
+
 /// Resolves on SIGTERM or SIGINT (never, if no handler can be installed).
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
