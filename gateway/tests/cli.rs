@@ -293,3 +293,61 @@ fn a_second_gateway_on_the_same_address_refuses_to_start() {
     );
     drop(first);
 }
+
+/// The trail the real binary writes, across a restart, is one chain `oneway audit verify`
+/// accepts; with a line deleted from it, the verifier names that place and exits 1.
+#[test]
+fn the_audit_trail_of_two_runs_verifies_and_a_deleted_line_is_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let upstream = threaded_upstream(Duration::ZERO).addr;
+    for run in 0..2 {
+        let (mut child, addr) = if run == 0 {
+            start_gateway(dir.path(), &upstream, "")
+        } else {
+            common::launch(dir.path())
+        };
+        assert_eq!(curl_push(dir.path(), addr, "cpu,host=a v=1i"), "200");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        assert_eq!(child.wait().unwrap().code(), Some(0));
+    }
+    let trail = dir.path().join("audit.jsonl");
+    let verify = |file: &std::path::Path| {
+        let out = Command::new(ONEWAY)
+            .args(["audit", "verify"])
+            .arg(file)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, said) = verify(&trail);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("the audit trail holds") && said.contains("seq 1 to"),
+        "{said}"
+    );
+    let lines: Vec<String> = std::fs::read_to_string(&trail)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let starts = lines
+        .iter()
+        .filter(|l| l.contains("\"event\":\"start\""))
+        .count();
+    assert!(
+        starts >= 2,
+        "two runs (and the quickstart's) in one trail: {starts}"
+    );
+    let mut cut = lines.clone();
+    cut.remove(2);
+    let tampered = dir.path().join("tampered.jsonl");
+    std::fs::write(&tampered, cut.join("\n") + "\n").unwrap();
+    let (code, said) = verify(&tampered);
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("tampered.jsonl:3: seq 4 follows 2"), "{said}");
+}
