@@ -162,7 +162,7 @@ impl Gateway {
     ) -> Result<Gateway, StartError> {
         let _ = telemetry::handle();
         let identity = crate::tls::server_identity(&config.listener)?;
-        let verifier = crate::tls::client_verifier(&config.listener)?;
+        let (verifier, trust) = crate::tls::client_trust(&config.listener)?;
         let tls = crate::tls::assemble(&identity, Arc::clone(&verifier))?;
         let audit = Arc::new(Audit::open(&config.audit).map_err(StartError::Audit)?);
         // First the spool: a directory another process holds stops us before we bind.
@@ -181,7 +181,7 @@ impl Gateway {
             acceptor: TlsAcceptor::from(tls),
             identity: Arc::new(identity),
             verifier,
-            trust: Arc::new(crate::tls::trust_summary(&config.listener)),
+            trust: Arc::new(trust),
             fail_closed: None,
             generation: 0,
             config: Arc::new(config.clone()),

@@ -78,7 +78,7 @@ pub(crate) async fn deliver(state: &State, out: Outbound) -> Result<Delivered, R
             if Verdict::of(answer.status) == Verdict::Delivered {
                 Ok(Delivered::Forwarded)
             } else {
-                Err(refused(&answer, out.agent.as_deref()))
+                Err(refused(&answer, out.agent.as_ref()))
             }
         }
         // Down, slow, 5xx, 408, 429 or anything else not final: the batch goes to the spool
@@ -106,9 +106,9 @@ async fn spool_it(state: &State, out: &Outbound) -> Result<Delivered, RequestErr
 }
 
 /// A permanent refusal of a write, counted by status.
-fn refused(answer: &Answer, agent: Option<&str>) -> RequestError {
+fn refused(answer: &Answer, agent: Option<&Arc<str>>) -> RequestError {
     let agent = agent.map_or(metrics::SharedString::const_str(""), |a| {
-        metrics::SharedString::from(a.to_string())
+        metrics::SharedString::from(Arc::clone(a))
     });
     metrics::counter!(telemetry::UPSTREAM_REFUSED, "status" => status_label(answer.status), "agent" => agent)
         .increment(1);

@@ -27,7 +27,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio_rustls::TlsAcceptor;
@@ -147,9 +147,7 @@ impl Reloader {
         });
         match &failure {
             None => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0.0, |d| d.as_secs_f64());
+                let now = telemetry::unix_seconds();
                 metrics::gauge!(telemetry::RELOAD_LAST_SUCCESS).set(now);
                 info!(trigger, config_sha256 = %sha, "reloaded");
             }
@@ -298,10 +296,10 @@ struct Material {
 fn tls_material(old: &Live, listener: &crate::config::ListenerConfig) -> Material {
     let mut applied = Vec::new();
     let mut failure = None;
-    let (verifier, trust, closed) = match crate::tls::client_verifier(listener) {
-        Ok(v) => {
+    let (verifier, trust, closed) = match crate::tls::client_trust(listener) {
+        Ok((v, trust)) => {
             applied.push("client_ca_and_crls");
-            (v, Arc::new(crate::tls::trust_summary(listener)), None)
+            (v, Arc::new(trust), None)
         }
         Err(e) => {
             let why = e.to_string();
@@ -441,17 +439,10 @@ fn changes(old: &Live, new: &Live) -> serde_json::Value {
     let sections = [
         (
             "limits",
-            format!("{:?}{:?}", a.body, a.validation.limits)
-                != format!("{:?}{:?}", b.body, b.validation.limits),
+            (a.body, a.validation.limits) != (b.body, b.validation.limits),
         ),
-        (
-            "rules",
-            format!("{:?}", a.validation.actions) != format!("{:?}", b.validation.actions),
-        ),
-        (
-            "overload",
-            format!("{:?}", a.overload) != format!("{:?}", b.overload),
-        ),
+        ("rules", a.validation.actions != b.validation.actions),
+        ("overload", a.overload != b.overload),
     ];
     let limits: Vec<&str> = sections.iter().filter(|s| s.1).map(|s| s.0).collect();
     if !limits.is_empty() {
@@ -462,7 +453,7 @@ fn changes(old: &Live, new: &Live) -> serde_json::Value {
             .tokens
             .iter()
             .find(|t| &*t.name == name)
-            .map(|t| format!("{:?}{}", t.limits, t.over_limit_status))
+            .map(|t| (t.limits, t.over_limit_status))
     };
     let rates: Vec<&String> = before
         .intersection(&after)

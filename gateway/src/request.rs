@@ -8,6 +8,7 @@ use std::sync::Arc;
 use http::{HeaderMap, Request, header};
 use hyper::body::Incoming;
 
+use crate::auth::AuthError;
 use crate::config::{TokenConfig, TokenSecret};
 use crate::conn::Conn;
 use crate::limit::Throttled;
@@ -53,7 +54,12 @@ pub(crate) fn authorize(
     let authorized = match live.tokens.authorize(presented.as_deref(), &conn.peer) {
         Ok(a) => a,
         Err(e) => {
-            if let Some(agent) = presented.as_deref().and_then(|p| live.tokens.name_of(p)) {
+            let known = matches!(e, AuthError::NotBound | AuthError::EndpointNotAllowed);
+            if let Some(agent) = presented
+                .as_deref()
+                .filter(|_| known)
+                .and_then(|p| live.tokens.name_of(p))
+            {
                 *matched = Some(Matched {
                     agent,
                     identity: None,

@@ -102,29 +102,18 @@ pub struct CrlSummary {
     pub revoked: usize,
 }
 
-/// The [`TrustSummary`] of `l`'s files as they are now (what cannot be read is left out:
-/// the verifier built from them just before says whether they can).
-pub fn trust_summary(l: &ListenerConfig) -> TrustSummary {
-    let client_ca = load_certs(&l.client_ca)
-        .map(|certs| certs.iter().map(|c| fingerprint(c.as_ref())).collect())
-        .unwrap_or_default();
-    let crls = l
-        .crls
-        .iter()
-        .filter_map(|p| load_crl(p).ok())
-        .flatten()
-        .map(|der| match x509_parser::parse_x509_crl(der.as_ref()) {
-            Ok((_, crl)) => CrlSummary {
-                number: crl.crl_number().map(ToString::to_string),
-                revoked: crl.iter_revoked_certificates().count(),
-            },
-            Err(_) => CrlSummary {
-                number: None,
-                revoked: 0,
-            },
-        })
-        .collect();
-    TrustSummary { client_ca, crls }
+/// A CRL's number and revoked count (none and 0 when it does not parse here).
+fn crl_summary(der: &[u8]) -> CrlSummary {
+    match x509_parser::parse_x509_crl(der) {
+        Ok((_, crl)) => CrlSummary {
+            number: crl.crl_number().map(ToString::to_string),
+            revoked: crl.iter_revoked_certificates().count(),
+        },
+        Err(_) => CrlSummary {
+            number: None,
+            revoked: 0,
+        },
+    }
 }
 
 /// SHA-256 of `der`, hex.
@@ -170,21 +159,33 @@ pub type ClientVerifier = Arc<dyn ClientCertVerifier>;
 
 /// Reads the client CA bundle and the CRLs of `l` and builds the verifier.
 pub fn client_verifier(l: &ListenerConfig) -> Result<ClientVerifier, TlsError> {
-    let mut roots = RootCertStore::empty();
-    for ca in load_certs(&l.client_ca)? {
-        roots
-            .add(ca)
-            .map_err(|e| file_error(&l.client_ca, format!("not a usable CA certificate: {e}")))?;
-    }
+    client_trust(l).map(|(verifier, _)| verifier)
+}
+
+/// [`client_verifier`], and the [`TrustSummary`] of the very certificates and CRLs it was
+/// built from (read once).
+pub fn client_trust(l: &ListenerConfig) -> Result<(ClientVerifier, TrustSummary), TlsError> {
+    let cas = load_certs(&l.client_ca)?;
     let mut crls = Vec::new();
     for path in &l.crls {
         crls.extend(load_crl(path)?);
     }
-    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+    let summary = TrustSummary {
+        client_ca: cas.iter().map(|c| fingerprint(c.as_ref())).collect(),
+        crls: crls.iter().map(|c| crl_summary(c.as_ref())).collect(),
+    };
+    let mut roots = RootCertStore::empty();
+    for ca in cas {
+        roots
+            .add(ca)
+            .map_err(|e| file_error(&l.client_ca, format!("not a usable CA certificate: {e}")))?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
         .with_crls(crls)
         .enforce_revocation_expiration()
         .build()
-        .map_err(|e| TlsError::Rustls(e.to_string()))
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    Ok((verifier, summary))
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {

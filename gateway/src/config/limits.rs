@@ -29,7 +29,7 @@ pub const DEFAULT_MAX_DECODED_BYTES: usize = 64 << 20;
 pub const DEFAULT_MAX_UPLOAD_BYTES: usize = 32 << 20;
 
 /// Body caps.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyLimits {
     /// Compressed (as sent) body.
     pub max_body_bytes: usize,

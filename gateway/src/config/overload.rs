@@ -15,7 +15,7 @@ pub(super) struct RawOverload {
 }
 
 /// Global overload protection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OverloadConfig {
     /// Requests whose body is being read, decoded, validated or forwarded at once.
     pub max_in_flight_requests: usize,
