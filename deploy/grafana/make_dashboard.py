@@ -117,6 +117,8 @@ ROWS = [
          [(f"sum by (outcome) (increase(oneway_reload_total{SEL}[1h]))", "{{outcome}}")]),
         ("Spool failed (process exiting)", "stat", "short",
          [(f"max(oneway_spool_failed{SEL})", "failed")]),
+        ("Audit lines by outcome", "timeseries", "short",
+         [(f"sum by (outcome) (increase(oneway_audit_lines_total{SEL}[1h]))", "{{outcome}}")]),
     ]),
 ]
 

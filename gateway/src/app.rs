@@ -443,7 +443,11 @@ async fn flush_audit(state: &State) {
         body: Bytes::from(crate::audit::as_logging_points(&lines, nanos)),
         agent: None,
     };
-    if let Err(e) = crate::forward::deliver(state, out).await {
-        warn!(error = %e, lines = lines.len(), "audit lines not delivered to the audit workspace");
+    match crate::forward::deliver(state, out).await {
+        Ok(_) => crate::telemetry::audit_lines("pushed", lines.len() as u64),
+        Err(e) => {
+            crate::telemetry::audit_lines("push_failed", lines.len() as u64);
+            warn!(error = %e, lines = lines.len(), "audit lines not delivered to the audit workspace");
+        }
     }
 }

@@ -7,17 +7,24 @@
 //! are addresses. High-volume events (authentication failures, refused APIs, rate limiting)
 //! are aggregated: one line per kind and identity per interval, with a `count`.
 //!
-//! Events: `start`, `stop`, `reload`, `auth_failure`, `api_refused`, `rate_limited`,
-//! `spool_dead_letter`.
+//! Events: `start`, `stop`, `rotate`, `reload`, `auth_failure`, `api_refused`,
+//! `rate_limited`, `spool_dead_letter`.
 //!
 //! **Tamper-evident**: every line written carries `seq` (one more than the line before) and,
 //! last, `chain`: the hex SHA-256 of the previous line's chain (32 zero bytes before the
 //! first line) followed by the line's own text up to `,"chain"` (closed with `}`). A process
-//! appending to an audit file continues the chain of the file's last line; the `start` and
-//! `stop` lines' chains are the chain heads (pushed to the audit workspace with the rest when
-//! one is configured). `oneway audit verify` ([`crate::tools::audit`]) finds the first line
-//! edited, deleted, inserted, reordered or cut, across rotated files (rotate with
-//! copytruncate, so that the chain goes on in the same file).
+//! appending to an audit file continues the chain of the file's last line; the `start`,
+//! `rotate` and `stop` lines' chains are the chain heads (pushed to the audit workspace with
+//! the rest when one is configured). Rotate with copytruncate, so that the chain goes on in
+//! the same file (the sandbox lets the process write that file and no other): the first line
+//! written after the file shrank is a `rotate` line, which names the `seq` and `chain` it
+//! follows, so the new file says where the rotated one ended. `oneway audit verify`
+//! ([`crate::tools::audit`]) finds the first line edited, deleted, inserted, reordered or cut,
+//! across rotated files.
+//!
+//! Every line is counted in `oneway_audit_lines_total` by outcome (`written`, `write_failed`,
+//! `pushed`, `push_failed`, `dropped`): a trail that cannot be written or delivered is an
+//! alert, not a silence.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -32,10 +39,64 @@ type Key = (String, Vec<(String, String)>);
 /// Where lines go, and the chain they extend.
 struct Sink {
     out: Box<dyn Write + Send>,
+    /// The audit file (when the output is one), to notice a copytruncate: its length falls
+    /// below `end`.
+    file: Option<std::fs::File>,
+    /// The file's length after the last line this process wrote.
+    end: u64,
     /// The last line's `seq` (0 before the first).
     seq: u64,
     /// The last line's `chain` (zeros before the first).
     head: [u8; 32],
+}
+
+impl Sink {
+    /// A sink writing to `out`, continuing the chain at `seq` and `head`.
+    fn new(out: Box<dyn Write + Send>, seq: u64, head: [u8; 32]) -> Sink {
+        Sink {
+            out,
+            file: None,
+            end: 0,
+            seq,
+            head,
+        }
+    }
+
+    /// Whether the audit file shrank since this process last wrote to it (rotated by
+    /// copytruncate, or cut).
+    fn shrank(&self) -> bool {
+        self.file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .is_some_and(|m| m.len() < self.end)
+    }
+
+    /// Gives `line` the next `seq` and its `chain`, writes it, and returns its text.
+    fn write(&mut self, mut line: Map<String, Value>) -> String {
+        self.seq += 1;
+        line.insert("seq".into(), json!(self.seq));
+        let (text, head) = chained(&self.head, &Value::Object(line).to_string());
+        self.head = head;
+        let written = writeln!(self.out, "{text}").and_then(|()| self.out.flush());
+        let outcome = if written.is_ok() {
+            "written"
+        } else {
+            "write_failed"
+        };
+        crate::telemetry::audit_lines(outcome, 1);
+        if let Some(len) = self.file.as_ref().and_then(|f| f.metadata().ok()) {
+            self.end = len.len();
+        }
+        text
+    }
+}
+
+/// A line's first fields: the time and the event.
+fn line(event: &str) -> Map<String, Value> {
+    let mut line = Map::new();
+    line.insert("ts".into(), Value::String(now()));
+    line.insert("event".into(), Value::String(event.into()));
+    line
 }
 
 /// `line` (a JSON object's text) with `seq` already in it, chained to `head`: the line to
@@ -70,11 +131,15 @@ pub fn unchain(line: &str) -> Option<(String, [u8; 32])> {
 fn tail(path: &std::path::Path) -> Option<(u64, [u8; 32])> {
     use std::io::{Read, Seek, SeekFrom};
     let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    let from = len.saturating_sub(64 << 10);
+    let meta = f.metadata().ok()?;
+    if !meta.is_file() {
+        // A device or a pipe has no last line (and /dev/zero would never end).
+        return None;
+    }
+    let from = meta.len().saturating_sub(64 << 10);
     f.seek(SeekFrom::Start(from)).ok()?;
     let mut buf = Vec::new();
-    f.read_to_end(&mut buf).ok()?;
+    f.take(64 << 10).read_to_end(&mut buf).ok()?;
     let text = String::from_utf8_lossy(&buf);
     let last = text.strip_suffix('\n')?.rsplit('\n').next()?;
     let (covered, chain) = unchain(last)?;
@@ -91,8 +156,6 @@ pub struct Audit {
     pending: Mutex<BTreeMap<Key, u64>>,
     /// Lines waiting to be pushed to the audit workspace (bounded).
     outbox: Option<Mutex<Vec<String>>>,
-    /// Whether lines were dropped because the outbox was full.
-    outbox_dropped: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Audit {
@@ -120,25 +183,21 @@ impl Audit {
     pub fn open(config: &AuditConfig) -> std::io::Result<Audit> {
         let sink = match &config.output {
             AuditOutput::Off => None,
-            AuditOutput::Stdout => Some(Sink {
-                out: Box::new(std::io::stdout()),
-                seq: 0,
-                head: [0; 32],
-            }),
+            AuditOutput::Stdout => Some(Sink::new(Box::new(std::io::stdout()), 0, [0; 32])),
             AuditOutput::File(path) => {
                 // Continue the chain of the file's last line (a new or unreadable tail starts
                 // a new chain, which `oneway audit verify` shows).
                 let (seq, head) = tail(path).unwrap_or((0, [0; 32]));
-                Some(Sink {
-                    out: Box::new(
-                        std::fs::OpenOptions::new()
-                            .create(true)
-                            .append(true)
-                            .open(path)?,
-                    ),
-                    seq,
-                    head,
-                })
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                let end = file.metadata()?.len();
+                let watch = file.try_clone()?;
+                let mut sink = Sink::new(Box::new(file), seq, head);
+                sink.file = Some(watch);
+                sink.end = end;
+                Some(sink)
             }
         };
         Ok(Audit {
@@ -148,7 +207,6 @@ impl Audit {
                 .workspace_token
                 .as_ref()
                 .map(|_| Mutex::new(Vec::new())),
-            outbox_dropped: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -158,42 +216,44 @@ impl Audit {
             sink: None,
             pending: Mutex::new(BTreeMap::new()),
             outbox: None,
-            outbox_dropped: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Writes one event now. `fields` must be a JSON object.
     pub fn emit(&self, event: &str, fields: Value) {
-        let mut line = Map::new();
-        line.insert("ts".into(), Value::String(now()));
-        line.insert("event".into(), Value::String(event.into()));
+        let mut line = line(event);
         if let Value::Object(map) = fields {
             line.extend(map);
         }
         // The sink's lock is held until the line is in the outbox too, so that both see the
         // lines in `seq` order.
         let mut sink = self.sink.as_ref().and_then(|s| s.lock().ok());
-        let text = match sink.as_mut() {
-            Some(sink) => {
-                sink.seq += 1;
-                line.insert("seq".into(), json!(sink.seq));
-                let (text, head) = chained(&sink.head, &Value::Object(line).to_string());
-                sink.head = head;
-                let _ = writeln!(sink.out, "{text}");
-                let _ = sink.out.flush();
-                text
-            }
-            None => Value::Object(line).to_string(),
+        let Some(sink) = sink.as_mut() else {
+            self.hold(Value::Object(line).to_string());
+            return;
         };
+        if sink.shrank() {
+            // The file was rotated: its new first line says where the chain stood.
+            let mut rotate = self::line("rotate");
+            rotate.insert("reason".into(), json!("file_shrank"));
+            rotate.insert("previous_seq".into(), json!(sink.seq));
+            rotate.insert("previous_chain".into(), json!(hex::encode(sink.head)));
+            let text = sink.write(rotate);
+            self.hold(text);
+        }
+        let text = sink.write(line);
+        self.hold(text);
+    }
+
+    /// Holds a written line for the audit workspace, if one is configured.
+    fn hold(&self, text: String) {
         if let Some(Ok(mut o)) = self.outbox.as_ref().map(Mutex::lock) {
             if o.len() < OUTBOX_CAP {
                 o.push(text);
             } else {
-                self.outbox_dropped
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                crate::telemetry::audit_lines("dropped", 1);
             }
         }
-        drop(sink);
     }
 
     /// Counts a high-volume event, written at the next [`Audit::flush`] with its count.
@@ -282,14 +342,9 @@ mod tests {
     fn audit() -> (Audit, Shared) {
         let out = Shared::default();
         let audit = Audit {
-            sink: Some(Mutex::new(Sink {
-                out: Box::new(out.clone()),
-                seq: 0,
-                head: [0; 32],
-            })),
+            sink: Some(Mutex::new(Sink::new(Box::new(out.clone()), 0, [0; 32]))),
             pending: Mutex::new(BTreeMap::new()),
             outbox: Some(Mutex::new(Vec::new())),
-            outbox_dropped: std::sync::atomic::AtomicU64::new(0),
         };
         (audit, out)
     }
@@ -346,6 +401,32 @@ mod tests {
         }
         audit.flush();
         assert!(lines(&out).len() <= PENDING_CAP + 1);
+    }
+
+    /// `oneway_audit_lines_total{outcome}` in a scrape of the process-wide recorder.
+    fn lines_counted(outcome: &str) -> f64 {
+        let label = format!("outcome=\"{outcome}\"");
+        crate::telemetry::render(&crate::telemetry::handle())
+            .lines()
+            .filter(|l| l.starts_with(crate::telemetry::AUDIT_LINES) && l.contains(&label))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    #[test]
+    fn a_trail_that_cannot_be_written_is_counted_and_its_chain_shows_the_gap() {
+        let failed = lines_counted("write_failed");
+        let full = Audit::open(&AuditConfig {
+            output: AuditOutput::File("/dev/full".into()),
+            ..AuditConfig::default()
+        })
+        .expect("a device opens");
+        full.emit("reload", json!({}));
+        assert!(lines_counted("write_failed") >= failed + 1.0);
+        let written = lines_counted("written");
+        let (audit, _) = audit();
+        audit.emit("reload", json!({}));
+        assert!(lines_counted("written") >= written + 1.0);
     }
 
     #[test]

@@ -602,6 +602,9 @@ async fn audit_events_are_pushed_to_the_audit_workspace_as_logging_points() {
         .audit("workspace_token = \"tkn_auditworkspace000000000000000000\"")
         .start()
         .await;
+    let pushed = gw
+        .metric("oneway_audit_lines_total", &["outcome=\"pushed\""])
+        .await;
     let r = gw
         .post(
             "agent-1",
@@ -636,5 +639,11 @@ async fn audit_events_are_pushed_to_the_audit_workspace_as_logging_points() {
         let lines = text.lines().count().to_string();
         assert_eq!(r.headers["x-points"], lines.as_str());
     }
+    eventually("the pushed lines are counted", || async {
+        gw.metric("oneway_audit_lines_total", &["outcome=\"pushed\""])
+            .await
+            > pushed
+    })
+    .await;
     assert!(gw.stop().await);
 }

@@ -128,6 +128,9 @@ pub const UPSTREAM_CONNECT_ERRORS: &str = "oneway_upstream_connect_errors_total"
 pub const UPSTREAM_CONNECT_DURATION: &str = "oneway_upstream_connect_duration_seconds";
 /// 1, labelled with the `version`, the `commit` and the `sandbox` mode the config asks for.
 pub const BUILD_INFO: &str = "oneway_build_info";
+/// Audit lines by `outcome`: `written` to the trail, `write_failed`, `pushed` to the audit
+/// workspace (acknowledged or spooled), `push_failed`, `dropped` (the workspace outbox was full).
+pub const AUDIT_LINES: &str = "oneway_audit_lines_total";
 /// 1 per sandbox layer in force (`landlock`, `seccomp`, `no_new_privs`, `self_test`), else 0.
 pub const SANDBOX: &str = "oneway_sandbox_enforced";
 
@@ -156,6 +159,11 @@ pub fn configured_agents<'a>(configured: impl IntoIterator<Item = &'a std::sync:
             0.0
         });
     }
+}
+
+/// Counts `n` audit lines with `outcome` ([`AUDIT_LINES`]).
+pub fn audit_lines(outcome: &'static str, n: u64) {
+    metrics::counter!(AUDIT_LINES, "outcome" => outcome).increment(n);
 }
 
 /// Now, in Unix seconds.
@@ -271,6 +279,17 @@ fn prime() {
         ),
         (THROTTLED, "kind", &["requests", "decoded_bytes", "points"]),
         (
+            AUDIT_LINES,
+            "outcome",
+            &[
+                "written",
+                "write_failed",
+                "pushed",
+                "push_failed",
+                "dropped",
+            ],
+        ),
+        (
             OVERLOAD_REFUSED,
             "reason",
             &[
@@ -330,6 +349,10 @@ fn describe() {
         "HTTP requests by route, category and status class"
     );
     describe_gauge!(IN_FLIGHT, "HTTP requests being handled");
+    describe_counter!(
+        AUDIT_LINES,
+        "Audit lines by outcome: written, write_failed, pushed, push_failed, dropped"
+    );
     describe_gauge!(
         OVERLOAD_LIMIT,
         "Overload limits in force: global and per-identity in-flight slots and memory bytes"

@@ -256,6 +256,44 @@ mod tests {
     }
 
     #[test]
+    fn a_copytruncate_rotation_starts_the_new_file_with_the_head_it_follows() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("audit.jsonl");
+        let audit = Audit::open(&AuditConfig {
+            output: AuditOutput::File(path.clone()),
+            ..AuditConfig::default()
+        })
+        .expect("open");
+        for i in 0..3 {
+            audit.emit("reload", serde_json::json!({ "i": i }));
+        }
+        // What logrotate's copytruncate does, while the process keeps its file open.
+        let rotated = dir.path().join("audit.jsonl.1");
+        std::fs::copy(&path, &rotated).expect("copy");
+        std::fs::File::create(&path).expect("truncate");
+        let before = verify(std::slice::from_ref(&rotated), None).expect("holds");
+        audit.emit("reload", serde_json::json!({ "i": 3 }));
+        audit.emit("stop", serde_json::json!({}));
+
+        let text = std::fs::read_to_string(&path).expect("read");
+        let first: serde_json::Value =
+            serde_json::from_str(text.lines().next().expect("a line")).expect("json");
+        assert_eq!(first["event"], "rotate");
+        assert_eq!(first["seq"], 4);
+        assert_eq!(first["previous_seq"], 3);
+        assert_eq!(first["previous_chain"], before.head.as_str());
+        assert_eq!(
+            text.lines().count(),
+            3,
+            "rotate, reload, stop: one rotate line"
+        );
+        let v = verify(&[rotated, path.clone()], None).expect("the chain runs on across files");
+        assert_eq!((v.first_seq, v.last_seq), (1, 6));
+        // A truncation that keeps nothing is found too: the new file alone starts at seq 4.
+        assert_eq!(verify(&[path], None).map(|v| v.first_seq), Ok(4));
+    }
+
+    #[test]
     fn each_kind_of_tampering_is_found_at_its_line() {
         let dir = tempfile::tempdir().expect("tempdir");
         let lines = trail(&dir.path().join("audit.jsonl"), 10);
