@@ -233,6 +233,12 @@ impl Phase {
         self.set(IDLE);
     }
 
+    /// Since when the connection has been idle (no byte of a next request read), if it is.
+    pub fn idle_since(&self) -> Option<Instant> {
+        (self.state.load(Ordering::Acquire) == IDLE)
+            .then(|| self.epoch + Duration::from_millis(self.since_ms.load(Ordering::Relaxed)))
+    }
+
     /// A read brought bytes; returns whether they start a new request head.
     fn first_byte(&self) -> bool {
         // The phase's start is written before the phase, so a reader never pairs the head
@@ -297,6 +303,16 @@ impl<S> Tracked<S> {
             scanner: Scanner::new(max_head),
             linger: None,
         }
+    }
+
+    /// The wrapped stream.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The wrapped stream, mutably (reading from it directly would bypass the scanner).
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
     }
 }
 

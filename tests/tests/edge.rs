@@ -264,6 +264,84 @@ async fn row5_idle_keep_alive_is_closed_at_the_keepalive_deadline() {
     assert!(gw.stop().await);
 }
 
+/// Waits (up to 5 s) until the gateway's parked-connection gauge reads `want`.
+async fn parked_reaches(gw: &TestGateway, want: f64) {
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = gw.metric("oneway_listener_parked_connections", &[]).await;
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < until,
+            "parked connections: {now}, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_parked_serves_its_next_request_and_closes_at_shutdown() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    let base = gw.metric("oneway_listener_parked_connections", &[]).await;
+    let mut tls = gw
+        .connect_tls(Some("agent-1"), b"", None)
+        .await
+        .expect("tls");
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: {}\r\n\r\n{LP}",
+        uri(),
+        LP.len()
+    );
+    let mut buf = vec![0u8; 4096];
+    for round in 0..3 {
+        tls.write_all(request.as_bytes()).await.expect("write");
+        let n = tls.read(&mut buf).await.expect("response");
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "round {round}: {}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        assert!(
+            !String::from_utf8_lossy(&buf[..n])
+                .to_ascii_lowercase()
+                .contains("connection: close"),
+            "the connection is kept"
+        );
+        // Idle past the park delay: hyper's state goes, the TLS session stays.
+        parked_reaches(&gw, base + 1.0).await;
+    }
+    // A request split across the wake-up: its first byte unparks the connection, the rest
+    // arrives later, and it is served whole.
+    let (first, rest) = request.as_bytes().split_at(1);
+    tls.write_all(first).await.expect("write");
+    parked_reaches(&gw, base).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tls.write_all(rest).await.expect("write");
+    let n = tls.read(&mut buf).await.expect("response");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!(
+        up.received().len(),
+        4,
+        "every request on the one connection was forwarded"
+    );
+    parked_reaches(&gw, base + 1.0).await;
+    // Shutdown closes a parked connection at once (close_notify, then FIN).
+    let stopping = tokio::spawn(async move { gw.stop().await });
+    let (waited, rest) = until_closed(&mut tls, Duration::from_secs(10)).await;
+    assert!(
+        rest.is_empty() && waited < MARGIN,
+        "closed after {waited:?}"
+    );
+    assert!(stopping.await.expect("join"), "nothing was in flight");
+}
+
 #[tokio::test]
 async fn max_connection_age_closes_gracefully_after_the_request_in_progress() {
     let _serial = SERIAL.lock().await;

@@ -200,6 +200,35 @@ async fn closed_within(tls: &mut Tls, within: Duration) -> bool {
 }
 
 #[tokio::test]
+async fn a_revoked_certificate_loses_its_parked_connection_at_the_reload() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    let parked = gw.metric("oneway_listener_parked_connections", &[]).await;
+    let mut open = gw
+        .connect_tls(Some("agent-1"), b"", None)
+        .await
+        .expect("before");
+    assert_eq!(keep_alive_push(&mut open, TOKEN_1).await, 200);
+    eventually("the idle connection is parked", || async {
+        gw.metric("oneway_listener_parked_connections", &[]).await == parked + 1.0
+    })
+    .await;
+    oneway_gateway::tools::certs::revoke(gw.pki.dir(), &["revoked", "agent-1"], 2)
+        .expect("new CRL");
+    gw.reload().await.expect("reload");
+    assert!(
+        closed_within(&mut open, Duration::from_secs(5)).await,
+        "the revoked certificate's parked connection is closed at the reload"
+    );
+    eventually("the parked connection is gone", || async {
+        gw.metric("oneway_listener_parked_connections", &[]).await == parked
+    })
+    .await;
+    assert!(gw.stop().await);
+}
+
+#[tokio::test]
 async fn a_revoked_certificate_loses_its_open_connection_at_the_reload_and_cannot_reconnect() {
     let _serial = SERIAL.lock().await;
     let up = FakeUpstream::start().await;

@@ -44,6 +44,9 @@ pub const HEADERS_DROPPED: &str = "oneway_forwarded_headers_dropped_total";
 /// Connections the gateway closed, by `reason` (`idle`, `head_timeout`, `max_age`,
 /// `drain_timeout`).
 pub const CONNECTIONS_CLOSED: &str = "oneway_listener_connections_closed_total";
+/// Connections parked idle: hyper's state given back, only the TLS session kept until the
+/// next byte.
+pub const CONNECTIONS_PARKED: &str = "oneway_listener_parked_connections";
 /// PROXY headers refused, by `kind` (`timeout`, `closed`, `missing`, `too_long`, `malformed`,
 /// `unsupported`).
 pub const PROXY_FAILURES: &str = "oneway_listener_proxy_header_failures_total";
@@ -158,6 +161,24 @@ pub fn configured_agents<'a>(configured: impl IntoIterator<Item = &'a std::sync:
         } else {
             0.0
         });
+    }
+}
+
+/// A parked connection, counted in [`CONNECTIONS_PARKED`] for as long as it lives.
+#[derive(Debug)]
+pub(crate) struct Parked(());
+
+impl Parked {
+    /// Counts one more parked connection.
+    pub(crate) fn new() -> Parked {
+        metrics::gauge!(CONNECTIONS_PARKED).increment(1.0);
+        Parked(())
+    }
+}
+
+impl Drop for Parked {
+    fn drop(&mut self) {
+        metrics::gauge!(CONNECTIONS_PARKED).decrement(1.0);
     }
 }
 
@@ -335,6 +356,7 @@ fn prime() {
         metrics::counter!(name).increment(0);
     }
     metrics::gauge!(RELOAD_FAIL_CLOSED).set(0.0);
+    metrics::gauge!(CONNECTIONS_PARKED).set(0.0);
     metrics::gauge!(RELOAD_RESTART_PENDING).set(0.0);
     // Not sandboxed until `oneway run` says otherwise.
     for layer in ["landlock", "seccomp", "no_new_privs", "self_test"] {
@@ -349,6 +371,10 @@ fn describe() {
         "HTTP requests by route, category and status class"
     );
     describe_gauge!(IN_FLIGHT, "HTTP requests being handled");
+    describe_gauge!(
+        CONNECTIONS_PARKED,
+        "Idle connections parked (only the TLS session kept until the next byte)"
+    );
     describe_counter!(
         AUDIT_LINES,
         "Audit lines by outcome: written, write_failed, pushed, push_failed, dropped"
