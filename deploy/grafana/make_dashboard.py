@@ -106,7 +106,7 @@ ROWS = [
         ("Open file descriptors, of the limit", "timeseries", "percentunit",
          [(f"process_open_fds{SEL} / process_max_fds{SEL}", "{{instance}}")]),
         ("Build", "stat", "short",
-         [(f"max by (version, commit, sandbox) (oneway_build_info{SEL})", "{{version}} {{commit}} sandbox={{sandbox}}")]),
+         [(f"max by (version, commit, sandbox, crypto) (oneway_build_info{SEL})", "{{version}} {{commit}} sandbox={{sandbox}} crypto={{crypto}}")]),
     ]),
     ("Security posture", [
         ("Certificate expiry", "stat", "d",

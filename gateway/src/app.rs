@@ -266,6 +266,7 @@ impl Gateway {
             serde_json::json!({
                 "version": env!("CARGO_PKG_VERSION"),
                 "commit": telemetry::COMMIT,
+                "crypto": crate::tls::CRYPTO,
                 "config_sha256": start.sha256,
                 "listener": start.listener.address.to_string(),
                 "sandbox": sandbox,

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::crypto::CryptoProvider;
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::{NoServerSessionStorage, WebPkiClientVerifier};
 use rustls::{RootCertStore, ServerConfig};
@@ -165,6 +166,14 @@ pub fn client_verifier(l: &ListenerConfig) -> Result<ClientVerifier, TlsError> {
 /// [`client_verifier`], and the [`TrustSummary`] of the very certificates and CRLs it was
 /// built from (read once).
 pub fn client_trust(l: &ListenerConfig) -> Result<(ClientVerifier, TrustSummary), TlsError> {
+    client_trust_with(l, provider())
+}
+
+/// [`client_trust`] with `provider`'s signature verification.
+fn client_trust_with(
+    l: &ListenerConfig,
+    provider: Arc<CryptoProvider>,
+) -> Result<(ClientVerifier, TrustSummary), TlsError> {
     let cas = load_certs(&l.client_ca)?;
     let mut crls = Vec::new();
     for path in &l.crls {
@@ -180,7 +189,7 @@ pub fn client_trust(l: &ListenerConfig) -> Result<(ClientVerifier, TrustSummary)
             .add(ca)
             .map_err(|e| file_error(&l.client_ca, format!("not a usable CA certificate: {e}")))?;
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .with_crls(crls)
         .enforce_revocation_expiration()
         .build()
@@ -188,16 +197,39 @@ pub fn client_trust(l: &ListenerConfig) -> Result<(ClientVerifier, TrustSummary)
     Ok((verifier, summary))
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+/// The cryptography of every TLS configuration and verifier the gateway builds (the
+/// listener's, the upstream's, the agent's and the push tool's): ring, or AWS-LC's FIPS module
+/// in a build with the `fips` feature.
+pub fn provider() -> Arc<CryptoProvider> {
+    #[cfg(feature = "fips")]
+    let provider = rustls::crypto::default_fips_provider();
+    #[cfg(not(feature = "fips"))]
+    let provider = rustls::crypto::ring::default_provider();
+    Arc::new(provider)
 }
+
+/// What [`provider`] is, for `oneway_build_info` and the `start` audit event.
+pub const CRYPTO: &str = if cfg!(feature = "fips") {
+    "aws-lc-fips"
+} else {
+    "ring"
+};
 
 /// The listener's rustls configuration from a server identity and a client verifier.
 pub fn assemble(
     identity: &ServerIdentity,
     verifier: ClientVerifier,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider())
+    assemble_with(identity, verifier, provider())
+}
+
+/// [`assemble`] with `provider`.
+fn assemble_with(
+    identity: &ServerIdentity,
+    verifier: ClientVerifier,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_client_cert_verifier(verifier)
@@ -224,7 +256,17 @@ pub fn still_valid(verifier: &ClientVerifier, chain: &[CertificateDer<'static>])
 /// Builds the listener's rustls configuration: [`server_identity`], [`client_verifier`],
 /// [`assemble`].
 pub fn server_config(l: &ListenerConfig) -> Result<Arc<ServerConfig>, TlsError> {
-    assemble(&server_identity(l)?, client_verifier(l)?)
+    server_config_with(l, provider())
+}
+
+/// [`server_config`] with another provider's cryptography (the TLS benchmark compares
+/// providers on the listener's very configuration).
+pub fn server_config_with(
+    l: &ListenerConfig,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let (verifier, _) = client_trust_with(l, Arc::clone(&provider))?;
+    assemble_with(&server_identity(l)?, verifier, provider)
 }
 
 /// Seconds until the first certificate of a PEM file expires (negative once expired).

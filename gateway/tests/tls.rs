@@ -66,6 +66,24 @@ fn server_config_loads_and_disables_resumption() {
 }
 
 #[test]
+fn the_listener_configuration_is_fips_exactly_in_a_fips_build() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    let c = server_config(&listener(dir.path())).unwrap();
+    // rustls says a configuration is FIPS only when its provider is a validated module and
+    // every setting (EMS for TLS 1.2 among them) keeps it so.
+    assert_eq!(c.fips(), cfg!(feature = "fips"));
+    assert_eq!(
+        oneway_gateway::tls::CRYPTO,
+        if cfg!(feature = "fips") {
+            "aws-lc-fips"
+        } else {
+            "ring"
+        }
+    );
+}
+
+#[test]
 fn mismatched_key_and_missing_files_refused() {
     let dir = tempfile::tempdir().unwrap();
     pki(dir.path());

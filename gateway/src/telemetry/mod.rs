@@ -129,7 +129,8 @@ pub const UPSTREAM_CONNECTIONS_REUSED: &str = "oneway_upstream_connections_reuse
 pub const UPSTREAM_CONNECT_ERRORS: &str = "oneway_upstream_connect_errors_total";
 /// Time to open an upstream connection, TLS handshake included when `tls` is `true`.
 pub const UPSTREAM_CONNECT_DURATION: &str = "oneway_upstream_connect_duration_seconds";
-/// 1, labelled with the `version`, the `commit` and the `sandbox` mode the config asks for.
+/// 1, labelled with the `version`, the `commit`, the `sandbox` mode the config asks for and the
+/// TLS `crypto` (`ring`, or `aws-lc-fips` in a FIPS-capable build).
 pub const BUILD_INFO: &str = "oneway_build_info";
 /// Audit lines by `outcome`: `written` to the trail, `write_failed`, `pushed` to the audit
 /// workspace (acknowledged or spooled), `push_failed`, `dropped` (the workspace outbox was full).
@@ -205,13 +206,15 @@ pub fn render(handle: &PrometheusHandle) -> String {
 /// The commit this binary was built from (`unknown` outside a git checkout).
 pub const COMMIT: &str = env!("ONEWAY_COMMIT");
 
-/// Exports [`BUILD_INFO`]: 1, with the version, the commit and the sandbox mode.
+/// Exports [`BUILD_INFO`]: 1, with the version, the commit, the sandbox mode and the TLS
+/// cryptography (`ring`, or `aws-lc-fips` in a FIPS-capable build).
 pub fn build_info(sandbox: &str) {
     metrics::gauge!(
         BUILD_INFO,
         "version" => env!("CARGO_PKG_VERSION"),
         "commit" => COMMIT,
-        "sandbox" => sandbox.to_string()
+        "sandbox" => sandbox.to_string(),
+        "crypto" => crate::tls::CRYPTO
     )
     .set(1.0);
 }
@@ -472,7 +475,7 @@ fn describe() {
     );
     describe_gauge!(
         BUILD_INFO,
-        "1, with the version, the commit and the sandbox mode"
+        "1, with the version, the commit, the sandbox mode and the TLS crypto (ring or aws-lc-fips)"
     );
     describe_gauge!(
         AGENT_CONFIGURED,

@@ -45,11 +45,19 @@ pub fn client_config(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
 ) -> Result<rustls::ClientConfig, TlsError> {
+    client_config_with(ca, identity, crate::tls::provider())
+}
+
+/// [`client_config`] with another provider's cryptography (the TLS benchmark).
+pub fn client_config_with(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for c in load_certs(ca)? {
         roots.add(c).map_err(|e| TlsError::Rustls(e.to_string()))?;
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?
