@@ -640,6 +640,21 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_only_a_lenient_inflater_accepts_is_refused() {
+        // Found by fuzzing libdeflate against this decoder (docs/performance.md): libdeflate
+        // decodes it, zlib and Go's compress/flate (Guance) refuse it, and so must oneway.
+        let hex = "1f8b08000000000000ff4b2e28d5c9c82f2eb14d54282d4e4c4f8d2f2d4e2db235cc5430343740075cc9a38a47158f2a1e553caa785cf1a8e251c583493100d69053acca080000";
+        let body: Vec<u8> = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+            .collect();
+        assert!(matches!(
+            decode(Encoding::Gzip, &body, 1 << 20),
+            Err(DecodeError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
     fn gzip_multi_member_accepted_trailing_garbage_rejected() {
         let mut two = gz(b"first ");
         two.extend(gz(b"second"));
