@@ -275,6 +275,9 @@ pub struct Tracked<S> {
     scanner: Scanner,
     /// Set once the write side is shut: the lingering close's deadlines.
     linger: Option<Linger>,
+    /// Bytes read once already (the scanner saw them) and handed back, read again first: what
+    /// a finished hyper connection had read but not served, for the next one on the stream.
+    rewound: Option<bytes::Bytes>,
 }
 
 /// A lingering close's deadlines (nginx's `lingering_close`): after the last response and the
@@ -302,6 +305,15 @@ impl<S> Tracked<S> {
             phase,
             scanner: Scanner::new(max_head),
             linger: None,
+            rewound: None,
+        }
+    }
+
+    /// Hands `bytes` back: the next reads return them before anything new (they count for the
+    /// phase again, not for the scanner, which already followed them).
+    pub fn rewind(&mut self, bytes: bytes::Bytes) {
+        if !bytes.is_empty() {
+            self.rewound = Some(bytes);
         }
     }
 
@@ -322,6 +334,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if let Some(rewound) = self.rewound.as_mut() {
+            let n = rewound.len().min(buf.remaining());
+            buf.put_slice(&rewound.split_to(n));
+            if rewound.is_empty() {
+                self.rewound = None;
+            }
+            if n > 0 {
+                self.phase.first_byte();
+            }
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
@@ -416,6 +439,44 @@ mod tests {
         let g4 = c.try_acquire(a, 2).expect("room again");
         drop((g2, g3, g4));
         assert_eq!(c.tracked(), 0, "no state left behind");
+    }
+
+    #[tokio::test]
+    async fn rewound_bytes_are_read_first_and_scanned_once() {
+        use tokio::io::AsyncWriteExt;
+        let (client, server) = tokio::io::duplex(4096);
+        let phase = Phase::new();
+        let mut tracked = Tracked::new(server, Arc::clone(&phase), 16 << 10);
+        let mut client = client;
+        let head = b"POST /a HTTP/1.1\r\nContent-Length: 0\r\n\r\n";
+        client.write_all(head).await.expect("write");
+        let mut buf = vec![0u8; head.len()];
+        tracked.read_exact(&mut buf).await.expect("read");
+        assert_eq!(
+            phase.framings.lock().expect("lock").len(),
+            1,
+            "scanned once"
+        );
+        phase.busy();
+        phase.idle();
+        // hyper hands back what it read but did not serve: read again first, counted as the
+        // start of a request head, not scanned again.
+        tracked.rewind(bytes::Bytes::from_static(b"POST /b"));
+        client.write_all(b" HTTP/1.1").await.expect("write");
+        let mut again = vec![0u8; 16];
+        tracked.read_exact(&mut again).await.expect("read");
+        assert_eq!(&again, b"POST /b HTTP/1.1");
+        assert_eq!(
+            phase
+                .deadline(Duration::from_secs(60), Duration::from_secs(10))
+                .map(|d| d.1),
+            Some(Expiry::Head)
+        );
+        assert_eq!(
+            phase.framings.lock().expect("lock").len(),
+            0,
+            "the rewound bytes were not scanned twice; the new ones are a head in progress"
+        );
     }
 
     #[test]

@@ -343,6 +343,93 @@ async fn an_idle_connection_is_parked_serves_its_next_request_and_closes_at_shut
 }
 
 #[tokio::test]
+async fn bytes_read_past_a_request_survive_parking() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    let base = gw.metric("oneway_listener_parked_connections", &[]).await;
+    let mut tls = gw
+        .connect_tls(Some("agent-1"), b"", None)
+        .await
+        .expect("tls");
+    let request = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: {}\r\n\r\n{LP}",
+        uri(),
+        LP.len()
+    );
+    // A spare line end after the request: hyper reads it with the request and holds it as
+    // the start of the next one when the connection goes idle.
+    tls.write_all(format!("{request}\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = tls.read(&mut buf).await.expect("response");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // Past the park delay: the spare line end is dropped (a server ignores empty lines
+    // between requests) and the connection parks; it stays open and serves the next request.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    parked_reaches(&gw, base + 1.0).await;
+    tls.write_all(request.as_bytes()).await.expect("write");
+    let n = tls.read(&mut buf).await.expect("second response");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "the connection survived: {}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert_eq!(up.received().len(), 2);
+    assert!(gw.stop().await);
+}
+
+#[tokio::test]
+async fn a_header_bomb_still_sending_reads_its_431_rather_than_a_reset() {
+    let _serial = SERIAL.lock().await;
+    let up = FakeUpstream::start().await;
+    let gw = TestGateway::builder().upstream(&up).start().await;
+    let tls = gw
+        .connect_tls(Some("agent-1"), b"", None)
+        .await
+        .expect("tls");
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n",
+        uri(),
+        "a".repeat(40_000)
+    );
+    let mut tls = tls;
+    // A client that writes its whole request before it reads (as a simple client does): hyper
+    // answers 431 after the head, and unless the close lingers, the rest of the write meets a
+    // reset (broken pipe) and the answer is never read.
+    tls.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![b'a'; 256 << 10];
+    for i in 0..64 {
+        tls.write_all(&chunk)
+            .await
+            .unwrap_or_else(|e| panic!("write {i} after the refused head: {e}"));
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < 12 {
+        match tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!(
+                "no answer, got {other:?} after {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(up.received().is_empty());
+    assert!(gw.stop().await);
+}
+
+#[tokio::test]
 async fn max_connection_age_closes_gracefully_after_the_request_in_progress() {
     let _serial = SERIAL.lock().await;
     let up = FakeUpstream::start().await;
