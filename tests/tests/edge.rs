@@ -24,6 +24,15 @@ fn uri() -> String {
     format!("/v1/write/metric?token={TOKEN_1}")
 }
 
+/// One keep-alive request pushing [`LP`] as token 1, as raw HTTP/1.1.
+fn lp_request() -> String {
+    format!(
+        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: {}\r\n\r\n{LP}",
+        uri(),
+        LP.len()
+    )
+}
+
 fn lp_headers() -> [(&'static str, &'static str); 1] {
     [("content-type", "application/line-protocol")]
 }
@@ -224,11 +233,7 @@ async fn row5_idle_keep_alive_is_closed_at_the_keepalive_deadline() {
         .connect_tls(Some("agent-1"), b"", None)
         .await
         .expect("tls");
-    let request = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: {}\r\n\r\n{LP}",
-        uri(),
-        LP.len()
-    );
+    let request = lp_request();
     // Idle longer than the head deadline but shorter than keep-alive: still open.
     tls.write_all(request.as_bytes()).await.expect("write");
     let mut buf = vec![0u8; 4096];
@@ -290,11 +295,7 @@ async fn an_idle_connection_is_parked_serves_its_next_request_and_closes_at_shut
         .connect_tls(Some("agent-1"), b"", None)
         .await
         .expect("tls");
-    let request = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: {}\r\n\r\n{LP}",
-        uri(),
-        LP.len()
-    );
+    let request = lp_request();
     let mut buf = vec![0u8; 4096];
     for round in 0..3 {
         tls.write_all(request.as_bytes()).await.expect("write");
@@ -352,11 +353,7 @@ async fn bytes_read_past_a_request_survive_parking() {
         .connect_tls(Some("agent-1"), b"", None)
         .await
         .expect("tls");
-    let request = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: {}\r\n\r\n{LP}",
-        uri(),
-        LP.len()
-    );
+    let request = lp_request();
     // A spare line end after the request: hyper reads it with the request and holds it as
     // the start of the next one when the connection goes idle.
     tls.write_all(format!("{request}\r\n").as_bytes())
@@ -442,11 +439,7 @@ async fn max_connection_age_closes_gracefully_after_the_request_in_progress() {
         .connect_tls(Some("agent-1"), b"", None)
         .await
         .expect("tls");
-    let request = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: {}\r\n\r\n{LP}",
-        uri(),
-        LP.len()
-    );
+    let request = lp_request();
     let started = Instant::now();
     let mut answered = 0;
     let mut buf = vec![0u8; 4096];
@@ -556,11 +549,7 @@ async fn row6_connection_caps_refuse_excess_fast_without_tls() {
             &["reason=\"per_identity\""],
         )
         .await;
-    let request = format!(
-        "POST {} HTTP/1.1\r\nHost: x\r\nContent-Type: application/line-protocol\r\nContent-Length: {}\r\n\r\n{LP}",
-        uri(),
-        LP.len()
-    );
+    let request = lp_request();
     let mut open = Vec::new();
     for expected in ["HTTP/1.1 200", "HTTP/1.1 200", "HTTP/1.1 503"] {
         let mut tls = gw
