@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use oneway_tests::{FakeUpstream, TOKEN_1, TestGateway};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -235,23 +235,9 @@ async fn row5_idle_keep_alive_is_closed_at_the_keepalive_deadline() {
         .expect("tls");
     let request = lp_request();
     // Idle longer than the head deadline but shorter than keep-alive: still open.
-    tls.write_all(request.as_bytes()).await.expect("write");
-    let mut buf = vec![0u8; 4096];
-    let n = tls.read(&mut buf).await.expect("response");
-    assert!(
-        buf[..n].starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    answered_200(&mut tls, request.as_bytes(), "first request").await;
     tokio::time::sleep(Duration::from_millis(350)).await;
-    tls.write_all(request.as_bytes())
-        .await
-        .expect("second request on the idle connection");
-    let n = tls.read(&mut buf).await.expect("second response");
-    assert!(
-        buf[..n].starts_with(b"HTTP/1.1 200"),
-        "idle < keep-alive: kept"
-    );
+    answered_200(&mut tls, request.as_bytes(), "idle < keep-alive: kept").await;
     let (waited, _) = until_closed(&mut tls, Duration::from_secs(10)).await;
     assert!(
         waited >= Duration::from_millis(550) && waited < Duration::from_millis(600) + MARGIN,
@@ -267,6 +253,21 @@ async fn row5_idle_keep_alive_is_closed_at_the_keepalive_deadline() {
         1.0
     );
     assert!(gw.stop().await);
+}
+
+/// Writes `bytes` on `tls`, reads one answer and asserts it is a 200 (`what` says which);
+/// returns the answer's text.
+async fn answered_200<S: AsyncRead + AsyncWrite + Unpin>(
+    tls: &mut S,
+    bytes: &[u8],
+    what: &str,
+) -> String {
+    tls.write_all(bytes).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = tls.read(&mut buf).await.expect("response");
+    let answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{what}: {answer}");
+    answer
 }
 
 /// Waits (up to 5 s) until the gateway's parked-connection gauge reads `want`.
@@ -296,19 +297,10 @@ async fn an_idle_connection_is_parked_serves_its_next_request_and_closes_at_shut
         .await
         .expect("tls");
     let request = lp_request();
-    let mut buf = vec![0u8; 4096];
     for round in 0..3 {
-        tls.write_all(request.as_bytes()).await.expect("write");
-        let n = tls.read(&mut buf).await.expect("response");
+        let answer = answered_200(&mut tls, request.as_bytes(), &format!("round {round}")).await;
         assert!(
-            buf[..n].starts_with(b"HTTP/1.1 200"),
-            "round {round}: {}",
-            String::from_utf8_lossy(&buf[..n])
-        );
-        assert!(
-            !String::from_utf8_lossy(&buf[..n])
-                .to_ascii_lowercase()
-                .contains("connection: close"),
+            !answer.to_ascii_lowercase().contains("connection: close"),
             "the connection is kept"
         );
         // Idle past the park delay: hyper's state goes, the TLS session stays.
@@ -320,13 +312,7 @@ async fn an_idle_connection_is_parked_serves_its_next_request_and_closes_at_shut
     tls.write_all(first).await.expect("write");
     parked_reaches(&gw, base).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    tls.write_all(rest).await.expect("write");
-    let n = tls.read(&mut buf).await.expect("response");
-    assert!(
-        buf[..n].starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    answered_200(&mut tls, rest, "split across the wake-up").await;
     assert_eq!(
         up.received().len(),
         4,
@@ -356,27 +342,17 @@ async fn bytes_read_past_a_request_survive_parking() {
     let request = lp_request();
     // A spare line end after the request: hyper reads it with the request and holds it as
     // the start of the next one when the connection goes idle.
-    tls.write_all(format!("{request}\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut buf = vec![0u8; 4096];
-    let n = tls.read(&mut buf).await.expect("response");
-    assert!(
-        buf[..n].starts_with(b"HTTP/1.1 200"),
-        "{}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    answered_200(
+        &mut tls,
+        format!("{request}\r\n").as_bytes(),
+        "first request",
+    )
+    .await;
     // Past the park delay: the spare line end is dropped (a server ignores empty lines
     // between requests) and the connection parks; it stays open and serves the next request.
     tokio::time::sleep(Duration::from_millis(400)).await;
     parked_reaches(&gw, base + 1.0).await;
-    tls.write_all(request.as_bytes()).await.expect("write");
-    let n = tls.read(&mut buf).await.expect("second response");
-    assert!(
-        buf[..n].starts_with(b"HTTP/1.1 200"),
-        "the connection survived: {}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    answered_200(&mut tls, request.as_bytes(), "the connection survived").await;
     assert_eq!(up.received().len(), 2);
     assert!(gw.stop().await);
 }
