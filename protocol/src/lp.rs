@@ -694,6 +694,13 @@ fn fits_i64(digits: &[u8], negative: bool) -> bool {
 /// Whether decimal `digits` (possibly with leading zeros) are at most `max` (no leading zeros).
 #[inline]
 fn fits(digits: &[u8], max: &[u8]) -> bool {
+    // The common cases without a comparison call: fewer digits, or as many with a smaller
+    // first one (a leading zero included).
+    match (digits.len().cmp(&max.len()), digits.first(), max.first()) {
+        (core::cmp::Ordering::Less, ..) => return true,
+        (core::cmp::Ordering::Equal, Some(d), Some(m)) if d < m => return true,
+        _ => {}
+    }
     let first = digits
         .iter()
         .position(|&d| d != b'0')

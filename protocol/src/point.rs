@@ -281,7 +281,9 @@ impl PointChecker {
             self.unescaped_key(input, start, end, spelling)?
         };
         if self.has_key_rules {
-            self.key_rules(input, key)?;
+            // Scalars, not the struct: a struct passed to a call goes through the stack, and
+            // the whole-struct reload below then waits on partial stores.
+            self.key_rules(input, key.start, key.end)?;
         }
         self.last_duplicate = self.is_duplicate(input, key);
         if self.last_duplicate {
@@ -326,8 +328,15 @@ impl PointChecker {
 
     /// Reserved and expected keys of the category.
     #[inline(never)]
-    fn key_rules(&mut self, input: &[u8], key: KeyRef) -> Result<(), Rule> {
-        let bytes = self.bytes(input, key);
+    fn key_rules(&mut self, input: &[u8], start: usize, end: usize) -> Result<(), Rule> {
+        let bytes = self.bytes(
+            input,
+            KeyRef {
+                hash: 0,
+                start,
+                end,
+            },
+        );
         let is_reserved = self.reserved.contains(&bytes);
         let is_expected = !self.expected_seen && self.expected == Some(bytes);
         if is_expected {
@@ -389,15 +398,16 @@ impl PointChecker {
             let maybe_seen = self.filter[word] & mask != 0;
             self.filter[word] |= mask;
             self.first_keys[index] = key;
-            return maybe_seen && self.seen_before(input, key, index);
+            return maybe_seen && self.seen_before(input, index);
         }
-        self.is_duplicate_many(input, key, index)
+        self.is_duplicate_many(input, key.start, key.end, index)
     }
 
-    /// A filter hit: compare with the keys before `index`.
+    /// A filter hit: compare key `index` (just recorded) with the keys before it.
     #[cold]
     #[inline(never)]
-    fn seen_before(&self, input: &[u8], key: KeyRef, index: usize) -> bool {
+    fn seen_before(&self, input: &[u8], index: usize) -> bool {
+        let key = self.first_keys[index];
         self.first_keys[..index]
             .iter()
             .any(|&k| self.same(input, k, key))
@@ -406,7 +416,7 @@ impl PointChecker {
     /// Past [`LINEAR_KEYS`] keys: a hash table over a hash of every byte, so keys alike in
     /// their ends cannot make it quadratic.
     #[inline(never)]
-    fn is_duplicate_many(&mut self, input: &[u8], key: KeyRef, index: usize) -> bool {
+    fn is_duplicate_many(&mut self, input: &[u8], start: usize, end: usize, index: usize) -> bool {
         if index == LINEAR_KEYS {
             // Switch to the table: a fresh generation, then every key so far (no duplicates
             // among them that matter any more: a duplicate was already reported).
@@ -423,8 +433,16 @@ impl PointChecker {
             }
         }
         let key = KeyRef {
-            hash: hash(self.bytes(input, key)),
-            ..key
+            hash: hash(self.bytes(
+                input,
+                KeyRef {
+                    hash: 0,
+                    start,
+                    end,
+                },
+            )),
+            start,
+            end,
         };
         self.keys.push(key);
         self.table_insert(input, key, index as u32)
