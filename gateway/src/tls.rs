@@ -18,6 +18,8 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 
 use crate::config::ListenerConfig;
 
+mod chain_cache;
+
 /// Why the TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -189,11 +191,13 @@ fn client_trust_with(
             .add(ca)
             .map_err(|e| file_error(&l.client_ca, format!("not a usable CA certificate: {e}")))?;
     }
+    let crls_until = chain_cache::crls_until(crls.iter().map(|c| c.as_ref()));
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
         .with_crls(crls)
         .enforce_revocation_expiration()
         .build()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let verifier: ClientVerifier = Arc::new(chain_cache::ChainCache::new(verifier, crls_until));
     Ok((verifier, summary))
 }
 

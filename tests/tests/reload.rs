@@ -245,6 +245,20 @@ async fn a_revoked_certificate_loses_its_open_connection_at_the_reload_and_canno
         .await
         .expect("before");
     assert_eq!(keep_alive_push(&mut bystander, TOKEN_2).await, 200);
+    // A second handshake of agent-1 is answered from the chains that passed before: the
+    // reload below must not let that memory outlive the revocation.
+    let remembered = ["outcome=\"remembered\""];
+    let checks = "oneway_tls_client_chain_checks_total";
+    let remembered_before = gw.metric(checks, &remembered).await;
+    let again = gw
+        .post("agent-1", &uri(TOKEN_1), &headers(), LP.as_bytes().to_vec())
+        .await
+        .expect("agent-1 before its revocation");
+    assert_eq!(again.status, 200);
+    assert_eq!(
+        gw.metric(checks, &remembered).await - remembered_before,
+        1.0
+    );
     let closed_before = gw
         .metric(
             "oneway_listener_connections_closed_total",
@@ -294,8 +308,8 @@ async fn a_revoked_certificate_loses_its_open_connection_at_the_reload_and_canno
     assert_eq!(other.status, 200);
     assert_eq!(
         up.received().len(),
-        4,
-        "agent-1 pushed once, agent-2 three times"
+        5,
+        "agent-1 pushed twice, agent-2 three times"
     );
     drop(bystander);
     assert!(gw.stop().await);

@@ -28,6 +28,9 @@ pub const VALIDATION_COUNTED: &str = "oneway_validation_counted_points_total";
 pub const DECODE_FAILURES: &str = "oneway_decode_failures_total";
 /// Failed TLS handshakes, by `kind` (`timeout`, `no_certificate`, `bad_certificate`, `other`).
 pub const TLS_FAILURES: &str = "oneway_tls_handshake_failures_total";
+/// Client certificate chains checked, by `outcome`: `verified` and `refused` (checked in full),
+/// `remembered` (a chain that passed before, within its validity, its CRLs' and 5 minutes).
+pub const CLIENT_CHAIN_CHECKS: &str = "oneway_tls_client_chain_checks_total";
 /// Refused requests at authentication, by `kind`.
 pub const AUTH_FAILURES: &str = "oneway_auth_failures_total";
 /// Upstream requests by `outcome` (`2xx`, `4xx`, `5xx`, `timeout`, `unreachable`).
@@ -289,6 +292,11 @@ fn prime() {
             &["timeout", "no_certificate", "bad_certificate", "other"],
         ),
         (
+            CLIENT_CHAIN_CHECKS,
+            "outcome",
+            &["verified", "remembered", "refused"],
+        ),
+        (
             RELOADS,
             "outcome",
             &[
@@ -406,6 +414,10 @@ fn describe() {
     );
     describe_counter!(DECODE_FAILURES, "Bodies that failed to decode, by kind");
     describe_counter!(TLS_FAILURES, "Failed TLS handshakes, by kind");
+    describe_counter!(
+        CLIENT_CHAIN_CHECKS,
+        "Client certificate chains checked, by outcome (verified or refused in full, remembered)"
+    );
     describe_counter!(AUTH_FAILURES, "Requests refused at authentication, by kind");
     describe_counter!(UPSTREAM_REQUESTS, "Upstream requests by outcome");
     describe_histogram!(UPSTREAM_DURATION, Unit::Seconds, "Upstream response time");
