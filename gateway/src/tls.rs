@@ -1,7 +1,8 @@
 //! TLS for the public listener: rustls 1.2+ with a **required** client certificate, verified
 //! against the configured CA bundle and CRLs (an expired CRL fails closed), no session
 //! resumption (no TLS 1.3 tickets, no session cache: a revoked certificate must not resume),
-//! HTTP/1.1 only through ALPN.
+//! HTTP/1.1 only through ALPN. A client chain that passed is remembered for at most 5 minutes
+//! within its validity and its CRLs' ([`ChainCache`]); a reload starts from an empty memory.
 //!
 //! Loading checks everything an operator can get wrong: unreadable or empty files, a key that
 //! does not match its certificate, a CRL that does not parse. Each failure is a [`TlsError`].
@@ -19,6 +20,9 @@ use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyD
 use crate::config::ListenerConfig;
 
 mod chain_cache;
+pub use chain_cache::{
+    CAPACITY, CLIENT_CHAIN_CHECKS, ChainCache, MAX_CHAIN_BYTES, Outcome, TTL_SECS, crls_until,
+};
 
 /// Why the TLS material could not be loaded.
 #[derive(Debug, thiserror::Error)]

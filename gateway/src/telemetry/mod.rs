@@ -30,7 +30,7 @@ pub const DECODE_FAILURES: &str = "oneway_decode_failures_total";
 pub const TLS_FAILURES: &str = "oneway_tls_handshake_failures_total";
 /// Client certificate chains checked, by `outcome`: `verified` and `refused` (checked in full),
 /// `remembered` (a chain that passed before, within its validity, its CRLs' and 5 minutes).
-pub const CLIENT_CHAIN_CHECKS: &str = "oneway_tls_client_chain_checks_total";
+pub use crate::tls::CLIENT_CHAIN_CHECKS;
 /// Refused requests at authentication, by `kind`.
 pub const AUTH_FAILURES: &str = "oneway_auth_failures_total";
 /// Upstream requests by `outcome` (`2xx`, `4xx`, `5xx`, `timeout`, `unreachable`).
