@@ -3,10 +3,11 @@
 //! or a broken CRL is refused.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use oneway_gateway::config::ListenerConfig;
-use oneway_gateway::tls::{TlsError, expiry_seconds, server_config};
+use oneway_gateway::tls::{TlsError, expiry_seconds, load_certs, server_config};
 use oneway_gateway::tools::certs::{ClientSpec, PkiSpec, generate};
 
 fn listener(dir: &Path) -> ListenerConfig {
@@ -104,4 +105,97 @@ fn mismatched_key_and_missing_files_refused() {
     )
     .unwrap();
     assert!(server_config(&listener(dir.path())).is_err());
+}
+
+/// Presents a fixed certificate chain and signs with a fixed key, whether or not they match.
+#[derive(Debug)]
+struct Presenting(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Presenting {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Moves what `from` has to send into `to`, and has `to` process it.
+fn deliver(
+    from: &mut rustls::Connection,
+    to: &mut rustls::Connection,
+) -> Result<(), rustls::Error> {
+    let mut wire = Vec::new();
+    while from.wants_write() {
+        from.write_tls(&mut wire).expect("written to memory");
+    }
+    let mut read = &wire[..];
+    while !read.is_empty() {
+        to.read_tls(&mut read).expect("read from memory");
+        to.process_new_packets()?;
+    }
+    Ok(())
+}
+
+/// One full handshake in memory between `server_config` and a client presenting `cert` and
+/// signing with `key` (files in `dir`): the server's verdict.
+fn handshake_as(
+    server_config: &Arc<rustls::ServerConfig>,
+    dir: &Path,
+    cert: &str,
+    key: &str,
+) -> Result<(), rustls::Error> {
+    use rustls::pki_types::pem::PemObject;
+    let provider = oneway_gateway::tls::provider();
+    let certs = load_certs(&dir.join(cert)).expect("a chain");
+    let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join(key)).expect("a key");
+    let signer = provider
+        .key_provider
+        .load_private_key(key)
+        .expect("a signing key");
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in load_certs(&dir.join("ca.pem")).expect("the CA") {
+        roots.add(ca).expect("a root");
+    }
+    let client_config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(Arc::new(Presenting(Arc::new(
+            rustls::sign::CertifiedKey::new(certs, signer),
+        ))));
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("a name");
+    let mut client = rustls::Connection::Client(
+        rustls::ClientConnection::new(Arc::new(client_config), name).expect("a client"),
+    );
+    let mut server = rustls::Connection::Server(
+        rustls::ServerConnection::new(Arc::clone(server_config)).expect("a server"),
+    );
+    for _ in 0..16 {
+        deliver(&mut client, &mut server)?;
+        deliver(&mut server, &mut client)?;
+        if !server.is_handshaking() {
+            return Ok(());
+        }
+    }
+    panic!("the handshake did not end");
+}
+
+#[test]
+fn a_remembered_chain_still_needs_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    pki(dir.path());
+    // One configuration, so one verifier: after the first handshake a's chain is remembered.
+    let config = server_config(&listener(dir.path())).unwrap();
+    assert!(handshake_as(&config, dir.path(), "a.pem", "a.key").is_ok());
+    assert!(handshake_as(&config, dir.path(), "a.pem", "a.key").is_ok());
+    // a's chain with another key's signature (the server's key): refused at CertificateVerify,
+    // remembered chain or not.
+    let refused = handshake_as(&config, dir.path(), "a.pem", "server.key");
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(handshake_as(&config, dir.path(), "a.pem", "a.key").is_ok());
 }
