@@ -33,9 +33,15 @@ pub fn line_protocol(data: &[u8]) {
     validate(BodyKind::LineProtocol, data);
 }
 
-/// Protobuf validation.
+/// Protobuf validation; the walk's shortcuts for DataKit's fields read every input as its
+/// general path does.
 pub fn protobuf(data: &[u8]) {
     validate(BodyKind::Protobuf, data);
+    let (category, body) = split(data);
+    assert!(
+        crate::pb::shortcuts_agree(category, body),
+        "the protobuf walk's shortcuts and its general path disagree"
+    );
 }
 
 /// JSON validation.

@@ -58,6 +58,16 @@ const I32: u8 = 5;
 
 type Fail = (Rule, usize);
 
+/// One-byte keys (field number << 3 | wire type) of the fields DataKit writes.
+const KEY_1_LEN: u8 = 1 << 3 | LEN;
+const KEY_2_LEN: u8 = 2 << 3 | LEN;
+const KEY_2_VARINT: u8 = 2 << 3 | VARINT;
+const KEY_3_VARINT: u8 = 3 << 3 | VARINT;
+const KEY_5_VARINT: u8 = 5 << 3 | VARINT;
+const KEY_8_VARINT: u8 = 8 << 3 | VARINT;
+const KEY_9_VARINT: u8 = 9 << 3 | VARINT;
+const KEY_11_LEN: u8 = 11 << 3 | LEN;
+
 /// Reads fields from `b[i..end]`. Offsets are into the whole body, for error reports.
 struct Reader<'a> {
     /// The body up to `end`.
@@ -110,6 +120,33 @@ impl<'a> Reader<'a> {
             }
         }
         Err((Rule::BadVarint, start))
+    }
+
+    /// The key byte at the cursor, when the cursor is not at the end.
+    #[inline(always)]
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    /// Past a one-byte key at `at` whose wire type is LEN: the value's span (what [`Self::next`]
+    /// reads for it, with the same errors).
+    #[inline(always)]
+    fn len_after_key(&mut self, at: usize) -> Result<(usize, usize), Fail> {
+        self.i += 1;
+        let len = self.varint()?;
+        if len > (self.b.len() - self.i) as u64 {
+            return Err((Rule::Truncated, at));
+        }
+        let start = self.i;
+        self.i += len as usize;
+        Ok((start, self.i))
+    }
+
+    /// Past a one-byte key whose wire type is VARINT: the value (as [`Self::next`] reads it).
+    #[inline(always)]
+    fn varint_after_key(&mut self) -> Result<u64, Fail> {
+        self.i += 1;
+        self.varint()
     }
 
     /// The next field, or `None` at the end. Rejects wire types other than 0, 1, 2, 5.
@@ -185,8 +222,9 @@ fn f64_at(b: &[u8], (s, _): (usize, usize)) -> f64 {
 /// list, and its duplicate rule depends on that order).
 type Kv = (Vec<u8>, bool, Reading);
 
-/// What one batch's walk carries.
-struct Walk<'a, 'c, S> {
+/// What one batch's walk carries. `SHORTCUTS`: read the fields DataKit writes (one-byte keys)
+/// without the general dispatch; off only to compare the two readings (tests, fuzzing).
+struct Walk<'a, 'c, S, const SHORTCUTS: bool> {
     b: &'a [u8],
     c: &'c mut PointChecker,
     nanos: i64,
@@ -205,7 +243,18 @@ pub(crate) fn validate<S: Sink>(
     precision: Precision,
     sink: &mut S,
 ) -> Result<Verdict, Rejection> {
-    let mut w = Walk {
+    validate_with::<S, true>(checker, body, precision, sink)
+}
+
+/// [`validate`], with or without the shortcuts for the fields DataKit writes: both must give
+/// the same verdict, rejection and reading on every input.
+pub(crate) fn validate_with<S: Sink, const SHORTCUTS: bool>(
+    checker: &mut PointChecker,
+    body: &[u8],
+    precision: Precision,
+    sink: &mut S,
+) -> Result<Verdict, Rejection> {
+    let mut w = Walk::<S, SHORTCUTS> {
         b: body,
         c: checker,
         nanos: precision.nanos_per_unit(),
@@ -218,6 +267,17 @@ pub(crate) fn validate<S: Sink>(
     let mut points = 0u64;
     let mut r = Reader::new(body, 0, body.len());
     loop {
+        // DataKit's points, each after the one-byte key of field 1, LEN.
+        if SHORTCUTS && r.peek() == Some(KEY_1_LEN) {
+            let at = r.i;
+            let (s, e) = r
+                .len_after_key(at)
+                .map_err(|f| rejection(body, None, 0, f))?;
+            w.point(s, e)
+                .map_err(|f| rejection(body, Some(points), s, f))?;
+            points += 1;
+            continue;
+        }
         let field = r.next().map_err(|f| rejection(body, None, 0, f))?;
         let Some((number, wire, value, at)) = field else {
             break;
@@ -255,7 +315,7 @@ enum Val {
     Any { strings: bool },
 }
 
-impl<S: Sink> Walk<'_, '_, S> {
+impl<S: Sink, const SHORTCUTS: bool> Walk<'_, '_, S, SHORTCUTS> {
     /// Records text that must be UTF-8 (or is counted as not).
     #[inline(always)]
     fn utf8(&mut self, (s, e): (usize, usize)) {
@@ -277,7 +337,32 @@ impl<S: Sink> Walk<'_, '_, S> {
         let mut name = (start, start);
         let mut time = 0u64;
         let mut r = Reader::new(b, start, end);
-        while let Some((number, wire, value, at)) = r.next()? {
+        loop {
+            // The fields DataKit writes, each after its one-byte key: the same reading as the
+            // general path below, without its dispatch.
+            let at = r.i;
+            if SHORTCUTS {
+                match r.peek() {
+                    None => break,
+                    Some(KEY_1_LEN) => {
+                        name = r.len_after_key(at)?;
+                        continue;
+                    }
+                    Some(KEY_2_LEN) => {
+                        let (s, e) = r.len_after_key(at)?;
+                        self.field(s, e)?;
+                        continue;
+                    }
+                    Some(KEY_3_VARINT) => {
+                        time = r.varint_after_key()?;
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+            }
+            let Some((number, wire, value, at)) = r.next()? else {
+                break;
+            };
             match number {
                 1 => {
                     expect(wire, LEN, at)?;
@@ -367,7 +452,48 @@ impl<S: Sink> Walk<'_, '_, S> {
         // The last value, for the reading.
         let mut last: Option<(u32, Value)> = None;
         let mut r = Reader::new(b, start, end);
-        while let Some((number, wire, value, at)) = r.next()? {
+        loop {
+            // The members DataKit writes, each after its one-byte key: the same reading as the
+            // general path below, without its dispatch.
+            let at = r.i;
+            if SHORTCUTS {
+                match r.peek() {
+                    None => break,
+                    Some(KEY_1_LEN) => {
+                        key = r.len_after_key(at)?;
+                        continue;
+                    }
+                    Some(key_byte @ (KEY_2_VARINT | KEY_3_VARINT | KEY_5_VARINT)) => {
+                        let v = r.varint_after_key()?;
+                        val = Val::Scalar;
+                        if S::ACTIVE {
+                            last = Some((u32::from(key_byte >> 3), Value::Varint(v)));
+                        }
+                        continue;
+                    }
+                    Some(KEY_8_VARINT) => {
+                        is_tag = r.varint_after_key()? != 0;
+                        continue;
+                    }
+                    Some(KEY_9_VARINT) => {
+                        r.varint_after_key()?;
+                        continue;
+                    }
+                    Some(KEY_11_LEN) => {
+                        let (s, e) = r.len_after_key(at)?;
+                        self.utf8((s, e));
+                        val = Val::Str(s, e);
+                        if S::ACTIVE {
+                            last = Some((11, Value::Span(s, e)));
+                        }
+                        continue;
+                    }
+                    Some(_) => {}
+                }
+            }
+            let Some((number, wire, value, at)) = r.next()? else {
+                break;
+            };
             match number {
                 1 => {
                     expect(wire, LEN, at)?;
@@ -661,6 +787,25 @@ pub(crate) fn compact_like_guance(kvs: &mut Vec<Kv>) {
         }
     }
     kvs.truncate(idx);
+}
+
+/// Whether the walk with and without its shortcuts gives the same verdict or rejection and the
+/// same reading of `body` (the protobuf fuzz target and the tests check it on every input).
+pub(crate) fn shortcuts_agree(category: crate::Category, body: &[u8]) -> bool {
+    let run = |shortcuts: bool| {
+        let config = crate::ValidationConfig::default();
+        let mut checker = PointChecker::new(config.limits, config.actions, category);
+        let mut points = crate::reading::Points::default();
+        let precision = Precision::Nanoseconds;
+        let result = if shortcuts {
+            validate_with::<_, true>(&mut checker, body, precision, &mut points)
+        } else {
+            validate_with::<_, false>(&mut checker, body, precision, &mut points)
+        };
+        // Debug, not PartialEq: a NaN read the same way is the same reading.
+        format!("{result:?} {:?}", points.0)
+    };
+    run(true) == run(false)
 }
 
 #[cfg(test)]

@@ -338,3 +338,62 @@ fn limits_apply() {
         Rule::FieldValueTooLong
     );
 }
+
+/// The shortcuts for the fields DataKit writes read every input as the general path does:
+/// DataKit-shaped batches, and every truncation and one-byte change of them (each byte set to
+/// a few values that matter to the wire format).
+#[test]
+fn shortcuts_read_every_input_as_the_general_path() {
+    let any = W::default()
+        .len(1, ARRAY_TYPE_URL)
+        .len(2, &W::default().len(1, &W::default().int(1, 7).0).0)
+        .0;
+    let fields = [
+        f_int("usage", 42),
+        f_str("host", "a", true),
+        f_str("msg", "hello", false),
+        W::default().len(1, b"f").f64(4, 1.5).int(9, 1).0,
+        W::default().len(1, b"u").int(3, 7).int(5, 1).0,
+        W::default().len(1, b"arr").len(7, &any).0,
+        W::default()
+            .len(1, b"d")
+            .len(6, b"\x00\xff")
+            .len(10, b"unit")
+            .0,
+    ];
+    let batches = [
+        batch(&[pt("cpu", &fields), pt("mem", &fields[..2])]),
+        batch(&[W::default()
+            .len(1, b"x")
+            .len(2, &fields[0])
+            .len(4, &W::default().len(1, b"w").len(2, b"m").0)
+            .0]),
+    ];
+    let mut cases = 0;
+    for body in &batches {
+        for category in crate::Category::ALL {
+            assert!(shortcuts_agree(category, body));
+        }
+        for cut in 0..body.len() {
+            assert!(
+                shortcuts_agree(crate::Category::Metric, &body[..cut]),
+                "cut at {cut}"
+            );
+            cases += 1;
+        }
+        for at in 0..body.len() {
+            for byte in [
+                0x00, 0x01, 0x08, 0x0a, 0x10, 0x12, 0x18, 0x40, 0x48, 0x5a, 0x7f, 0x80, 0xff,
+            ] {
+                let mut mutant = body.clone();
+                mutant[at] = byte;
+                assert!(
+                    shortcuts_agree(crate::Category::Metric, &mutant),
+                    "byte {at} set to {byte:#04x}"
+                );
+                cases += 1;
+            }
+        }
+    }
+    assert!(cases > 1000, "{cases}");
+}
