@@ -444,6 +444,7 @@ impl<S: Sink, const SHORTCUTS: bool> Walk<'_, '_, S, SHORTCUTS> {
     }
 
     /// Validates one `Field` in `b[start..end]` and records it in the point.
+    #[inline(always)]
     fn field(&mut self, start: usize, end: usize) -> Result<(), Fail> {
         let b = self.b;
         let mut key = (start, start);

@@ -118,8 +118,19 @@ pub(crate) fn contains(b: &[u8], x: u8) -> bool {
             return true;
         };
         hit(a) | hit(z) != 0
-    } else if n < 8 {
-        b.contains(&x)
+    } else if (4..8).contains(&n) {
+        let (Some(a), Some(z)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) else {
+            return true;
+        };
+        hit(u64::from(u32::from_le_bytes(*a)) | u64::from(u32::from_le_bytes(*z)) << 32) != 0
+    } else if n < 4 {
+        // Up to 3 bytes: compared one by one (a call to memchr costs more).
+        match *b {
+            [c] => c == x,
+            [c, d] => c == x || d == x,
+            [c, d, e] => c == x || d == x || e == x,
+            _ => false,
+        }
     } else {
         memchr::memchr(x, b).is_some()
     }
