@@ -21,7 +21,8 @@ use crate::config::ListenerConfig;
 
 mod chain_cache;
 pub use chain_cache::{
-    CAPACITY, CLIENT_CHAIN_CHECKS, ChainCache, MAX_CHAIN_BYTES, Outcome, TTL_SECS, crls_until,
+    CAPACITY, CLIENT_CHAIN_CHECKS, ChainCache, MAX_CHAIN_BYTES, MAX_REMEMBERED_BYTES, Outcome,
+    TTL_SECS, crls_until,
 };
 
 /// Why the TLS material could not be loaded.

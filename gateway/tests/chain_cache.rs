@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use oneway_gateway::tls::{ChainCache, MAX_CHAIN_BYTES, Outcome, TTL_SECS, crls_until, provider};
+use oneway_gateway::tls::{
+    ChainCache, MAX_CHAIN_BYTES, MAX_REMEMBERED_BYTES, Outcome, TTL_SECS, crls_until, provider,
+};
 use oneway_gateway::tools::certs::{ClientSpec, PkiSpec, generate};
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::pem::PemObject;
@@ -25,6 +27,11 @@ struct Fixture {
 /// A dev PKI, a verifier with its CRL, and a cache of at most 2 chains over it whose CRL
 /// bound is `bound(the CRL's own)`.
 fn fixture(bound: impl FnOnce(Option<u64>) -> Option<u64>) -> Fixture {
+    fixture_with(bound, MAX_REMEMBERED_BYTES)
+}
+
+/// [`fixture`] remembering at most `budget` bytes of chains.
+fn fixture_with(bound: impl FnOnce(Option<u64>) -> Option<u64>, budget: usize) -> Fixture {
     let client = |name: &str, revoked: bool, expired: bool| ClientSpec {
         name: name.into(),
         dns: vec![name.into()],
@@ -55,7 +62,7 @@ fn fixture(bound: impl FnOnce(Option<u64>) -> Option<u64>) -> Fixture {
         .enforce_revocation_expiration()
         .build()
         .expect("a verifier");
-    let cache = ChainCache::new(inner, bound(crl_bound)).with_capacity(2);
+    let cache = ChainCache::new(inner, bound(crl_bound)).with_capacity(2, budget);
     let certs = pki
         .clients
         .iter()
@@ -186,6 +193,22 @@ fn the_cache_is_bounded_in_chains_and_bytes() {
         f.check(name, t);
         assert!(f.cache.len() <= 2);
     }
+    // The bytes remembered are bounded too: with room for one chain and a half, the second
+    // chain starts the memory again.
+    let one = f.certs["a"].len();
+    let f = fixture_with(|crl| crl, one * 3 / 2 + 16);
+    assert_eq!(f.check("a", t), Outcome::Verified);
+    assert_eq!(f.check("a", t), Outcome::Remembered);
+    assert_eq!(f.check("b", t), Outcome::Verified);
+    assert_eq!(f.cache.len(), 1);
+    assert!(f.cache.remembered_bytes() <= one * 3 / 2 + 16);
+    assert_eq!(f.check("a", t), Outcome::Verified);
+    // Remembering the same chain again replaces it, and counts it once.
+    let f = fixture(|crl| crl);
+    f.check("a", t);
+    let bytes = f.cache.remembered_bytes();
+    assert_eq!(f.check("a", t + TTL_SECS), Outcome::Verified);
+    assert_eq!(f.cache.remembered_bytes(), bytes);
     // A chain larger than MAX_CHAIN_BYTES passes, and is checked in full every time.
     let b = &f.certs["b"];
     let padding = vec![b.clone(); MAX_CHAIN_BYTES / b.len() + 1];

@@ -33,8 +33,12 @@ pub const TTL_SECS: u64 = 300;
 /// How many chains are remembered at most; when full, the cache starts again empty (a client
 /// can only add a chain by presenting one that passes).
 pub const CAPACITY: usize = 4096;
-/// A presented chain larger than this is always checked in full.
-pub const MAX_CHAIN_BYTES: usize = 64 * 1024;
+/// How many bytes of chains are remembered at most (the same: full means empty again), so that
+/// clients padding their chains with extra certificates cannot grow the memory past it.
+pub const MAX_REMEMBERED_BYTES: usize = 8 << 20;
+/// A presented chain larger than this is always checked in full (a client chain with its
+/// intermediates is 1 to 4 KiB).
+pub const MAX_CHAIN_BYTES: usize = 16 * 1024;
 
 /// Client certificate chains checked, by `outcome` ([`Outcome::label`]).
 pub const CLIENT_CHAIN_CHECKS: &str = "oneway_tls_client_chain_checks_total";
@@ -77,7 +81,15 @@ pub struct ChainCache {
     crls_until: Option<u64>,
     hasher: RandomState,
     capacity: usize,
-    entries: Mutex<HashMap<u64, Entry>>,
+    max_bytes: usize,
+    entries: Mutex<Entries>,
+}
+
+#[derive(Default)]
+struct Entries {
+    by_hash: HashMap<u64, Entry>,
+    /// The bytes of every remembered chain.
+    bytes: usize,
 }
 
 impl std::fmt::Debug for ChainCache {
@@ -96,19 +108,27 @@ impl ChainCache {
             crls_until,
             hasher: RandomState::new(),
             capacity: CAPACITY,
-            entries: Mutex::new(HashMap::new()),
+            max_bytes: MAX_REMEMBERED_BYTES,
+            entries: Mutex::new(Entries::default()),
         }
     }
 
-    /// At most `capacity` chains remembered instead of [`CAPACITY`].
-    pub fn with_capacity(mut self, capacity: usize) -> ChainCache {
+    /// At most `capacity` chains and `max_bytes` of them remembered instead of [`CAPACITY`] and
+    /// [`MAX_REMEMBERED_BYTES`].
+    pub fn with_capacity(mut self, capacity: usize, max_bytes: usize) -> ChainCache {
         self.capacity = capacity;
+        self.max_bytes = max_bytes;
         self
     }
 
     /// How many chains are remembered now.
     pub fn len(&self) -> usize {
-        self.entries.lock().map_or(0, |e| e.len())
+        self.entries.lock().map_or(0, |e| e.by_hash.len())
+    }
+
+    /// How many bytes of chains are remembered now.
+    pub fn remembered_bytes(&self) -> usize {
+        self.entries.lock().map_or(0, |e| e.bytes)
     }
 
     /// Whether no chain is remembered.
@@ -128,7 +148,7 @@ impl ChainCache {
         let key = chain.as_ref().map(|c| self.hasher.hash_one(c));
         if let (Some(chain), Some(key)) = (&chain, key)
             && let Ok(entries) = self.entries.lock()
-            && let Some(e) = entries.get(&key)
+            && let Some(e) = entries.by_hash.get(&key)
             && *e.chain == chain[..]
             && e.from <= secs
             && secs < e.until
@@ -152,10 +172,18 @@ impl ChainCache {
                 && secs < until
                 && let Ok(mut entries) = self.entries.lock()
             {
-                if entries.len() >= self.capacity {
-                    entries.clear();
+                let entries = &mut *entries;
+                if let Some(old) = entries.by_hash.remove(&key) {
+                    entries.bytes -= old.chain.len();
                 }
-                entries.insert(
+                if entries.by_hash.len() >= self.capacity
+                    || entries.bytes + chain.len() > self.max_bytes
+                {
+                    entries.by_hash.clear();
+                    entries.bytes = 0;
+                }
+                entries.bytes += chain.len();
+                entries.by_hash.insert(
                     key,
                     Entry {
                         chain: chain.into_boxed_slice(),
