@@ -552,9 +552,13 @@ impl<S: Sink, const SHORTCUTS: bool> Walk<'_, '_, S, SHORTCUTS> {
                 _ => return Err((Rule::UnknownField, at)),
             }
         }
-        self.utf8(key);
         let key_bytes = &b[key.0..key.1];
-        if adjusted_by_guance(key_bytes) {
+        // The UTF-8 check and Guance's rewrite check (`adjusted_by_guance`) from one look.
+        let (ascii, newline) = swar::ascii_and_contains(key_bytes, b'\n');
+        if !ascii && simdutf8::basic::from_utf8(key_bytes).is_err() {
+            self.bad_utf8 = true;
+        }
+        if newline || key_bytes.last() == Some(&b'\\') {
             return Err((Rule::NewlineOrTrailingBackslash, key.0.max(start)));
         }
         self.c

@@ -88,52 +88,53 @@ pub(crate) fn digits_end(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Whether every byte is ASCII; short inputs (the usual keys and tag values) take two
-/// overlapping loads instead of a loop.
+/// A short input (4 to 16 bytes, the usual keys and tag values) as two words that together
+/// hold every byte (overlapping loads): what the checks below test without a loop or a call.
 #[inline(always)]
-pub(crate) fn is_ascii(b: &[u8]) -> bool {
+fn words(b: &[u8]) -> Option<(u64, u64)> {
     let n = b.len();
     if (8..=16).contains(&n) {
-        let (Some(a), Some(z)) = (load(b, 0), load(b, n - 8)) else {
-            return false;
-        };
-        (a | z) & HI == 0
+        Some((load(b, 0)?, load(b, n - 8)?))
     } else if (4..8).contains(&n) {
-        let a = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let z = u32::from_le_bytes([b[n - 4], b[n - 3], b[n - 2], b[n - 1]]);
-        (a | z) & 0x8080_8080 == 0
+        let (a, z) = (b.first_chunk::<4>()?, b.last_chunk::<4>()?);
+        let w = u64::from(u32::from_le_bytes(*a)) | u64::from(u32::from_le_bytes(*z)) << 32;
+        Some((w, w))
     } else {
-        b.is_ascii()
+        None
     }
 }
 
-/// Whether `b` holds `x`. Short inputs (the usual keys and tag values) take two overlapping
-/// loads instead of a call.
+/// Whether every byte is ASCII.
+#[inline(always)]
+pub(crate) fn is_ascii(b: &[u8]) -> bool {
+    match words(b) {
+        Some((a, z)) => (a | z) & HI == 0,
+        None => b.is_ascii(),
+    }
+}
+
+/// Whether `b` holds `x`.
 #[inline(always)]
 pub(crate) fn contains(b: &[u8], x: u8) -> bool {
-    let n = b.len();
+    ascii_and_contains(b, x).1
+}
+
+/// Whether every byte of `b` is ASCII, and whether `b` holds `x`, from one pair of loads.
+#[inline(always)]
+pub(crate) fn ascii_and_contains(b: &[u8], x: u8) -> (bool, bool) {
     let hit = |v: u64| zero_bytes(v ^ (LO * u64::from(x)));
-    if (8..=16).contains(&n) {
-        let (Some(a), Some(z)) = (load(b, 0), load(b, n - 8)) else {
-            return true;
-        };
-        hit(a) | hit(z) != 0
-    } else if (4..8).contains(&n) {
-        let (Some(a), Some(z)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) else {
-            return true;
-        };
-        hit(u64::from(u32::from_le_bytes(*a)) | u64::from(u32::from_le_bytes(*z)) << 32) != 0
-    } else if n < 4 {
-        // Up to 3 bytes: compared one by one (a call to memchr costs more).
-        match *b {
-            [c] => c == x,
-            [c, d] => c == x || d == x,
-            [c, d, e] => c == x || d == x || e == x,
-            _ => false,
-        }
-    } else {
-        memchr::memchr(x, b).is_some()
+    if let Some((a, z)) = words(b) {
+        return ((a | z) & HI == 0, hit(a) | hit(z) != 0);
     }
+    let found = match *b {
+        // Up to 3 bytes: compared one by one (a call to memchr costs more).
+        [] => false,
+        [c] => c == x,
+        [c, d] => c == x || d == x,
+        [c, d, e] => c == x || d == x || e == x,
+        _ => memchr::memchr(x, b).is_some(),
+    };
+    (b.is_ascii(), found)
 }
 
 /// Index of the lowest flagged byte of a non-zero mask.
@@ -168,6 +169,11 @@ mod tests {
                 for (c, found) in [(b'\n', true), (b'\x0b', false), (0x8a, false)] {
                     v[i] = c;
                     assert_eq!(contains(&v, b'\n'), found, "len {n}, {c} at {i}");
+                    assert_eq!(
+                        ascii_and_contains(&v, b'\n'),
+                        (c < 0x80, found),
+                        "len {n}, {c} at {i}"
+                    );
                 }
                 v[i] = b'a';
             }
