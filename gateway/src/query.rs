@@ -83,7 +83,10 @@ impl Query {
         }
         // A stable sort by key keeps the values of one key in request order, as Go does.
         pairs.sort_by(|a, b| a.0.cmp(b.0));
-        let mut out = String::new();
+        // One allocation for the usual query (escaping makes a byte three at most; tokens and
+        // precisions need none).
+        let plain: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        let mut out = String::with_capacity(plain + plain / 4);
         for (k, v) in pairs {
             if !out.is_empty() {
                 out.push('&');
