@@ -53,6 +53,25 @@ fn pair(dir: &Path, provider: Arc<CryptoProvider>) -> Pair {
     }
 }
 
+/// Moves what `from` has to send into `to` through `wire`, and has `to` process it; says
+/// whether anything moved.
+fn deliver<A, B>(
+    from: &mut rustls::ConnectionCommon<A>,
+    to: &mut rustls::ConnectionCommon<B>,
+    wire: &mut Vec<u8>,
+) -> bool {
+    wire.clear();
+    while from.wants_write() {
+        from.write_tls(wire).expect("written to memory");
+    }
+    if wire.is_empty() {
+        return false;
+    }
+    to.read_tls(&mut wire.as_slice()).expect("read from memory");
+    to.process_new_packets().expect("the handshake is accepted");
+    true
+}
+
 /// One full handshake; returns the connected pair.
 fn handshake(p: &Pair) -> (ClientConnection, ServerConnection) {
     let name = ServerName::try_from("localhost").expect("name");
@@ -60,28 +79,9 @@ fn handshake(p: &Pair) -> (ClientConnection, ServerConnection) {
     let mut s = ServerConnection::new(Arc::clone(&p.server)).expect("server");
     let mut wire = Vec::with_capacity(8 << 10);
     while c.is_handshaking() || s.is_handshaking() {
-        let mut moved = false;
-        wire.clear();
-        while c.wants_write() {
-            c.write_tls(&mut wire).expect("client writes");
-        }
-        if !wire.is_empty() {
-            s.read_tls(&mut wire.as_slice()).expect("server reads");
-            s.process_new_packets()
-                .expect("server accepts the handshake");
-            moved = true;
-        }
-        wire.clear();
-        while s.wants_write() {
-            s.write_tls(&mut wire).expect("server writes");
-        }
-        if !wire.is_empty() {
-            c.read_tls(&mut wire.as_slice()).expect("client reads");
-            c.process_new_packets()
-                .expect("client accepts the handshake");
-            moved = true;
-        }
-        assert!(moved, "the handshake stalled");
+        let to_server = deliver(&mut c, &mut s, &mut wire);
+        let to_client = deliver(&mut s, &mut c, &mut wire);
+        assert!(to_server || to_client, "the handshake stalled");
     }
     (c, s)
 }
