@@ -437,9 +437,18 @@ async fn flush_audit(state: &State) {
         http::header::CONTENT_TYPE,
         HeaderValue::from_static("application/line-protocol"),
     );
-    headers.insert("x-points", HeaderValue::from(lines.len()));
+    headers.insert(
+        crate::request::X_POINTS.clone(),
+        HeaderValue::from(lines.len()),
+    );
+    let Ok(uri) = http::uri::PathAndQuery::try_from(format!("/v1/write/logging?token={token}"))
+    else {
+        crate::telemetry::audit_lines("push_failed", lines.len() as u64);
+        warn!("the audit workspace token cannot be sent in a URI; audit lines not pushed");
+        return;
+    };
     let out = Outbound {
-        uri: format!("/v1/write/logging?token={token}"),
+        uri,
         headers,
         body: Bytes::from(crate::audit::as_logging_points(&lines, nanos)),
         agent: None,

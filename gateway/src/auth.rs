@@ -13,6 +13,7 @@ use subtle::ConstantTimeEq;
 
 pub use crate::config::sha256;
 use crate::config::{Identity, TokenConfig, TokenSecret};
+use crate::telemetry::AgentSeries;
 
 /// The identities of a verified client certificate.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,20 +113,52 @@ impl AuthError {
     }
 }
 
+/// A configured token as the request path uses it: its policy, its identities as text (the
+/// key of the per-identity caps and the name the upstream and the audit trail see, made once
+/// here rather than per request) and its agent's metric series.
+#[derive(Debug)]
+pub struct Agent {
+    /// The token's configuration.
+    pub token: Arc<TokenConfig>,
+    /// `token.identities`, each as text, in the same order.
+    identities: Vec<Arc<str>>,
+    /// The series its accepted batches move.
+    pub series: AgentSeries,
+}
+
+impl Agent {
+    fn new(token: &TokenConfig) -> Agent {
+        Agent {
+            token: Arc::new(token.clone()),
+            identities: token
+                .identities
+                .iter()
+                .map(|i| Arc::from(i.to_string()))
+                .collect(),
+            series: AgentSeries::new(Arc::clone(&token.name)),
+        }
+    }
+
+    /// The token's name (the `agent` of metrics and audit events).
+    pub fn name(&self) -> &Arc<str> {
+        &self.token.name
+    }
+}
+
 /// A token that passed, and the identity of the certificate it matched.
 #[derive(Debug, Clone)]
 pub struct Authorized {
-    /// The token's configuration.
-    pub token: Arc<TokenConfig>,
-    /// The first of the token's identities the certificate carries: the name the upstream
-    /// identity header, the per-identity cap and the audit trail use.
-    pub identity: Identity,
+    /// The token.
+    pub agent: Arc<Agent>,
+    /// The first of the token's identities the certificate carries, as text: the name the
+    /// upstream identity header, the per-identity cap and the audit trail use.
+    pub identity: Arc<str>,
 }
 
 /// The configured tokens, indexed by digest.
 #[derive(Debug, Default)]
 pub struct TokenTable {
-    by_digest: HashMap<[u8; 32], Arc<TokenConfig>>,
+    by_digest: HashMap<[u8; 32], Arc<Agent>>,
 }
 
 impl TokenTable {
@@ -135,7 +168,7 @@ impl TokenTable {
             .iter()
             .map(|t| {
                 let TokenSecret::Sha256(h) = t.secret.clone();
-                (h, Arc::new(t.clone()))
+                (h, Arc::new(Agent::new(t)))
             })
             .collect();
         TokenTable { by_digest }
@@ -143,16 +176,25 @@ impl TokenTable {
 
     /// The names of the tokens.
     pub fn names(&self) -> impl Iterator<Item = &Arc<str>> {
-        self.by_digest.values().map(|t| &t.name)
+        self.by_digest.values().map(|a| a.name())
     }
 
-    /// The name of the token `presented` is, if it is one (for counting a refusal that comes
-    /// after the token is known: not bound to the certificate, or from the wrong endpoint).
-    pub fn name_of(&self, presented: &str) -> Option<Arc<str>> {
+    /// The token `presented` is, if it is one (for counting a refusal that comes after the
+    /// token is known: not bound to the certificate, or from the wrong endpoint).
+    pub fn agent_of(&self, presented: &str) -> Option<Arc<Agent>> {
+        self.find(presented).ok().map(Arc::clone)
+    }
+
+    /// The token `presented` is: looked up by digest, confirmed in constant time.
+    fn find(&self, presented: &str) -> Result<&Arc<Agent>, AuthError> {
         let digest = sha256(presented.as_bytes());
-        let token = self.by_digest.get(&digest)?;
-        let TokenSecret::Sha256(stored) = &token.secret;
-        bool::from(stored.ct_eq(&digest)).then(|| Arc::clone(&token.name))
+        let agent = self.by_digest.get(&digest).ok_or(AuthError::UnknownToken)?;
+        let TokenSecret::Sha256(stored) = &agent.token.secret;
+        if bool::from(stored.ct_eq(&digest)) {
+            Ok(agent)
+        } else {
+            Err(AuthError::UnknownToken)
+        }
     }
 
     /// Finds the token and checks that `peer` carries one of its identities.
@@ -164,18 +206,15 @@ impl TokenTable {
         let presented = presented
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::MissingToken)?;
-        let digest = sha256(presented.as_bytes());
-        let token = self.by_digest.get(&digest).ok_or(AuthError::UnknownToken)?;
-        let TokenSecret::Sha256(stored) = &token.secret;
-        if !bool::from(stored.ct_eq(&digest)) {
-            return Err(AuthError::UnknownToken);
-        }
+        let agent = self.find(presented)?;
+        let token = &agent.token;
         let identity = token
             .identities
             .iter()
-            .find(|i| peer.has(i))
-            .ok_or(AuthError::NotBound)?
-            .clone();
+            .zip(&agent.identities)
+            .find(|(i, _)| peer.has(i))
+            .map(|(_, text)| Arc::clone(text))
+            .ok_or(AuthError::NotBound)?;
         let endpoint_ok = token.endpoints.is_empty()
             || peer
                 .endpoint
@@ -185,7 +224,7 @@ impl TokenTable {
             return Err(AuthError::EndpointNotAllowed);
         }
         Ok(Authorized {
-            token: Arc::clone(token),
+            agent: Arc::clone(agent),
             identity,
         })
     }

@@ -30,19 +30,19 @@ pub(crate) fn kib(bytes: usize) -> usize {
 /// slow bodies it opens, leaves the rest to the others.
 pub(crate) struct Held {
     state: Arc<State>,
-    identity: String,
-    in_flight: Option<(tokio::sync::OwnedSemaphorePermit, Counted<String>)>,
-    memory: Vec<(tokio::sync::OwnedSemaphorePermit, Counted<String>)>,
+    identity: Arc<str>,
+    in_flight: Option<(tokio::sync::OwnedSemaphorePermit, Counted<Arc<str>>)>,
+    memory: Vec<(tokio::sync::OwnedSemaphorePermit, Counted<Arc<str>>)>,
     /// Bytes asked for so far, and the KiB permits that cover them.
     bytes: usize,
     kib: usize,
 }
 
 impl Held {
-    pub(crate) fn new(state: &Arc<State>, identity: &str) -> Held {
+    pub(crate) fn new(state: &Arc<State>, identity: &Arc<str>) -> Held {
         Held {
             state: Arc::clone(state),
-            identity: identity.to_string(),
+            identity: Arc::clone(identity),
             in_flight: None,
             memory: Vec::new(),
             bytes: 0,
@@ -62,7 +62,7 @@ impl Held {
         let mine = self
             .state
             .identity_in_flight
-            .try_acquire(self.identity.clone(), cap)
+            .try_acquire(Arc::clone(&self.identity), cap)
             .ok_or_else(|| overloaded("identity_in_flight"))?;
         self.in_flight = Some((global, mine));
         Ok(())
@@ -94,7 +94,7 @@ impl Held {
         let mine = self
             .state
             .identity_memory
-            .try_acquire_n(self.identity.clone(), more, share)
+            .try_acquire_n(Arc::clone(&self.identity), more, share)
             .ok_or_else(|| overloaded("identity_memory"))?;
         self.memory.push((global, mine));
         self.kib = want;
@@ -131,7 +131,7 @@ pub(crate) async fn read_body(
     state: &Arc<State>,
     req: Request<Incoming>,
     limit: usize,
-    identity: &str,
+    identity: &Arc<str>,
 ) -> Result<(http::request::Parts, Bytes, Held), RequestError> {
     let (parts, mut body) = req.into_parts();
     let declared = parts

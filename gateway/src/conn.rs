@@ -2,8 +2,8 @@
 //! checked again at every reload, whether a reload revoked it, and the places it holds under
 //! the per-identity connection cap (released when the connection ends).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crate::auth::PeerIdentity;
 use crate::edge::Counted;
@@ -20,7 +20,7 @@ pub(crate) struct Conn {
     /// Set once a reload revoked the certificate: the connection is closing, and any
     /// request still read on it is refused.
     revoked: AtomicBool,
-    held: Mutex<Vec<(String, Counted<String>)>>,
+    held: Mutex<Vec<Counted<Arc<str>>>>,
 }
 
 impl Conn {
@@ -41,21 +41,21 @@ impl Conn {
     pub(crate) fn hold(
         &self,
         state: &State,
-        identity: &str,
+        identity: &Arc<str>,
         cap: usize,
     ) -> Result<(), RequestError> {
         let Ok(mut held) = self.held.lock() else {
             return Err(RequestError::Internal);
         };
-        if held.iter().any(|(i, _)| i == identity) {
+        if held.iter().any(|place| place.key() == identity) {
             return Ok(());
         }
-        let Some(place) = state.per_identity.try_acquire(identity.to_string(), cap) else {
+        let Some(place) = state.per_identity.try_acquire(Arc::clone(identity), cap) else {
             metrics::counter!(telemetry::CONNECTIONS_REFUSED, "reason" => "per_identity")
                 .increment(1);
             return Err(overloaded("per_identity"));
         };
-        held.push((identity.to_string(), place));
+        held.push(place);
         Ok(())
     }
 

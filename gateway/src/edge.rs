@@ -87,6 +87,13 @@ impl<K: Eq + Hash + Clone> Counter<K> {
     }
 }
 
+impl<K: Eq + Hash + Clone> Counted<K> {
+    /// The key counted.
+    pub fn key(&self) -> &K {
+        &self.key
+    }
+}
+
 impl<K: Eq + Hash + Clone> Drop for Counted<K> {
     fn drop(&mut self) {
         let give_back = self.n;

@@ -14,7 +14,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, StatusCode};
+use http::uri::PathAndQuery;
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
 use http_body_util::Full;
 
 use crate::response::RequestError;
@@ -27,7 +28,7 @@ use crate::upstream::{Answer, Verdict};
 /// A batch on its way upstream: the original bytes and the canonical request line and headers.
 pub(crate) struct Outbound {
     /// Path and query, as sent upstream.
-    pub(crate) uri: String,
+    pub(crate) uri: PathAndQuery,
     /// The headers forwarded.
     pub(crate) headers: HeaderMap,
     /// The body, byte for byte as the agent sent it.
@@ -45,18 +46,8 @@ pub(crate) enum Delivered {
     Spooled,
 }
 
-impl Delivered {
-    /// The `outcome` label of the accepted counter.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Delivered::Forwarded => "forwarded",
-            Delivered::Spooled => "spooled",
-        }
-    }
-}
-
 /// Hands `out` to the upstream or the spool, as the module's rule says.
-pub(crate) async fn deliver(state: &State, out: Outbound) -> Result<Delivered, RequestError> {
+pub(crate) async fn deliver(state: &State, mut out: Outbound) -> Result<Delivered, RequestError> {
     if let Some(spool) = &state.spool {
         if spool.mode() == SpoolMode::SpoolFirst || !state.upstream.healthy() {
             return spool_it(state, &out).await;
@@ -65,11 +56,13 @@ pub(crate) async fn deliver(state: &State, out: Outbound) -> Result<Delivered, R
     }
     let mut request = Request::new(Full::new(out.body.clone()));
     *request.method_mut() = Method::POST;
-    *request.uri_mut() = out
-        .uri
-        .parse()
-        .map_err(|_| RequestError::UpstreamUnavailable)?;
-    *request.headers_mut() = out.headers.clone();
+    *request.uri_mut() = Uri::from(out.uri.clone());
+    // Only a spool may need the headers again (if the upstream fails): without one they move.
+    *request.headers_mut() = if state.spool.is_some() {
+        out.headers.clone()
+    } else {
+        std::mem::take(&mut out.headers)
+    };
     match state.upstream.send(request).await {
         Ok(answer) if Verdict::of(answer.status) != Verdict::Retry => {
             if let Some(spool) = &state.spool {
@@ -96,7 +89,7 @@ async fn spool_it(state: &State, out: &Outbound) -> Result<Delivered, RequestErr
         .ok_or(RequestError::UpstreamUnavailable)?;
     let payload = Payload::new(
         crate::spool::unix_ms(),
-        &out.uri,
+        out.uri.as_str(),
         out.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
         out.body.clone(),
     )

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeSet;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, header};
 
 use crate::config::{GlobalTags, TokenConfig};
 use crate::telemetry;
@@ -20,20 +20,21 @@ use crate::telemetry;
 /// Headers DataKit sends that are forwarded as they are (reference §2, plus the upload
 /// headers), each at most once. On writes, `Content-Type` and `Content-Encoding` are then
 /// replaced by the canonical spelling of the parser and decoder that checked the body.
-const PLAIN: &[&str] = &[
-    "content-type",
-    "content-encoding",
-    "user-agent",
-    "referer",
-    "x-fail-cache-retry",
-    "x-pkg-id",
-    "x-datakit-version",
-    "x-datakit-unixnano",
+/// (Names, not strings: a lookup by string parses the name first, every time.)
+static PLAIN: [HeaderName; 8] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_ENCODING,
+    header::USER_AGENT,
+    header::REFERER,
+    HeaderName::from_static("x-fail-cache-retry"),
+    HeaderName::from_static("x-pkg-id"),
+    HeaderName::from_static("x-datakit-version"),
+    HeaderName::from_static("x-datakit-unixnano"),
 ];
 
-const GLOBAL_TAGS: &str = "x-global-tags";
-const STORAGE_INDEX: &str = "x-storage-index-name";
-const SUB_CATEGORY: &str = "x-sub-category";
+static GLOBAL_TAGS: HeaderName = HeaderName::from_static("x-global-tags");
+static STORAGE_INDEX: HeaderName = HeaderName::from_static("x-storage-index-name");
+static SUB_CATEGORY: HeaderName = HeaderName::from_static("x-sub-category");
 
 /// The `X-Sub-Category` values DataKit sends (dial-testing results on `/v1/write/logging`).
 const SUB_CATEGORIES: &[&str] = &["dialtesting"];
@@ -83,15 +84,16 @@ pub fn forwarded(
     identity: &str,
     identity_header: Option<&HeaderName>,
 ) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    let dropped = |header: &'static str, why: Dropped| {
-        metrics::counter!(telemetry::HEADERS_DROPPED, "header" => header, "reason" => why.as_str())
+    // Room for what is forwarded and the few headers the caller adds, without growing.
+    let mut out = HeaderMap::with_capacity(16);
+    let dropped = |header: &'static HeaderName, why: Dropped| {
+        metrics::counter!(telemetry::HEADERS_DROPPED, "header" => header.as_str(), "reason" => why.as_str())
             .increment(1);
     };
-    for name in PLAIN {
+    for name in &PLAIN {
         match single(from, name) {
             Ok(Some(v)) => {
-                out.insert(*name, v.clone());
+                out.insert(name.clone(), v.clone());
             }
             Ok(None) => {}
             Err(why) => dropped(name, why),
@@ -99,27 +101,27 @@ pub fn forwarded(
     }
     let tags = global_tags(from, &token.global_tags);
     if let Some(why) = tags.dropped {
-        dropped(GLOBAL_TAGS, why);
+        dropped(&GLOBAL_TAGS, why);
     }
     if let Some(v) = tags.value {
-        out.insert(GLOBAL_TAGS, v);
+        out.insert(GLOBAL_TAGS.clone(), v);
     }
-    match listed(from, STORAGE_INDEX, |v| token.storage_indexes.contains(v)) {
+    match listed(from, &STORAGE_INDEX, |v| token.storage_indexes.contains(v)) {
         Ok(Some(v)) => {
-            out.insert(STORAGE_INDEX, v.clone());
+            out.insert(STORAGE_INDEX.clone(), v.clone());
         }
         Ok(None) => {}
         Err(Dropped::ValueNotAllowed) if token.storage_indexes.is_empty() => {
-            dropped(STORAGE_INDEX, Dropped::Policy)
+            dropped(&STORAGE_INDEX, Dropped::Policy)
         }
-        Err(why) => dropped(STORAGE_INDEX, why),
+        Err(why) => dropped(&STORAGE_INDEX, why),
     }
-    match listed(from, SUB_CATEGORY, |v| SUB_CATEGORIES.contains(&v)) {
+    match listed(from, &SUB_CATEGORY, |v| SUB_CATEGORIES.contains(&v)) {
         Ok(Some(v)) => {
-            out.insert(SUB_CATEGORY, v.clone());
+            out.insert(SUB_CATEGORY.clone(), v.clone());
         }
         Ok(None) => {}
-        Err(why) => dropped(SUB_CATEGORY, why),
+        Err(why) => dropped(&SUB_CATEGORY, why),
     }
     if let Some(name) = identity_header
         && let Ok(v) = HeaderValue::from_str(identity)
@@ -130,7 +132,7 @@ pub fn forwarded(
 }
 
 /// The one value of `name`, if any; a repeated header is not forwarded at all.
-fn single<'a>(from: &'a HeaderMap, name: &str) -> Result<Option<&'a HeaderValue>, Dropped> {
+fn single<'a>(from: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a HeaderValue>, Dropped> {
     let mut values = from.get_all(name).iter();
     match (values.next(), values.next()) {
         (None, _) => Ok(None),
@@ -142,7 +144,7 @@ fn single<'a>(from: &'a HeaderMap, name: &str) -> Result<Option<&'a HeaderValue>
 /// The one value of `name` when `allowed` lists it.
 fn listed<'a>(
     from: &'a HeaderMap,
-    name: &str,
+    name: &HeaderName,
     allowed: impl Fn(&str) -> bool,
 ) -> Result<Option<&'a HeaderValue>, Dropped> {
     match single(from, name)? {
@@ -162,7 +164,7 @@ struct Outcome {
 }
 
 fn global_tags(from: &HeaderMap, policy: &GlobalTags) -> Outcome {
-    let sent = single(from, GLOBAL_TAGS);
+    let sent = single(from, &GLOBAL_TAGS);
     let present = !matches!(sent, Ok(None));
     let drop_all = |why| Outcome {
         value: None,
@@ -255,7 +257,7 @@ mod tests {
     fn sent(values: &[&[u8]]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for v in values {
-            h.append(GLOBAL_TAGS, HeaderValue::from_bytes(v).expect("value"));
+            h.append(&GLOBAL_TAGS, HeaderValue::from_bytes(v).expect("value"));
         }
         h
     }

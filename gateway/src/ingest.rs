@@ -10,17 +10,20 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use oneway_protocol::{BodyKind, Category, DecodeError, Decoder, Encoding, Precision, Validator};
 
+use crate::auth::Agent;
 use crate::body::{Held, decode_estimate, read_body};
 use crate::config::TokenConfig;
 use crate::conn::Conn;
 use crate::forward::{Delivered, Outbound};
 use crate::request::{
-    Caller, Matched, authorize, digest, forwarded_token, header_u64, single_body_headers, throttled,
+    Caller, Matched, X_POINTS, authorize, digest, forwarded_token, header_u64, single_body_headers,
+    throttled,
 };
 use crate::response::RequestError;
 use crate::state::{Live, Scratch, State};
@@ -62,9 +65,9 @@ pub(crate) async fn write(
     single_body_headers(req.headers())?;
     // Step one, before the body is read: the request and its expected size and points, so an
     // agent over its limit costs us almost nothing.
-    let expected_bytes = header_u64(req.headers(), "content-length");
-    let expected_points = header_u64(req.headers(), "x-points");
-    let token = &caller.token;
+    let expected_bytes = header_u64(req.headers(), &header::CONTENT_LENGTH);
+    let expected_points = header_u64(req.headers(), &X_POINTS);
+    let token = &caller.agent.token;
     let admitted = state.limiter.admit(
         digest(token),
         &token.limits,
@@ -93,14 +96,12 @@ pub(crate) async fn write(
         )
         .map_err(|t| throttled(token, t))?;
     let out = Outbound {
-        uri: format!(
-            "{}?{}",
+        uri: PathAndQuery::try_from(caller.query.upstream(
             parts.uri.path(),
-            caller.query.upstream(
-                forwarded_token(token, caller.presented.as_deref().unwrap_or("")),
-                reading.given_precision.map(Precision::as_str)
-            )
-        ),
+            forwarded_token(token, caller.presented.as_deref().unwrap_or("")),
+            reading.given_precision.map(Precision::as_str),
+        ))
+        .map_err(|_| RequestError::UpstreamUnavailable)?,
         headers: forwarded_headers(&live, &caller, &parts.headers, reading, &checked),
         body: body.clone(),
         agent: Some(Arc::clone(&token.name)),
@@ -108,7 +109,7 @@ pub(crate) async fn write(
     let delivered = crate::forward::deliver(state, out).await?;
     count_accepted(
         delivered,
-        &token.name,
+        &caller.agent,
         reading.category,
         &checked,
         body.len(),
@@ -254,14 +255,14 @@ fn forwarded_headers(
     reading: Reading,
     checked: &Checked,
 ) -> HeaderMap {
-    let token: &TokenConfig = &caller.token;
+    let token: &TokenConfig = &caller.agent.token;
     let mut headers = crate::headers::forwarded(
         sent,
         token,
         &caller.identity,
         live.config.identity_header.as_ref(),
     );
-    headers.insert("x-points", HeaderValue::from(checked.verdict.points));
+    headers.insert(X_POINTS.clone(), HeaderValue::from(checked.verdict.points));
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(reading.kind.content_type()),
@@ -280,23 +281,20 @@ fn forwarded_headers(
 /// rules only counted, and when the agent last pushed.
 fn count_accepted(
     delivered: Delivered,
-    agent: &Arc<str>,
+    agent: &Agent,
     category: Category,
     checked: &Checked,
     sent: usize,
 ) {
-    let a = || metrics::SharedString::from(Arc::clone(agent));
-    metrics::counter!(telemetry::ACCEPTED, "outcome" => delivered.as_str(), "agent" => a())
-        .increment(1);
     for (rule, points) in checked.verdict.counted.iter() {
-        metrics::counter!(telemetry::VALIDATION_COUNTED, "rule" => rule.as_str(), "agent" => a())
+        metrics::counter!(telemetry::VALIDATION_COUNTED, "rule" => rule.as_str(), "agent" => agent.series.label())
             .increment(points);
     }
-    metrics::counter!(telemetry::POINTS, "category" => category.as_str(), "agent" => a())
-        .increment(checked.verdict.points);
-    metrics::counter!(telemetry::BYTES, "category" => category.as_str(), "stage" => "compressed", "agent" => a())
-        .increment(sent as u64);
-    metrics::counter!(telemetry::BYTES, "category" => category.as_str(), "stage" => "decoded", "agent" => a())
-        .increment(checked.decoded_len as u64);
-    metrics::gauge!(telemetry::AGENT_LAST_PUSH, "agent" => a()).set(telemetry::unix_seconds());
+    agent.series.accepted(telemetry::Batch {
+        category,
+        spooled: delivered == Delivered::Spooled,
+        points: checked.verdict.points,
+        compressed: sent as u64,
+        decoded: checked.decoded_len as u64,
+    });
 }

@@ -33,7 +33,7 @@ pub(crate) async fn passthrough(
 ) -> Result<Response<Full<Bytes>>, RequestError> {
     let live = state.live();
     let caller = authorize(state, conn, &req, matched)?;
-    let token = &caller.token;
+    let token = &caller.agent.token;
     single_body_headers(req.headers())?;
     if !token.allowed_apis.contains(api) {
         return Err(RequestError::Auth(AuthError::ApiNotAllowed));
@@ -58,11 +58,9 @@ pub(crate) async fn passthrough(
         format!("/v1/check/token/{forwarded}")
     } else {
         let precision = caller.query.get("precision");
-        format!(
-            "{}?{}",
-            parts.uri.path(),
-            caller.query.upstream(forwarded, precision)
-        )
+        caller
+            .query
+            .upstream(parts.uri.path(), forwarded, precision)
     };
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = method;

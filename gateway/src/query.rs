@@ -68,9 +68,10 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The query for the upstream: this one with `token` set to `token` and `precision` (if
-    /// given) to its canonical spelling, encoded as Go's `Values.Encode` encodes it.
-    pub fn upstream(&self, token: &str, precision: Option<&str>) -> String {
+    /// `path` and the query for the upstream: this one with `token` set to `token` and
+    /// `precision` (if given) to its canonical spelling, encoded as Go's `Values.Encode`
+    /// encodes it.
+    pub fn upstream(&self, path: &str, token: &str, precision: Option<&str>) -> String {
         let mut pairs: Vec<(&str, &str)> = self
             .pairs
             .iter()
@@ -86,11 +87,12 @@ impl Query {
         // One allocation for the usual query (escaping makes a byte three at most; tokens and
         // precisions need none).
         let plain: usize = pairs.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
-        let mut out = String::with_capacity(plain + plain / 4);
+        let mut out = String::with_capacity(path.len() + plain + plain / 4);
+        out.push_str(path);
+        let mut separator = '?';
         for (k, v) in pairs {
-            if !out.is_empty() {
-                out.push('&');
-            }
+            out.push(separator);
+            separator = '&';
             escape_into(&mut out, k);
             out.push('=');
             escape_into(&mut out, v);
@@ -194,10 +196,14 @@ mod tests {
     fn upstream_query_is_rebuilt_sorted_and_escaped() {
         let q = Query::parse("token=agent&z=1&a=x+y&a=%26&filters=true").unwrap();
         assert_eq!(
-            q.upstream("tkn_workspace00000000000000000000000", None),
-            "a=x+y&a=%26&filters=true&token=tkn_workspace00000000000000000000000&z=1"
+            q.upstream(
+                "/v1/write/metric",
+                "tkn_workspace00000000000000000000000",
+                None
+            ),
+            "/v1/write/metric?a=x+y&a=%26&filters=true&token=tkn_workspace00000000000000000000000&z=1"
         );
         let q = Query::parse("precision=ms&%74oken=agent").unwrap();
-        assert_eq!(q.upstream("w", Some("ms")), "precision=ms&token=w");
+        assert_eq!(q.upstream("/p", "w", Some("ms")), "/p?precision=ms&token=w");
     }
 }

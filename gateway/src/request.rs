@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use http::{HeaderMap, Request, header};
+use http::{HeaderMap, HeaderName, Request, header};
 use hyper::body::Incoming;
 
-use crate::auth::AuthError;
+use crate::auth::{Agent, AuthError};
 use crate::config::{TokenConfig, TokenSecret};
 use crate::conn::Conn;
 use crate::limit::Throttled;
@@ -17,13 +17,19 @@ use crate::response::RequestError;
 use crate::state::State;
 use crate::telemetry;
 
+/// DataKit's count of the points in a batch (sent with the batch, and forwarded with the count
+/// oneway made).
+pub(crate) static X_POINTS: HeaderName = HeaderName::from_static("x-points");
+/// The token, when not in the query.
+static X_TOKEN: HeaderName = HeaderName::from_static("x-token");
+
 /// Who a request turned out to be, as far as authorization got: the token's name once the
 /// token is known, and the identity it matched once it is bound to the certificate.
 pub(crate) struct Matched {
-    /// The token's name (the `agent` of metrics and audit events).
-    pub(crate) agent: Arc<str>,
+    /// The token (its name is the `agent` of metrics and audit events).
+    pub(crate) agent: Arc<Agent>,
     /// The certificate identity the token matched.
-    pub(crate) identity: Option<String>,
+    pub(crate) identity: Option<Arc<str>>,
 }
 
 /// A request whose token was found and is bound to the connection's certificate.
@@ -32,10 +38,10 @@ pub(crate) struct Caller {
     pub(crate) query: Query,
     /// The token as presented (what `forwarded_token` maps).
     pub(crate) presented: Option<String>,
-    /// The token's policy.
-    pub(crate) token: Arc<TokenConfig>,
+    /// The token: its policy and its agent's series.
+    pub(crate) agent: Arc<Agent>,
     /// The certificate identity the token matched.
-    pub(crate) identity: String,
+    pub(crate) identity: Arc<str>,
 }
 
 /// Authorizes `req` on `conn`: its token, bound to the certificate, and a place for the
@@ -58,7 +64,7 @@ pub(crate) fn authorize(
             if let Some(agent) = presented
                 .as_deref()
                 .filter(|_| known)
-                .and_then(|p| live.tokens.name_of(p))
+                .and_then(|p| live.tokens.agent_of(p))
             {
                 *matched = Some(Matched {
                     agent,
@@ -68,10 +74,10 @@ pub(crate) fn authorize(
             return Err(e.into());
         }
     };
-    let identity = authorized.identity.to_string();
+    let identity = authorized.identity;
     *matched = Some(Matched {
-        agent: Arc::clone(&authorized.token.name),
-        identity: Some(identity.clone()),
+        agent: Arc::clone(&authorized.agent),
+        identity: Some(Arc::clone(&identity)),
     });
     conn.hold(
         state,
@@ -81,7 +87,7 @@ pub(crate) fn authorize(
     Ok(Caller {
         query,
         presented,
-        token: authorized.token,
+        agent: authorized.agent,
         identity,
     })
 }
@@ -115,7 +121,7 @@ pub(crate) fn presented_token(req: &Request<Incoming>, query: &Query) -> Option<
     if let Some(t) = query.get("token") {
         return Some(t.to_string());
     }
-    if let Some(t) = req.headers().get("x-token").and_then(|v| v.to_str().ok()) {
+    if let Some(t) = req.headers().get(&X_TOKEN).and_then(|v| v.to_str().ok()) {
         return Some(t.to_string());
     }
     req.uri()
@@ -142,7 +148,7 @@ pub(crate) fn throttled(token: &TokenConfig, t: Throttled) -> RequestError {
 }
 
 /// A header's value as a number; 0 when absent or not one (only estimates are read so).
-pub(crate) fn header_u64(headers: &HeaderMap, name: &str) -> u64 {
+pub(crate) fn header_u64(headers: &HeaderMap, name: &HeaderName) -> u64 {
     headers
         .get(name)
         .and_then(|v| v.to_str().ok())

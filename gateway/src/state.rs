@@ -61,11 +61,11 @@ pub(crate) struct State {
     pub(crate) spool: Option<Arc<Spool>>,
     pub(crate) pool: Mutex<Vec<Scratch>>,
     pub(crate) per_ip: Counter<std::net::IpAddr>,
-    pub(crate) per_identity: Counter<String>,
+    pub(crate) per_identity: Counter<Arc<str>>,
     /// In-flight requests per identity (the one its token matched).
-    pub(crate) identity_in_flight: Counter<String>,
+    pub(crate) identity_in_flight: Counter<Arc<str>>,
     /// KiB of the memory budget per identity.
-    pub(crate) identity_memory: Counter<String>,
+    pub(crate) identity_memory: Counter<Arc<str>>,
     pub(crate) audit: Arc<Audit>,
     /// The generation of the live snapshot: open connections watch it to check their
     /// certificate again after a reload.

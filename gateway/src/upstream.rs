@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector};
 use hyper_util::client::legacy::Client;
@@ -179,6 +180,8 @@ impl std::error::Error for UpstreamError {
 
 struct Target {
     address: SocketAddr,
+    /// The address as a URI's authority, made once.
+    authority: Authority,
     /// Milliseconds since `epoch` until which this target is skipped.
     down_until_ms: AtomicU64,
 }
@@ -188,7 +191,7 @@ enum Transport {
     /// Pooled connections to the configured addresses.
     Pool {
         client: Box<Client<Counting<HttpsConnector<HttpConnector>>, Full<Bytes>>>,
-        scheme: &'static str,
+        scheme: Scheme,
     },
     /// One HTTP/2 connection over a Unix stream to the forwarder of a split gateway (which
     /// holds the upstream connections), opened on first use.
@@ -265,7 +268,7 @@ impl Upstream {
                     .with_server_name_resolver(FixedServerNameResolver::new(name))
                     .enable_http1()
                     .wrap_connector(http);
-                (connector, "https")
+                (connector, Scheme::HTTPS)
             }
             None => {
                 // Plain HTTP inside the isolated network; the TLS side is never used.
@@ -277,7 +280,7 @@ impl Upstream {
                     .https_or_http()
                     .enable_http1()
                     .wrap_connector(http);
-                (connector, "http")
+                (connector, Scheme::HTTP)
             }
         };
         let client = Client::builder(TokioExecutor::new())
@@ -285,7 +288,11 @@ impl Upstream {
             .pool_max_idle_per_host(config.max_idle_connections)
             .build(Counting {
                 inner: connector,
-                tls: if scheme == "https" { "true" } else { "false" },
+                tls: if scheme == Scheme::HTTPS {
+                    "true"
+                } else {
+                    "false"
+                },
             });
         Ok(Arc::new(Upstream {
             transport: Transport::Pool {
@@ -295,11 +302,16 @@ impl Upstream {
             targets: config
                 .addresses
                 .iter()
-                .map(|&address| Target {
-                    address,
-                    down_until_ms: AtomicU64::new(0),
+                .map(|&address| {
+                    Ok(Target {
+                        address,
+                        authority: Authority::try_from(address.to_string()).map_err(|e| {
+                            TlsError::Rustls(format!("upstream address {address}: {e}"))
+                        })?,
+                        down_until_ms: AtomicU64::new(0),
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, TlsError>>()?,
             next: AtomicUsize::new(0),
             epoch: Instant::now(),
             response_timeout: config.response_timeout,
@@ -321,6 +333,7 @@ impl Upstream {
             },
             targets: vec![Target {
                 address: SocketAddr::from(([0, 0, 0, 0], 0)),
+                authority: Authority::from_static("forwarder"),
                 down_until_ms: AtomicU64::new(0),
             }],
             next: AtomicUsize::new(0),
@@ -339,15 +352,22 @@ impl Upstream {
         let unreachable = |e: Box<dyn std::error::Error + Send + Sync>| {
             UpstreamError::caused_by(Failure::Unreachable, e)
         };
-        let bad_request =
-            |e: http::uri::InvalidUri| UpstreamError::caused_by(Failure::BadRequest, e);
         let (mut parts, body) = request.into_parts();
-        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        // The request's path and query under the target's scheme and authority, all three
+        // already parsed (the path and query once, by the caller).
+        let absolute = |scheme: &Scheme, path: Option<&PathAndQuery>| {
+            let mut uri = http::uri::Parts::default();
+            uri.scheme = Some(scheme.clone());
+            uri.authority = Some(target.authority.clone());
+            uri.path_and_query = Some(
+                path.cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            );
+            Uri::from_parts(uri).map_err(|e| UpstreamError::caused_by(Failure::BadRequest, e))
+        };
         match &self.transport {
             Transport::Pool { client, scheme } => {
-                parts.uri = format!("{scheme}://{}{path}", target.address)
-                    .parse()
-                    .map_err(bad_request)?;
+                parts.uri = absolute(scheme, parts.uri.path_and_query())?;
                 telemetry::upstream_request_pooled();
                 client
                     .request(Request::from_parts(parts, body))
@@ -355,9 +375,7 @@ impl Upstream {
                     .map_err(|e| unreachable(e.into()))
             }
             Transport::Forwarder { stream, sender } => {
-                parts.uri = format!("http://forwarder{path}")
-                    .parse()
-                    .map_err(bad_request)?;
+                parts.uri = absolute(&Scheme::HTTP, parts.uri.path_and_query())?;
                 let sender = sender
                     .get_or_try_init(|| async {
                         let std = stream

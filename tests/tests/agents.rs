@@ -106,6 +106,38 @@ async fn two_named_agents_are_told_apart_in_a_scrape_and_no_secret_is_shown() {
             .await,
         2.0
     );
+    // The accepted batch's series carry the labels the per-agent handles were made with.
+    assert_eq!(
+        gw.metric(
+            "oneway_http_requests_total",
+            &[
+                a2,
+                "route=\"write\"",
+                "category=\"logging\"",
+                "status=\"2xx\""
+            ]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        gw.metric("oneway_ingest_points_total", &[a1, "category=\"metric\""])
+            .await,
+        6.0
+    );
+    assert!(
+        gw.metric(
+            "oneway_ingest_bytes_total",
+            &[a1, "category=\"metric\"", "stage=\"compressed\""]
+        )
+        .await
+            > 0.0
+    );
+    assert_eq!(
+        gw.metric("oneway_ingest_batches_total", &[a2, "outcome=\"spooled\""])
+            .await,
+        0.0
+    );
     assert_eq!(
         gw.metric("oneway_http_requests_total", &[a1, "status=\"5xx\""])
             .await,

@@ -64,8 +64,8 @@ pub(crate) async fn handle(
     // and the connection is closed.
     // The token's name and the identity it matched, as far as authorization got.
     let mut matched = None;
-    let (route_label, category_label, result) = if framing != Framing::Clean {
-        ("unknown", "none", Err(RequestError::BadFraming(framing)))
+    let (route_label, category, result) = if framing != Framing::Clean {
+        ("unknown", None, Err(RequestError::BadFraming(framing)))
     } else {
         process(state, conn, req, &mut matched).await
     };
@@ -76,15 +76,14 @@ pub(crate) async fn handle(
             agent,
             identity: Some(identity),
         }) => (identity, Some(agent)),
-        Some(Matched { agent, .. }) => (conn.peer.name(), Some(agent)),
-        None => (conn.peer.name(), None),
+        Some(Matched { agent, .. }) => (conn.peer.name().into(), Some(agent)),
+        None => (conn.peer.name().into(), None),
     };
+    let category_label = category.map_or("none", Category::as_str);
     let agent_label = || -> metrics::SharedString {
         agent
             .as_ref()
-            .map_or(metrics::SharedString::const_str(""), |a| {
-                metrics::SharedString::from(Arc::clone(a))
-            })
+            .map_or(metrics::SharedString::const_str(""), |a| a.series.label())
     };
     metrics::gauge!(telemetry::IN_FLIGHT).decrement(1.0);
     let response = match result {
@@ -101,15 +100,15 @@ pub(crate) async fn handle(
                     };
                     let mut fields = vec![
                         ("kind", a.kind()),
-                        ("identity", who.as_str()),
+                        ("identity", &*who),
                         ("route", route_label),
                     ];
-                    fields.extend(agent.as_deref().map(|a| ("agent", a)));
+                    fields.extend(agent.as_deref().map(|a| ("agent", &**a.name())));
                     state.audit.count(event, &fields);
                 }
                 RequestError::Throttled { kind, .. } => {
-                    let mut fields = vec![("kind", kind.as_str()), ("identity", who.as_str())];
-                    fields.extend(agent.as_deref().map(|a| ("agent", a)));
+                    let mut fields = vec![("kind", kind.as_str()), ("identity", &*who)];
+                    fields.extend(agent.as_deref().map(|a| ("agent", &**a.name())));
                     state.audit.count("rate_limited", &fields);
                 }
                 RequestError::Invalid(r) => {
@@ -144,8 +143,14 @@ pub(crate) async fn handle(
         500..=599 => "5xx",
         _ => "other",
     };
-    metrics::counter!(telemetry::REQUESTS, "route" => route_label, "category" => category_label, "status" => class, "agent" => agent_label())
-        .increment(1);
+    match (&agent, category) {
+        // The common answer, through the agent's own series.
+        (Some(agent), Some(category)) if class == "2xx" && route_label == "write" => {
+            agent.series.written(category)
+        }
+        _ => metrics::counter!(telemetry::REQUESTS, "route" => route_label, "category" => category_label, "status" => class, "agent" => agent_label())
+            .increment(1),
+    }
     response
 }
 
@@ -156,31 +161,30 @@ async fn process(
     matched: &mut Option<Matched>,
 ) -> (
     &'static str,
-    &'static str,
+    Option<Category>,
     Result<Response<Full<Bytes>>, RequestError>,
 ) {
     // A connection whose certificate a reload revoked, or a gateway that does not know who
     // may push: nothing is served.
     if conn.is_revoked() {
-        return ("unknown", "none", Err(AuthError::Revoked.into()));
+        return ("unknown", None, Err(AuthError::Revoked.into()));
     }
     if state.live().fail_closed.is_some() {
-        return ("unknown", "none", Err(RequestError::FailClosed));
+        return ("unknown", None, Err(RequestError::FailClosed));
     }
-    let path = req.uri().path().to_string();
-    let route = match route(&path) {
-        Ok(r) => r,
-        Err(e) => return ("unknown", "none", Err(e)),
-    };
-    let (route_label, category_label) = match &route {
-        Route::Write(c) => ("write", c.as_str()),
-        Route::Api(_) => ("api", "none"),
-    };
-    let result = match route {
-        Route::Write(category) => write(state, conn, category, req, matched).await,
-        Route::Api(api) => passthrough(state, conn, api, req, matched).await,
-    };
-    (route_label, category_label, result)
+    match route(req.uri().path()) {
+        Ok(Route::Write(category)) => (
+            "write",
+            Some(category),
+            write(state, conn, category, req, matched).await,
+        ),
+        Ok(Route::Api(api)) => (
+            "api",
+            None,
+            passthrough(state, conn, api, req, matched).await,
+        ),
+        Err(e) => ("unknown", None, Err(e)),
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,10 @@
 
 use std::sync::OnceLock;
 
+mod agent;
 mod process;
+
+pub use agent::{AgentSeries, Batch};
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
