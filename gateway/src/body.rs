@@ -106,7 +106,7 @@ impl Held {
     fn report(&self) {
         let total = kib(self.state.live().config.overload.memory_budget_bytes);
         let used = total.saturating_sub(self.state.memory.available_permits());
-        metrics::gauge!(telemetry::MEMORY_USED).set((used * 1024) as f64);
+        telemetry::series!(gauge: Gauge, telemetry::MEMORY_USED).set((used * 1024) as f64);
     }
 }
 

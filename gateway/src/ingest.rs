@@ -74,7 +74,7 @@ pub(crate) async fn write(
         expected_bytes,
         expected_points,
     );
-    metrics::gauge!(telemetry::TRACKED_TOKENS).set(state.limiter.tracked() as f64);
+    telemetry::series!(gauge: Gauge, telemetry::TRACKED_TOKENS).set(state.limiter.tracked() as f64);
     admitted.map_err(|t| throttled(token, t))?;
     let reading = reading(category, &caller, req.headers())?;
     let (parts, body, mut held) = read_body(

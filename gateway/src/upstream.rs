@@ -440,7 +440,8 @@ impl Upstream {
         let started = Instant::now();
         let result =
             tokio::time::timeout(self.response_timeout, self.request(target, request)).await;
-        metrics::histogram!(telemetry::UPSTREAM_DURATION).record(started.elapsed().as_secs_f64());
+        telemetry::series!(histogram: Histogram, telemetry::UPSTREAM_DURATION)
+            .record(started.elapsed().as_secs_f64());
         let outcome = match result {
             Err(_) => Err(UpstreamError::new(Failure::Timeout)),
             Ok(Err(e)) => Err(e),
@@ -464,7 +465,12 @@ impl Upstream {
             Ok(_) => "other",
             Err(e) => e.kind(),
         };
-        metrics::counter!(telemetry::UPSTREAM_REQUESTS, "outcome" => label).increment(1);
+        if label == "2xx" {
+            telemetry::series!(counter: Counter, telemetry::UPSTREAM_REQUESTS, "outcome" => "2xx")
+                .increment(1);
+        } else {
+            metrics::counter!(telemetry::UPSTREAM_REQUESTS, "outcome" => label).increment(1);
+        }
         match outcome {
             Err(e) => {
                 // A connection that cannot be made or an answer that does not come: skip the

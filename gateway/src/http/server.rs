@@ -109,6 +109,11 @@ pub(crate) async fn serve(
         *draining = Some(Instant::now() + listener.shutdown_grace);
     };
     let mut stream = Tracked::new(tls, Arc::clone(&phase), listener.max_header_bytes);
+    // One timer for the connection, moved when the deadline does (a request moves it a few
+    // times), rather than one made and dropped at every turn of the loop.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         // hyper's connection lives on the heap, so that parking gives all of it back.
         let mut conn = Box::new(http.serve_connection(TokioIo::new(stream), service.clone()));
@@ -133,6 +138,10 @@ pub(crate) async fn serve(
                     next
                 }
             };
+            if armed != Some(deadline) {
+                timer.as_mut().reset(deadline.into());
+                armed = Some(deadline);
+            }
             tokio::select! {
                 // The connection first: what it can do now is never pre-empted by a timer.
                 biased;
@@ -148,36 +157,43 @@ pub(crate) async fn serve(
                     }
                 }
                 () = phase.changed() => {}
-                () = tokio::time::sleep_until(deadline.into()) => match due {
-                    // The graceful close ran out of time: drop the connection.
-                    Due::DrainOver => {
-                        metrics::counter!(telemetry::CONNECTIONS_CLOSED, "reason" => "drain_timeout")
+                () = &mut timer => {
+                    // A timer that fired is set again at the next turn, whatever its deadline.
+                    armed = None;
+                    match due {
+                        // The graceful close ran out of time: drop the connection.
+                        Due::DrainOver => {
+                            metrics::counter!(
+                                telemetry::CONNECTIONS_CLOSED, "reason" => "drain_timeout"
+                            )
                             .increment(1);
-                        return;
-                    }
-                    Due::MaxAge => {
-                        // Maximum age: finish the request in progress, then close. This bounds
-                        // how long a certificate revoked since the handshake keeps a connection.
-                        metrics::counter!(telemetry::CONNECTIONS_CLOSED, "reason" => "max_age")
-                            .increment(1);
-                        Pin::new(&mut *conn).graceful_shutdown();
-                        drain(&mut draining);
-                    }
-                    Due::Phase(expiry) => {
-                        if still_due(&phase, listener, expiry) {
-                            closed_at_deadline(client, expiry);
                             return;
                         }
-                    }
-                    Due::Park => {
-                        // Still idle (no byte of a next request): hyper closes its side at
-                        // once, and hands the stream back.
-                        if phase
-                            .idle_since()
-                            .is_some_and(|s| s.max(started) + PARK_AFTER <= Instant::now())
-                        {
-                            parking = true;
+                        Due::MaxAge => {
+                            // Maximum age: finish the request in progress, then close. This
+                            // bounds how long a certificate revoked since the handshake keeps
+                            // a connection.
+                            metrics::counter!(telemetry::CONNECTIONS_CLOSED, "reason" => "max_age")
+                                .increment(1);
                             Pin::new(&mut *conn).graceful_shutdown();
+                            drain(&mut draining);
+                        }
+                        Due::Phase(expiry) => {
+                            if still_due(&phase, listener, expiry) {
+                                closed_at_deadline(client, expiry);
+                                return;
+                            }
+                        }
+                        Due::Park => {
+                            // Still idle (no byte of a next request): hyper closes its side at
+                            // once, and hands the stream back.
+                            if phase
+                                .idle_since()
+                                .is_some_and(|s| s.max(started) + PARK_AFTER <= Instant::now())
+                            {
+                                parking = true;
+                                Pin::new(&mut *conn).graceful_shutdown();
+                            }
                         }
                     }
                 }

@@ -58,7 +58,7 @@ pub(crate) async fn handle(
     req: Request<Incoming>,
     framing: Framing,
 ) -> Response<Full<Bytes>> {
-    metrics::gauge!(telemetry::IN_FLIGHT).increment(1.0);
+    telemetry::series!(gauge: Gauge, telemetry::IN_FLIGHT).increment(1.0);
     // Framing hyper tolerates but a proxy must not (request smuggling): a body length given
     // twice over (seen in the raw head by `edge::Tracked`). Refused before anything else,
     // and the connection is closed.
@@ -85,7 +85,7 @@ pub(crate) async fn handle(
             .as_ref()
             .map_or(metrics::SharedString::const_str(""), |a| a.series.label())
     };
-    metrics::gauge!(telemetry::IN_FLIGHT).decrement(1.0);
+    telemetry::series!(gauge: Gauge, telemetry::IN_FLIGHT).decrement(1.0);
     let response = match result {
         Ok(r) => r,
         Err(e) => {

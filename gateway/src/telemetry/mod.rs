@@ -144,6 +144,20 @@ pub const AUDIT_LINES: &str = "oneway_audit_lines_total";
 /// 1 per sandbox layer in force (`landlock`, `seccomp`, `no_new_privs`, `self_test`), else 0.
 pub const SANDBOX: &str = "oneway_sandbox_enforced";
 
+/// A series with fixed labels, looked up in the recorder once per process rather than at every
+/// call (for the few that every request moves); the recorder is installed first, so the handle
+/// is never a no-op one. `series!(gauge: Gauge, NAME, "label" => "value")`.
+macro_rules! series {
+    ($kind:ident: $handle:ident, $($arg:tt)+) => {{
+        static SERIES: std::sync::OnceLock<metrics::$handle> = std::sync::OnceLock::new();
+        SERIES.get_or_init(|| {
+            let _ = $crate::telemetry::handle();
+            metrics::$kind!($($arg)+)
+        })
+    }};
+}
+pub(crate) use series;
+
 /// Exports [`AGENT_CONFIGURED`] for `configured` (1) and for the agents configured before but
 /// no more (0), and starts [`AGENT_LAST_PUSH`] at now for an agent seen for the first time (so
 /// that an agent that never pushes is as silent as one that stopped).
