@@ -70,12 +70,10 @@ impl AgentSeries {
         SharedString::from(Arc::clone(&self.name))
     }
 
-    fn category(&self, category: Category) -> &CategorySeries {
-        let index = Category::ALL
-            .iter()
-            .position(|c| *c == category)
-            .unwrap_or_default();
-        self.categories[index].get_or_init(|| {
+    /// Runs `f` on the series of `category`, made on first use (every category has its slot;
+    /// one that had none would be looked up at each call, never counted under another's).
+    fn with_category(&self, category: Category, f: impl FnOnce(&CategorySeries)) {
+        let make = || {
             let c = category.as_str();
             CategorySeries {
                 written: metrics::counter!(REQUESTS, "route" => "write", "category" => c, "status" => "2xx", "agent" => self.label()),
@@ -83,7 +81,11 @@ impl AgentSeries {
                 compressed: metrics::counter!(BYTES, "category" => c, "stage" => "compressed", "agent" => self.label()),
                 decoded: metrics::counter!(BYTES, "category" => c, "stage" => "decoded", "agent" => self.label()),
             }
-        })
+        };
+        match Category::ALL.iter().position(|c| *c == category) {
+            Some(slot) => f(self.categories[slot].get_or_init(make)),
+            None => f(&make()),
+        }
     }
 
     /// Counts an accepted batch: how it was delivered, its points and bytes, and now as the
@@ -99,10 +101,11 @@ impl AgentSeries {
                 || metrics::counter!(ACCEPTED, "outcome" => outcome, "agent" => self.label()),
             )
             .increment(1);
-        let c = self.category(batch.category);
-        c.points.increment(batch.points);
-        c.compressed.increment(batch.compressed);
-        c.decoded.increment(batch.decoded);
+        self.with_category(batch.category, |c| {
+            c.points.increment(batch.points);
+            c.compressed.increment(batch.compressed);
+            c.decoded.increment(batch.decoded);
+        });
         self.last_push
             .get_or_init(|| metrics::gauge!(AGENT_LAST_PUSH, "agent" => self.label()))
             .set(unix_seconds());
@@ -110,6 +113,99 @@ impl AgentSeries {
 
     /// Counts a write of `category` answered 2xx.
     pub fn written(&self, category: Category) {
-        self.category(category).written.increment(1);
+        self.with_category(category, |c| c.written.increment(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    /// The value of the one line of `text` that starts with `series`.
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn each_category_is_counted_under_its_own_labels_and_a_new_table_reaches_the_same_series() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            let first = AgentSeries::new(Arc::from("agent-01"));
+            for (n, category) in Category::ALL.into_iter().enumerate() {
+                let n = n as u64 + 1;
+                first.accepted(Batch {
+                    category,
+                    spooled: n.is_multiple_of(2),
+                    points: n,
+                    compressed: 10 * n,
+                    decoded: 100 * n,
+                });
+                first.written(category);
+            }
+            // A reload's table: new handles, the same series.
+            let second = AgentSeries::new(Arc::from("agent-01"));
+            second.accepted(Batch {
+                category: Category::Metric,
+                spooled: false,
+                points: 5,
+                compressed: 1,
+                decoded: 1,
+            });
+        });
+        let text = handle.render();
+        for (n, category) in Category::ALL.into_iter().enumerate() {
+            let n = n as f64 + 1.0;
+            let c = category.as_str();
+            let extra = if category == Category::Metric {
+                5.0
+            } else {
+                0.0
+            };
+            assert_eq!(
+                value(
+                    &text,
+                    &format!(r#"{POINTS}{{category="{c}",agent="agent-01"}}"#)
+                ),
+                Some(n + extra),
+                "{text}"
+            );
+            assert_eq!(
+                value(
+                    &text,
+                    &format!(r#"{BYTES}{{category="{c}",stage="decoded",agent="agent-01"}}"#)
+                ),
+                Some(100.0 * n + if extra > 0.0 { 1.0 } else { 0.0 }),
+            );
+            assert_eq!(
+                value(
+                    &text,
+                    &format!(
+                        r#"{REQUESTS}{{route="write",category="{c}",status="2xx",agent="agent-01"}}"#
+                    )
+                ),
+                Some(1.0),
+            );
+        }
+        let batches = Category::ALL.len() as f64;
+        let spooled = (batches / 2.0).floor();
+        assert_eq!(
+            value(
+                &text,
+                &format!(r#"{ACCEPTED}{{outcome="spooled",agent="agent-01"}}"#)
+            ),
+            Some(spooled)
+        );
+        assert_eq!(
+            value(
+                &text,
+                &format!(r#"{ACCEPTED}{{outcome="forwarded",agent="agent-01"}}"#)
+            ),
+            Some(batches - spooled + 1.0)
+        );
+        assert!(value(&text, &format!(r#"{AGENT_LAST_PUSH}{{agent="agent-01"}}"#)).is_some());
     }
 }
