@@ -683,6 +683,43 @@ mod tests {
         assert!(errors >= 1.0, "{errors}");
     }
 
+    #[tokio::test]
+    async fn the_request_reaches_an_ipv6_upstream_with_its_path_query_and_host() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            eprintln!("skipped: no IPv6 loopback here");
+            return;
+        };
+        let address = listener.local_addr().expect("address");
+        let served = tokio::spawn(async move {
+            let (mut stream, _) = listener.accept().await.expect("accept");
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = stream.read(&mut buf).await.expect("read");
+                assert!(n > 0, "closed before the head ended");
+                head.extend_from_slice(&buf[..n]);
+            }
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+                .await
+                .expect("answer");
+            String::from_utf8_lossy(&head).into_owned()
+        });
+        let upstream = Upstream::new(&config(address)).expect("a client");
+        let mut request = Request::new(Full::new(Bytes::from_static(b"cpu v=1i 1\n")));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = http::Uri::from_static("/v1/write/metric?precision=ms&token=tkn_x");
+        let answer = upstream.send(request).await.expect("answered");
+        assert_eq!(answer.status, http::StatusCode::OK);
+        let head = served.await.expect("served").to_ascii_lowercase();
+        assert!(
+            head.starts_with("post /v1/write/metric?precision=ms&token=tkn_x http/1.1\r\n"),
+            "{head}"
+        );
+        assert!(head.contains(&format!("\r\nhost: {address}\r\n")), "{head}");
+    }
+
     #[test]
     fn blame_and_retry_follow_the_failure() {
         let server = UpstreamError::server_error(http::StatusCode::BAD_GATEWAY);
