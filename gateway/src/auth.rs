@@ -119,7 +119,7 @@ impl AuthError {
 #[derive(Debug)]
 pub struct Agent {
     /// The token's configuration.
-    pub token: Arc<TokenConfig>,
+    pub token: TokenConfig,
     /// `token.identities`, each as text, in the same order.
     identities: Vec<Arc<str>>,
     /// The series its accepted batches move.
@@ -129,7 +129,7 @@ pub struct Agent {
 impl Agent {
     fn new(token: &TokenConfig) -> Agent {
         Agent {
-            token: Arc::new(token.clone()),
+            token: token.clone(),
             identities: token
                 .identities
                 .iter()

@@ -144,8 +144,9 @@ pub(crate) async fn handle(
         _ => "other",
     };
     match (&agent, category) {
-        // The common answer, through the agent's own series.
-        (Some(agent), Some(category)) if class == "2xx" && route_label == "write" => {
+        // The common answer, a write accepted (only writes have a category), through the
+        // agent's own series.
+        (Some(agent), Some(category)) if class == "2xx" => {
             agent.series.written(category)
         }
         _ => metrics::counter!(telemetry::REQUESTS, "route" => route_label, "category" => category_label, "status" => class, "agent" => agent_label())

@@ -60,11 +60,6 @@ impl AgentSeries {
         }
     }
 
-    /// The agent's name.
-    pub fn name(&self) -> &Arc<str> {
-        &self.name
-    }
-
     /// The name as a label value (no copy of the text).
     pub fn label(&self) -> SharedString {
         SharedString::from(Arc::clone(&self.name))
