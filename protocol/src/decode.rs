@@ -1,9 +1,11 @@
 //! `Content-Encoding` decoding with a hard cap on the decoded size.
 //!
-//! One code path for every decoder (the only place in the workspace that calls a raw
-//! decompressor): [`Decoder::decode`] decodes a whole compressed body into a caller-supplied,
-//! reusable buffer, growing it in bounded steps and never trusting a size the input declares.
-//! More output than the caller's limit is [`DecodeError::TooLarge`], never a truncation.
+//! One code path for every decoder (the only place in the workspace that decodes a body):
+//! [`Decoder::decode`] decodes a whole compressed body into a caller-supplied, reusable buffer,
+//! growing it in bounded steps. More output than the caller's limit is
+//! [`DecodeError::TooLarge`], never a truncation. A size the input declares (gzip's ISIZE) is
+//! only a hint for the first allocation, capped by the limit and by deflate's largest
+//! expansion of the input (1032:1).
 //!
 //! - `identity`: no copy; the body itself is returned (after the size check).
 //! - `gzip` (and `x-gzip`): RFC 1952, header parsed here, CRC32 and ISIZE of every member
@@ -11,12 +13,18 @@
 //!   another member is [`DecodeError::TrailingGarbage`]. A header's optional extra field, file
 //!   name and comment are bytes nobody decodes, so they are [`DecodeError::Undecoded`]; its
 //!   header CRC is checked, as Go's reader checks it.
-//! - `deflate`: the zlib format of RFC 1950 (what RFC 9110 means by it), Adler-32 checked.
+//! - `deflate`: the zlib format of RFC 1950 (what RFC 9110 means by it), Adler-32 checked; a
+//!   preset dictionary is [`DecodeError::Undecoded`].
 //! - `zstd`: RFC 8878 frames, several frames accepted; a skippable frame (bytes the decoder
 //!   jumps over) is [`DecodeError::Undecoded`]. The window is capped at 8 MiB (RFC 9659): each
 //!   frame header is read here first and a frame declaring a larger window is
 //!   [`DecodeError::WindowTooLarge`] before the decompressor sees it (which is also configured
 //!   with the same cap, so it can never allocate a larger window).
+//!
+//! gzip and deflate streams are inflated by this crate's own strict decoder
+//! (`inflate.rs`: safe Rust, it accepts exactly what zlib and Go's `compress/flate` accept,
+//! compared with zlib-rs on every input by the `decode` fuzz target); zstd by the zstd
+//! library.
 //!
 //! No byte of a body is forwarded unless it was decoded or checked here: DataKit sends none of
 //! the refused forms.
@@ -31,7 +39,7 @@
 
 use core::fmt;
 
-use flate2::{Decompress, FlushDecompress, Status};
+use crate::inflate::{Fault, Inflater, SLACK};
 use zstd_safe::{DCtx, DParameter, InBuffer, OutBuffer, ResetDirective};
 
 /// The largest zstd window accepted: 8 MiB (RFC 9659).
@@ -201,7 +209,7 @@ impl DecodeError {
 
 /// Reusable decompressor state. Create one per worker and reuse it for every body.
 pub struct Decoder {
-    inflate: Option<Decompress>,
+    inflate: Option<Box<Inflater>>,
     zstd: Option<DCtx<'static>>,
 }
 
@@ -229,8 +237,12 @@ impl Decoder {
         }
     }
 
-    /// Decodes `input` with `encoding` into `out` (cleared first) and returns the decoded
-    /// bytes: `input` itself for identity, `out` otherwise. At most `limit` decoded bytes.
+    /// Decodes `input` with `encoding` and returns the decoded bytes: `input` itself for
+    /// identity, the front of `out` otherwise. At most `limit` decoded bytes.
+    ///
+    /// `out` is scratch space, reused from call to call: after the call it may be longer than
+    /// the decoded bytes (gzip and deflate keep it zero-filled ahead of the output, so that a
+    /// reused buffer is not cleared again). Use the returned slice.
     pub fn decode<'a>(
         &mut self,
         encoding: Encoding,
@@ -238,8 +250,7 @@ impl Decoder {
         out: &'a mut Vec<u8>,
         limit: usize,
     ) -> Result<&'a [u8], DecodeError> {
-        out.clear();
-        match encoding {
+        let end = match encoding {
             Encoding::Identity => {
                 if input.len() > limit {
                     return Err(DecodeError::TooLarge { limit });
@@ -247,34 +258,53 @@ impl Decoder {
                 return Ok(input);
             }
             Encoding::Gzip => self.gzip(input, out, limit)?,
-            Encoding::Deflate => {
-                let d = self.inflater(true);
-                let used = inflate(d, Encoding::Deflate, input, 0, out, limit)?;
-                if used != input.len() {
-                    return Err(DecodeError::TrailingGarbage {
-                        encoding,
-                        offset: used,
-                    });
-                }
+            Encoding::Deflate => self.zlib(input, out, limit)?,
+            Encoding::Zstd => {
+                out.clear();
+                self.zstd(input, out, limit)?;
+                out.len()
             }
-            Encoding::Zstd => self.zstd(input, out, limit)?,
+        };
+        Ok(&out[..end])
+    }
+
+    /// The inflater, and `out` made ready for up to `hint` bytes (never past `limit`).
+    fn inflater(&mut self, out: &mut Vec<u8>, hint: usize, limit: usize) -> &mut Inflater {
+        // A reused buffer keeps its zeroed room; a buffer from a larger limit is cut down, so
+        // that the output's room never lets more than the limit through.
+        out.truncate(limit.saturating_add(SLACK));
+        let want = hint.min(limit).saturating_add(SLACK);
+        if out.len() < want {
+            out.resize(want, 0);
         }
-        Ok(out)
+        self.inflate.get_or_insert_with(Box::default)
     }
 
-    fn inflater(&mut self, zlib: bool) -> &mut Decompress {
-        let d = self.inflate.get_or_insert_with(|| Decompress::new(zlib));
-        d.reset(zlib);
-        d
-    }
-
-    fn gzip(&mut self, input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), DecodeError> {
+    fn gzip(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<usize, DecodeError> {
+        // The last member's ISIZE: the size of a single-member body (DataKit's), trusted only
+        // as far as deflate can expand the input (1032:1), so that a lie costs no more than a
+        // real bomb of the same size.
+        let hint = match input.len().checked_sub(4).and_then(|at| input.get(at..)) {
+            Some(s) => (u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize)
+                .min(input.len().saturating_mul(1032)),
+            None => 0,
+        };
+        let inflater = self.inflater(out, hint, limit);
         let mut pos = 0;
+        let mut end = 0;
         loop {
             pos = gzip_header(input, pos)?;
-            let member_start = out.len();
-            let d = self.inflater(false);
-            pos += inflate(d, Encoding::Gzip, &input[pos..], pos, out, limit)?;
+            let member_start = end;
+            let (used, member_end) = inflater
+                .inflate(&input[pos..], out, end, limit)
+                .map_err(|f| fault(Encoding::Gzip, pos, f, limit))?;
+            pos += used;
+            end = member_end;
             let Some(trailer) = input.get(pos..pos + 8) else {
                 return Err(DecodeError::Truncated {
                     encoding: Encoding::Gzip,
@@ -282,7 +312,7 @@ impl Decoder {
             };
             let crc = u32::from_le_bytes([trailer[0], trailer[1], trailer[2], trailer[3]]);
             let size = u32::from_le_bytes([trailer[4], trailer[5], trailer[6], trailer[7]]);
-            let member = &out[member_start..];
+            let member = &out[member_start..end];
             if crc32fast::hash(member) != crc {
                 return Err(corrupt(Encoding::Gzip, pos, "CRC32 mismatch"));
             }
@@ -291,7 +321,7 @@ impl Decoder {
             }
             pos += 8;
             if pos == input.len() {
-                return Ok(());
+                return Ok(end);
             }
             if !input[pos..].starts_with(&[0x1f, 0x8b]) {
                 return Err(DecodeError::TrailingGarbage {
@@ -300,6 +330,53 @@ impl Decoder {
                 });
             }
         }
+    }
+
+    /// The zlib format (RFC 1950): a two-byte header, the deflate stream, Adler-32.
+    fn zlib(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> Result<usize, DecodeError> {
+        const E: Encoding = Encoding::Deflate;
+        let Some(&[cmf, flg]) = input.get(..2) else {
+            return Err(DecodeError::Truncated { encoding: E });
+        };
+        if (u16::from(cmf) << 8 | u16::from(flg)) % 31 != 0 {
+            return Err(corrupt(E, 0, "incorrect header check"));
+        }
+        if cmf & 0x0f != 8 {
+            return Err(corrupt(E, 0, "compression method is not deflate"));
+        }
+        if cmf >> 4 > 7 {
+            return Err(corrupt(E, 0, "invalid window size"));
+        }
+        if flg & 0x20 != 0 {
+            return Err(DecodeError::Undecoded {
+                encoding: E,
+                offset: 1,
+                what: "a preset dictionary",
+            });
+        }
+        let inflater = self.inflater(out, input.len().saturating_mul(4), limit);
+        let (used, end) = inflater
+            .inflate(&input[2..], out, 0, limit)
+            .map_err(|f| fault(E, 2, f, limit))?;
+        let pos = 2 + used;
+        let Some(sum) = input.get(pos..pos + 4) else {
+            return Err(DecodeError::Truncated { encoding: E });
+        };
+        if adler32(&out[..end]) != u32::from_be_bytes([sum[0], sum[1], sum[2], sum[3]]) {
+            return Err(corrupt(E, pos, "Adler-32 mismatch"));
+        }
+        if pos + 4 != input.len() {
+            return Err(DecodeError::TrailingGarbage {
+                encoding: E,
+                offset: pos + 4,
+            });
+        }
+        Ok(end)
     }
 
     fn zstd(&mut self, input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), DecodeError> {
@@ -387,37 +464,28 @@ fn grow(out: &mut Vec<u8>, limit: usize) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// Inflates one deflate (or zlib) stream from `input` into `out`; returns the input bytes used.
-fn inflate(
-    d: &mut Decompress,
-    encoding: Encoding,
-    input: &[u8],
-    base: usize,
-    out: &mut Vec<u8>,
-    limit: usize,
-) -> Result<usize, DecodeError> {
-    let start_in = d.total_in();
-    loop {
-        grow(out, limit)?;
-        let used = (d.total_in() - start_in) as usize;
-        let before_out = out.len();
-        let status = d
-            .decompress_vec(&input[used..], out, FlushDecompress::None)
-            .map_err(|_| corrupt(encoding, base + used, "invalid deflate data"))?;
-        let now_used = (d.total_in() - start_in) as usize;
-        if out.len() > limit {
-            return Err(DecodeError::TooLarge { limit });
-        }
-        match status {
-            Status::StreamEnd => return Ok(now_used),
-            Status::Ok | Status::BufError => {
-                let progress = now_used != used || out.len() != before_out;
-                if !progress && out.len() < out.capacity() {
-                    return Err(DecodeError::Truncated { encoding });
-                }
-            }
-        }
+/// The decode error for an inflater's fault in a stream starting at `base`.
+fn fault(encoding: Encoding, base: usize, f: Fault, limit: usize) -> DecodeError {
+    match f {
+        Fault::Corrupt(at, reason) => corrupt(encoding, base + at, reason),
+        Fault::Truncated => DecodeError::Truncated { encoding },
+        Fault::TooLarge => DecodeError::TooLarge { limit },
     }
+}
+
+/// Adler-32 (RFC 1950), in blocks short enough that the sums cannot overflow.
+fn adler32(data: &[u8]) -> u32 {
+    const MOD: u32 = 65521;
+    let (mut a, mut b) = (1u32, 0u32);
+    for block in data.chunks(5552) {
+        for &x in block {
+            a += u32::from(x);
+            b += a;
+        }
+        a %= MOD;
+        b %= MOD;
+    }
+    b << 16 | a
 }
 
 /// Parses a gzip member header at `pos`; returns the offset of the deflate data.
@@ -633,7 +701,7 @@ mod tests {
         let r = Decoder::new().decode(Encoding::Gzip, &bomb, &mut out, 1 << 20);
         assert_eq!(r, Err(DecodeError::TooLarge { limit: 1 << 20 }));
         assert!(
-            out.capacity() <= (1 << 20) + 1,
+            out.capacity() <= (1 << 20) + SLACK,
             "capacity {}",
             out.capacity()
         );
@@ -766,6 +834,98 @@ mod tests {
         raw.write_all(b"abc").unwrap();
         let raw = raw.finish().unwrap();
         assert!(decode(Encoding::Deflate, &raw, 100).is_err());
+    }
+
+    #[test]
+    fn deflate_header_adler32_and_dictionary_checked() {
+        // Adler-32 of "Wikipedia" (RFC 1950's example elsewhere): 0x11E60398.
+        assert_eq!(adler32(b"Wikipedia"), 0x11e6_0398);
+        // Sums past one block of 5552 bytes stay reduced.
+        let long = vec![0xffu8; 100_000];
+        let (mut a, mut b) = (1u64, 0u64);
+        for &x in &long {
+            a = (a + u64::from(x)) % 65521;
+            b = (b + a) % 65521;
+        }
+        assert_eq!(adler32(&long), (b << 16 | a) as u32);
+
+        let data = sample(10_000);
+        let good = zlib(&data);
+        assert_eq!(decode(Encoding::Deflate, &good, 1 << 20), Ok(data));
+        let corrupt_reason = |input: &[u8]| match decode(Encoding::Deflate, input, 1 << 20) {
+            Err(DecodeError::Corrupt { reason, .. }) => reason,
+            other => panic!("{other:?}"),
+        };
+        let mut bad_sum = good.clone();
+        let n = bad_sum.len();
+        bad_sum[n - 1] ^= 1;
+        assert_eq!(corrupt_reason(&bad_sum), "Adler-32 mismatch");
+        let mut bad_check = good.clone();
+        bad_check[1] ^= 1;
+        assert_eq!(corrupt_reason(&bad_check), "incorrect header check");
+        // A preset dictionary (FDICT) with a valid header check: bytes nobody can decode.
+        let fdict = [0x78, 0xbb, 0, 0, 0, 1, 0x03, 0x00];
+        assert_eq!((0x78u16 << 8 | 0xbb) % 31, 0);
+        assert!(matches!(
+            decode(Encoding::Deflate, &fdict, 100),
+            Err(DecodeError::Undecoded { .. })
+        ));
+        assert_eq!(
+            decode(Encoding::Deflate, &good[..1], 100),
+            Err(DecodeError::Truncated {
+                encoding: Encoding::Deflate
+            })
+        );
+    }
+
+    #[test]
+    fn a_lying_isize_costs_no_more_than_a_real_bomb_of_its_size() {
+        // A 4 GiB ISIZE on a tiny member: the first allocation is capped at 1032 bytes per
+        // input byte (deflate's largest expansion), not at the limit.
+        let mut lie = gz(b"abc");
+        let n = lie.len();
+        lie[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut out = Vec::new();
+        let r = Decoder::new().decode(Encoding::Gzip, &lie, &mut out, 64 << 20);
+        assert!(
+            matches!(
+                r,
+                Err(DecodeError::Corrupt {
+                    reason: "ISIZE mismatch",
+                    ..
+                })
+            ),
+            "{r:?}"
+        );
+        assert!(
+            out.capacity() <= (n * 1032).max(64 << 10) + SLACK,
+            "capacity {} for a {n}-byte body",
+            out.capacity()
+        );
+    }
+
+    #[test]
+    fn a_reused_buffer_from_a_larger_limit_lets_nothing_past_the_new_one() {
+        let data = sample(200_000);
+        let body = gz(&data);
+        let mut d = Decoder::new();
+        let mut out = Vec::new();
+        assert_eq!(
+            d.decode(Encoding::Gzip, &body, &mut out, 1 << 20)
+                .map(<[u8]>::len),
+            Ok(data.len())
+        );
+        assert!(out.len() >= data.len());
+        assert_eq!(
+            d.decode(Encoding::Gzip, &body, &mut out, 100_000),
+            Err(DecodeError::TooLarge { limit: 100_000 })
+        );
+        assert!(out.len() <= 100_000 + SLACK);
+        // And decoding again into it gives the same bytes.
+        assert_eq!(
+            d.decode(Encoding::Gzip, &body, &mut out, 1 << 20),
+            Ok(&data[..])
+        );
     }
 
     #[test]

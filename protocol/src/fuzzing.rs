@@ -49,7 +49,8 @@ pub fn json(data: &[u8]) {
     validate(BodyKind::Json, data);
 }
 
-/// Decoding, with a 1 MiB cap: the output never exceeds the cap.
+/// Decoding, with a 1 MiB cap: the output never exceeds the cap, and the inflater reads every
+/// body as zlib-rs does.
 pub fn decode(data: &[u8]) {
     const LIMIT: usize = 1 << 20;
     let (encoding, body) = match data.split_first() {
@@ -67,6 +68,14 @@ pub fn decode(data: &[u8]) {
     let mut out = Vec::new();
     if let Ok(decoded) = Decoder::new().decode(encoding, body, &mut out, LIMIT) {
         assert!(decoded.len() <= LIMIT);
+    }
+    // Every body is also a raw deflate stream to the inflater and to zlib-rs: same verdict,
+    // same output. So is what follows a zlib header (2 bytes) and a gzip header (10 bytes),
+    // so that the corpus's real streams are mutated as raw deflate too.
+    for skip in [0, 2, 10] {
+        if let Some(stream) = body.get(skip..) {
+            crate::inflate::assert_agrees_with_zlib_rs(stream, LIMIT);
+        }
     }
 }
 

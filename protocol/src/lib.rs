@@ -26,6 +26,7 @@
 
 pub mod decode;
 pub mod fuzzing;
+mod inflate;
 mod json;
 mod json_string;
 mod lp;
