@@ -537,7 +537,7 @@ fn room(out: &mut Vec<u8>, op: usize, n: usize, limit: usize) -> Result<(), Faul
     let want = (out.len().saturating_mul(2))
         .max(op + n + SLACK)
         .max(MIN_STEP)
-        .min(limit + SLACK);
+        .min(limit.saturating_add(SLACK));
     if want > out.len() {
         out.resize(want, 0);
     }
