@@ -357,7 +357,10 @@ impl Inflater {
         let input = reader.input;
         reader.refill()?;
         let (mut buf, mut bits, mut pos) = (reader.buf, reader.bits, reader.pos);
-        let mut o: &mut [u8] = out.as_mut_slice();
+        // The output from the member's start, and `op` relative to it: one live value fewer in
+        // the loop, and a distance is checked against `op` alone.
+        let mut o: &mut [u8] = out.get_mut(start..).unwrap_or_default();
+        op -= start;
         /// Consumes entry `e`'s bits; returns the buffer as it was.
         macro_rules! consume {
             ($e:expr) => {{
@@ -406,10 +409,10 @@ impl Inflater {
                 if let Some(b) = o.get_mut(op) {
                     *b = byte;
                 } else {
-                    if let Err(f) = room(out, op, 1, limit) {
+                    if let Err(f) = room(out, start + op, 1, limit) {
                         break Err(f);
                     }
-                    o = out.as_mut_slice();
+                    o = out.get_mut(start..).unwrap_or_default();
                     o[op] = byte;
                 }
                 op += 1;
@@ -453,7 +456,7 @@ impl Inflater {
                 }
                 if e & END_OF_BLOCK != 0 {
                     consume!(e);
-                    break Ok(op);
+                    break Ok(start + op);
                 }
                 if e & SPECIAL != 0 {
                     break Err(Fault::Corrupt(0, "invalid literal/length code"));
@@ -475,16 +478,16 @@ impl Inflater {
             }
             let saved = consume!(d);
             let distance = (d >> 16) as usize + extra!(saved, d);
-            if distance > op - start {
+            if distance > op {
                 break Err(Fault::Corrupt(0, "distance too far back"));
             }
             e = tables[buf as usize & LITLEN_MASK];
             refill!();
             if op + len + SLACK > o.len() {
-                if let Err(f) = room(out, op, len, limit) {
+                if let Err(f) = room(out, start + op, len, limit) {
                     break Err(f);
                 }
-                o = out.as_mut_slice();
+                o = out.get_mut(start..).unwrap_or_default();
             }
             copy_match(o, op, distance, len);
             op += len;
